@@ -1,0 +1,1 @@
+"""Token usage and budget library; imports nothing from aiohttp."""

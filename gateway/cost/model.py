@@ -1,0 +1,130 @@
+"""The value types of the cost library: what was used, what may be used, what was decided."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+NANO_PER_USD = 1_000_000_000
+
+
+def usd_to_nano(usd: float) -> int:
+    """Money is integer nano-dollars inside: a 10-token embedding costs 0.2 micro-dollars."""
+    return round(usd * NANO_PER_USD)
+
+
+def nano_to_usd(nano: int) -> float:
+    return nano / NANO_PER_USD
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """One call's consumption. Cached tokens are part of input tokens, as OpenAI counts them."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    total_tokens: int = 0
+    cost: float = 0.0  # USD
+    model: str = ""
+    provider: str = ""
+    tenant_id: str = ""
+    timestamp: float = 0.0  # seconds since the epoch, UTC
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    """Unset fields match everything; ``since`` is inclusive, ``until`` exclusive."""
+
+    tenant_id: str | None = None
+    model: str | None = None
+    provider: str | None = None
+    since: float | None = None
+    until: float | None = None
+
+    def matches(self, usage: Usage) -> bool:
+        return (
+            (self.tenant_id is None or usage.tenant_id == self.tenant_id)
+            and (self.model is None or usage.model == self.model)
+            and (self.provider is None or usage.provider == self.provider)
+            and (self.since is None or usage.timestamp >= self.since)
+            and (self.until is None or usage.timestamp < self.until)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    total_input_tokens: int = 0
+    total_output_tokens: int = 0
+    total_cost: float = 0.0  # USD
+    entry_count: int = 0
+
+
+class BudgetAction(enum.StrEnum):
+    REJECT = "reject"
+    THROTTLE = "throttle"
+    ALERT = "alert"
+
+
+class Domain(enum.StrEnum):
+    LLM = "llm"
+    EMBEDDING = "embedding"
+
+
+class Limit(enum.StrEnum):
+    """The five limits a budget may set; the value is the YAML field name."""
+
+    TOKENS_PER_HOUR = "max_tokens_per_hour"
+    TOKENS_PER_DAY = "max_tokens_per_day"
+    COST_PER_HOUR = "max_cost_per_hour"
+    COST_PER_DAY = "max_cost_per_day"
+    COST_PER_MONTH = "max_cost_per_month"
+
+    @property
+    def is_cost(self) -> bool:
+        return self.name.startswith("COST")
+
+    @property
+    def window(self) -> str:
+        return self.name.rsplit("_", 1)[1].lower()
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """Limits on a tenant's (or one key's, model's, domain's) spend, and what to do past them.
+
+    Token limits count input + output tokens; cost limits are USD. ``None`` means no limit.
+    """
+
+    name: str = "default"
+    tenant: str = ""
+    key: str | None = None
+    model: str | None = None
+    domain: Domain | None = None
+    max_tokens_per_hour: int | None = None
+    max_tokens_per_day: int | None = None
+    max_cost_per_hour: float | None = None
+    max_cost_per_day: float | None = None
+    max_cost_per_month: float | None = None
+    alert_threshold: float | None = None
+    action: BudgetAction = BudgetAction.REJECT
+    max_wait_s: float = 30.0
+    clamp_max_tokens: bool = False
+    source: str = "file"
+    id: str | None = None
+
+    def limits(self) -> list[tuple[Limit, int]]:
+        """The limits this budget sets, tokens as-is and costs in nano-dollars."""
+        out: list[tuple[Limit, int]] = []
+        for limit in Limit:
+            value = getattr(self, limit.value)
+            if value is not None:
+                out.append((limit, usd_to_nano(value) if limit.is_cost else int(value)))
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetDecision:
+    allowed: bool
+    reason: str = ""
+    usage_ratio: float = 0.0

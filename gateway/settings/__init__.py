@@ -1,0 +1,1 @@
+"""Configuration: YAML in, validated frozen ``Settings`` out, swapped whole on reload."""
