@@ -82,3 +82,12 @@ def _literal_prefix(pattern: str) -> str:
         if c in "*?[":
             return pattern[:i]
     return pattern
+
+
+def max_output_within(price: Price, nano: int, input_tokens: int) -> int:
+    """The most output tokens that keep a call's cost within ``nano``, given its input."""
+    room_pico = nano * PICO_PER_NANO - input_tokens * price.input_pico_per_token
+    if room_pico < 0:
+        return 0
+    per_token = price.output_pico_per_token
+    return room_pico // per_token if per_token else 2**62

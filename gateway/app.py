@@ -1,0 +1,97 @@
+"""The app factory: routes, middleware, and the long-lived objects in cleanup contexts
+(created in order at start-up, closed in reverse only if their start succeeded)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+
+import aiohttp
+from aiohttp import web
+
+from gateway.appkeys import CLOCK, CONFIG, PIPELINE, SESSION, STORE
+from gateway.clock import Clock, SystemClock
+from gateway.cost.tokens import default_tokenizers
+from gateway.middleware import errors
+from gateway.ops import health
+from gateway.ops.alerts import WebhookAlerts
+from gateway.proxy import routes as proxy_routes
+from gateway.proxy.budgets import Admitter
+from gateway.proxy.forward import Forwarder
+from gateway.proxy.handler import Pipeline
+from gateway.proxy.record import Recorder
+from gateway.runtime import Runtime
+from gateway.settings.watch import LiveConfig
+from gateway.store.base import Store
+from gateway.store.factory import open_store
+
+CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
+
+
+def create_app(
+    config: LiveConfig[Runtime],
+    *,
+    clock: Clock | None = None,
+    store: Store | None = None,
+    watch_interval_s: float | None = 1.0,
+) -> web.Application:
+    app = web.Application(middlewares=[errors], client_max_size=1024**2)
+    app[CONFIG] = config
+    app[CLOCK] = clock or SystemClock()
+    app.cleanup_ctx.append(_session)
+    app.cleanup_ctx.append(_store(store))
+    app.cleanup_ctx.append(_pipeline)
+    if watch_interval_s is not None:
+        app.cleanup_ctx.append(_watcher(watch_interval_s))
+    proxy_routes.add_routes(app)
+    health.add_routes(app)
+    return app
+
+
+async def _session(app: web.Application) -> AsyncIterator[None]:
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60)
+    async with aiohttp.ClientSession(connector=connector, auto_decompress=True) as session:
+        app[SESSION] = session
+        yield
+
+
+def _store(given: Store | None) -> CleanupCtx:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        store = given or open_store(app[CONFIG].current.settings.store)
+        app[STORE] = store
+        try:
+            yield
+        finally:
+            if given is None:
+                await store.close()
+
+    return ctx
+
+
+async def _pipeline(app: web.Application) -> AsyncIterator[None]:
+    config, store, clock = app[CONFIG], app[STORE], app[CLOCK]
+    await asyncio.to_thread(default_tokenizers().preload)  # not on the first request's time
+    alerts = WebhookAlerts(app[SESSION], lambda: config.current.settings.alerts.webhook_url)
+    app[PIPELINE] = Pipeline(
+        lambda: config.current,
+        Admitter(store, clock, alerts),
+        Forwarder(app[SESSION]),
+        Recorder(store, clock),
+    )
+    yield
+    await alerts.close()
+
+
+def _watcher(interval_s: float) -> CleanupCtx:
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        config = app[CONFIG]
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            config.install_sighup(asyncio.get_running_loop())
+        task = asyncio.create_task(config.watch(interval_s))
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return ctx

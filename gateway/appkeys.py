@@ -1,0 +1,18 @@
+"""Typed keys for the long-lived objects an app holds; made in cleanup contexts."""
+
+from __future__ import annotations
+
+import aiohttp
+from aiohttp import web
+
+from gateway.clock import Clock
+from gateway.proxy.handler import Pipeline
+from gateway.runtime import Runtime
+from gateway.settings.watch import LiveConfig
+from gateway.store.base import Store
+
+CONFIG = web.AppKey("config", LiveConfig[Runtime])
+CLOCK = web.AppKey("clock", Clock)
+SESSION = web.AppKey("session", aiohttp.ClientSession)
+STORE = web.AppKey("store", Store)
+PIPELINE = web.AppKey("pipeline", Pipeline)

@@ -1,0 +1,45 @@
+"""Tracker backends by name, so a deployment picks one in configuration, not in code."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from gateway.cost.tracker import Tracker
+
+Factory = Callable[[Mapping[str, Any]], Tracker]
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._factories: dict[str, Factory] = {}
+
+    def register(self, name: str, factory: Factory) -> None:
+        if name in self._factories:
+            raise ValueError(f"tracker backend {name!r} is already registered")
+        self._factories[name] = factory
+
+    def new(self, name: str, config: Mapping[str, Any] | None = None) -> Tracker:
+        try:
+            factory = self._factories[name]
+        except KeyError:
+            known = ", ".join(sorted(self._factories)) or "none"
+            raise KeyError(f"unknown tracker backend {name!r} (registered: {known})") from None
+        return factory(config or {})
+
+    def names(self) -> list[str]:
+        return sorted(self._factories)
+
+
+def _memory(config: Mapping[str, Any]) -> Tracker:
+    from gateway.cost.tracker import InMemoryTracker
+
+    return InMemoryTracker(max_entries=int(config.get("max_entries", 100_000)))
+
+
+DEFAULT = Registry()
+DEFAULT.register("memory", _memory)
+
+register = DEFAULT.register
+new = DEFAULT.new
+names = DEFAULT.names

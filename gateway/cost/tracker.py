@@ -1,0 +1,44 @@
+"""Usage trackers: record what each call used, answer aggregate queries."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Protocol
+
+from gateway.cost.model import Filter, Summary, Usage, nano_to_usd, usd_to_nano
+
+
+class Tracker(Protocol):
+    """Safe for concurrent use by the tasks of one event loop."""
+
+    async def record(self, usage: Usage) -> None: ...
+
+    async def query(self, filter: Filter) -> Summary: ...
+
+
+def summarize(entries: list[Usage]) -> Summary:
+    """One rule for adding usage up; money summed as integers, so totals are exact."""
+    return Summary(
+        total_input_tokens=sum(u.input_tokens for u in entries),
+        total_output_tokens=sum(u.output_tokens for u in entries),
+        total_cost=nano_to_usd(sum(usd_to_nano(u.cost) for u in entries)),
+        entry_count=len(entries),
+    )
+
+
+class InMemoryTracker:
+    """Keeps the newest ``max_entries`` records, evicting the oldest first."""
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        if max_entries <= 0:
+            raise ValueError("max_entries must be positive")
+        self._entries: deque[Usage] = deque(maxlen=max_entries)
+
+    async def record(self, usage: Usage) -> None:
+        self._entries.append(usage)
+
+    async def query(self, filter: Filter) -> Summary:
+        return summarize([u for u in self._entries if filter.matches(u)])
+
+    def __len__(self) -> int:
+        return len(self._entries)

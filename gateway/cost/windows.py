@@ -1,0 +1,60 @@
+"""Time windows as buckets: bounded memory per limit whatever the request rate.
+
+A rolling window of ``count`` buckets of ``width`` seconds holds the current bucket and the
+``count - 1`` before it, so it is exact to within one bucket. The calendar month is one bucket
+that ends at the next month's first second (UTC). The same arithmetic is passed to every store
+(the Redis Lua scripts receive these numbers in ARGV), so backends agree to the unit.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+from dataclasses import dataclass
+
+from gateway.cost.model import Limit
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    name: str  # "hour" | "day" | "month"
+    width: int  # seconds per bucket; 0 for the calendar month
+    count: int  # buckets in the window
+
+    @property
+    def length_s(self) -> int:
+        return self.width * self.count
+
+    def bucket(self, now: float) -> int:
+        if self.width == 0:
+            t = dt.datetime.fromtimestamp(now, dt.UTC)
+            return t.year * 12 + t.month - 1
+        return int(now // self.width)
+
+    def oldest(self, now: float) -> int:
+        """The oldest bucket index still inside the window at ``now``."""
+        return self.bucket(now) - self.count + 1
+
+    def leaves_at(self, bucket: int) -> float:
+        """When ``bucket`` stops counting: the time its usage frees up."""
+        if self.width == 0:
+            year, month0 = divmod(bucket + 1, 12)
+            return float(calendar.timegm((year, month0 + 1, 1, 0, 0, 0)))
+        return float((bucket + self.count) * self.width)
+
+    def period_id(self, now: float) -> int:
+        """Identifies the window a crossing belongs to, for once-per-window alerts."""
+        if self.width == 0:
+            return self.bucket(now)
+        return int(now // self.length_s)
+
+
+HOUR = Window("hour", 60, 60)
+DAY = Window("day", 900, 96)
+MONTH = Window("month", 0, 1)
+
+WINDOWS = {"hour": HOUR, "day": DAY, "month": MONTH}
+
+
+def window_of(limit: Limit) -> Window:
+    return WINDOWS[limit.window]

@@ -1,0 +1,65 @@
+"""The one place errors become OpenAI-shaped JSON, and every response gets its request id."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+
+import orjson
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from gateway import log as gateway_log
+from gateway.errors import GatewayError, MethodNotAllowed, NotFound
+
+log = logging.getLogger(__name__)
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def error_response(error: GatewayError, request_id: str) -> web.Response:
+    headers = {**error.headers, "x-request-id": request_id}
+    return web.Response(
+        body=orjson.dumps(error.body()), status=error.status,
+        content_type="application/json", headers=headers,
+    )
+
+
+def _http_error(request: web.Request, exc: web.HTTPException) -> GatewayError:
+    if exc.status == 405:
+        return MethodNotAllowed(f"Method {request.method} is not allowed for {request.path}.")
+    if exc.status == 404:
+        return NotFound(
+            f"Invalid URL ({request.method} {request.path}): this gateway forwards only "
+            "metered OpenAI endpoints."
+        )
+    error = GatewayError(exc.reason or "HTTP error")
+    error.status = exc.status
+    error.type = "invalid_request_error" if exc.status < 500 else "server_error"
+    return error
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    incoming = request.headers.get("x-request-id", "")
+    rid = incoming if _SAFE_ID.match(incoming) else f"req_{uuid.uuid4().hex}"
+    token = gateway_log.request_id.set(rid)
+    try:
+        response = await handler(request)
+    except GatewayError as error:
+        if error.status >= 500:
+            log.warning("%s %s -> %d %s", request.method, request.path, error.status, error.message)
+        return error_response(error, rid)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(_http_error(request, exc), rid)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(GatewayError("The gateway failed to handle the request."), rid)
+    finally:
+        gateway_log.request_id.reset(token)
+    if not response.prepared:
+        response.headers["x-request-id"] = rid
+    return response

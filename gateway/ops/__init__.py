@@ -1,0 +1,1 @@
+"""Operating the gateway: health, metrics, alerts."""

@@ -1,0 +1,26 @@
+"""Liveness (the process answers) and readiness (config loaded and store reachable)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.appkeys import CONFIG, STORE
+from gateway.store.base import StoreError
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    runtime = request.app[CONFIG].current
+    try:
+        await request.app[STORE].ping()
+    except StoreError as exc:
+        return web.json_response({"status": "unavailable", "store": str(exc)}, status=503)
+    return web.json_response({"status": "ready", "config": runtime.settings.source})
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)

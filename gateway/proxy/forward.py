@@ -1,0 +1,228 @@
+"""Stage 5: send the request upstream on the app's one pooled session and pass the answer
+back, streams event by event (never buffered whole), reading usage on the way."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
+from gateway.proxy.budgets import Admission
+from gateway.proxy.endpoints import Endpoint
+from gateway.proxy.resolve import Target
+from gateway.proxy.usage import Reported, SSESplitter, StreamMeter, from_body, text_of_body
+
+log = logging.getLogger(__name__)
+
+_FORWARDED_REQUEST_HEADERS = ("Accept", "OpenAI-Beta", "Idempotency-Key", "User-Agent")
+_DROPPED_RESPONSE_HEADERS = frozenset(
+    h.lower()
+    for h in (
+        "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "TE",
+        "Trailer", "Transfer-Encoding", "Upgrade", "Content-Length", "Content-Encoding",
+        "Set-Cookie", "OpenAI-Organization", "OpenAI-Project", "Date", "Server",
+    )
+)
+_SECRET_REPLACEMENT = b"[redacted]"
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One upstream exchange, filled in as it happens, so that whatever ends it (an answer,
+    an error, a cancelled handler) the record stage can settle it exactly."""
+
+    response: web.StreamResponse | None = None
+    ok: bool = False  # the upstream answered with success
+    reported: Reported | None = None
+    produced_text: str = ""  # what the client received, counted when usage is missing
+    interrupted: bool = False  # the stream broke off (client gone or upstream reset)
+
+
+def upstream_body(target: Target, admission: Admission) -> tuple[bytes, bool]:
+    """The bytes to send, re-serialised only when they must change; and whether to hide the
+    usage chunk the gateway asked for."""
+    body: dict[str, Any] | None = None
+    hide_usage = False
+    if target.stream and target.endpoint in (Endpoint.CHAT, Endpoint.COMPLETIONS):
+        options = target.body.get("stream_options") or {}
+        if options.get("include_usage") is not True:
+            body = dict(target.body)
+            body["stream_options"] = {**options, "include_usage": True}
+            hide_usage = True
+    if admission.clamped_output is not None:
+        body = dict(body or target.body)
+        fields = target.endpoint.output_fields
+        name = next((f for f in fields if body.get(f) is not None), fields[0])
+        body[name] = admission.clamped_output
+    return (target.raw if body is None else orjson.dumps(body)), hide_usage
+
+
+class Forwarder:
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self._session = session
+
+    async def forward(
+        self,
+        request: web.Request,
+        target: Target,
+        admission: Admission,
+        headers: Mapping[str, str],
+        exchange: Exchange,
+    ) -> web.StreamResponse:
+        data, hide_usage = upstream_body(target, admission)
+        upstream = target.upstream
+        timeout = (
+            aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=upstream.timeout_s)
+            if target.stream
+            else aiohttp.ClientTimeout(total=upstream.timeout_s)
+        )
+        try:
+            async with self._session.post(
+                upstream.base_url + target.endpoint.value,
+                data=data,
+                headers=self._request_headers(request, target, headers),
+                timeout=timeout,
+            ) as resp:
+                if target.stream and resp.status == 200 and _is_sse(resp):
+                    await self._stream(request, target, resp, headers, hide_usage, exchange)
+                else:
+                    await self._whole(target, resp, headers, exchange)
+                assert exchange.response is not None
+                return exchange.response
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"The upstream '{upstream.name}' did not answer within {upstream.timeout_s:g} s."
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(
+                f"The upstream '{upstream.name}' could not be reached: {type(exc).__name__}."
+            ) from None
+
+    def _request_headers(
+        self, request: web.Request, target: Target, headers: Mapping[str, str]
+    ) -> dict[str, str]:
+        out = {"Content-Type": "application/json"}
+        for name in _FORWARDED_REQUEST_HEADERS:
+            value = request.headers.get(name)
+            if value is not None:
+                out[name] = value
+        if target.upstream.api_key:
+            out["Authorization"] = f"Bearer {target.upstream.api_key}"
+        if "x-request-id" in headers:
+            out["X-Request-Id"] = headers["x-request-id"]
+        return out
+
+    async def _whole(
+        self,
+        target: Target,
+        resp: aiohttp.ClientResponse,
+        headers: Mapping[str, str],
+        exchange: Exchange,
+    ) -> None:
+        body = await resp.read()
+        if resp.status >= 400:
+            exchange.response = self._error_response(target, resp, body, headers)
+            return
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, dict):
+            exchange.reported = from_body(parsed)
+            if exchange.reported is None:
+                exchange.produced_text = text_of_body(target.endpoint, parsed)
+        exchange.ok = True
+        exchange.response = web.Response(
+            body=body, status=resp.status, headers=_response_headers(resp, headers)
+        )
+
+    def _error_response(
+        self, target: Target, resp: aiohttp.ClientResponse, body: bytes, headers: Mapping[str, str]
+    ) -> web.StreamResponse:
+        """The upstream's own error, except where it is about the gateway's credentials."""
+        if resp.status in (401, 403):
+            error = UpstreamError(
+                f"The upstream '{target.upstream.name}' refused the gateway's credentials "
+                f"(HTTP {resp.status}); ask the gateway's operators to check its api_key.",
+                code="upstream_auth_failed",
+            )
+            return _error(error, headers)
+        key = target.upstream.api_key.encode()
+        if key and key in body:
+            body = body.replace(key, _SECRET_REPLACEMENT)
+        return web.Response(body=body, status=resp.status,
+                            headers=_response_headers(resp, headers))
+
+    async def _stream(
+        self,
+        request: web.Request,
+        target: Target,
+        resp: aiohttp.ClientResponse,
+        headers: Mapping[str, str],
+        hide_usage: bool,
+        exchange: Exchange,
+    ) -> None:
+        response = web.StreamResponse(status=200, headers=_response_headers(resp, headers))
+        response.headers["Cache-Control"] = "no-cache"
+        meter = StreamMeter(target.endpoint, hide_usage)
+        splitter = SSESplitter()
+        exchange.response, exchange.ok = response, True
+        await response.prepare(request)
+        try:
+            async for chunk in resp.content.iter_any():
+                out = [b for e in splitter.feed(chunk) if (b := meter.feed(e)) is not None]
+                if out:
+                    await response.write(b"".join(out))
+        except ConnectionResetError:
+            exchange.interrupted = True
+            log.debug("client went away mid-stream")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            exchange.interrupted = True
+            log.warning("upstream stream broke off: %s", type(exc).__name__)
+            await _write_quietly(response, _stream_error(target))
+        finally:
+            exchange.reported = meter.reported
+            exchange.produced_text = meter.produced_text()
+            if not meter.done and meter.reported is None:
+                exchange.interrupted = True
+        await _write_eof_quietly(response)
+
+
+def _is_sse(resp: aiohttp.ClientResponse) -> bool:
+    return resp.content_type == "text/event-stream"
+
+
+def _response_headers(resp: aiohttp.ClientResponse, extra: Mapping[str, str]) -> dict[str, str]:
+    headers = {k: v for k, v in resp.headers.items() if k.lower() not in _DROPPED_RESPONSE_HEADERS}
+    headers.update(extra)
+    return headers
+
+
+def _error(error: GatewayError, headers: Mapping[str, str]) -> web.Response:
+    return web.Response(body=orjson.dumps(error.body()), status=error.status,
+                        content_type="application/json", headers=headers)
+
+
+def _stream_error(target: Target) -> bytes:
+    error = UpstreamError(f"The upstream '{target.upstream.name}' broke off the stream.")
+    return b"data: " + orjson.dumps(error.body()) + b"\n\n"
+
+
+async def _write_quietly(response: web.StreamResponse, data: bytes) -> None:
+    try:
+        await response.write(data)
+    except ConnectionResetError:
+        log.debug("client went away before the stream error was sent")
+
+
+async def _write_eof_quietly(response: web.StreamResponse) -> None:
+    try:
+        await response.write_eof()
+    except ConnectionResetError:
+        log.debug("client went away before the end of the stream")

@@ -1,0 +1,146 @@
+"""Stage 2: what is asked for. Parse the body once, check the fields the gateway relies on,
+then resolve the model to the tenant's allow-list, an upstream and a price."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from gateway.cost.pricing import Price, PriceTable
+from gateway.errors import Forbidden, InvalidRequest, ModelNotPriced, NotFound
+from gateway.proxy.auth import Principal
+from gateway.proxy.endpoints import Endpoint
+from gateway.settings.schema import TenantSettings, UpstreamSettings
+
+_REQUIRED: dict[Endpoint, tuple[str, tuple[type, ...]]] = {
+    Endpoint.CHAT: ("messages", (list,)),
+    Endpoint.COMPLETIONS: ("prompt", (str, list)),
+    Endpoint.EMBEDDINGS: ("input", (str, list)),
+    Endpoint.RESPONSES: ("input", (str, list)),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    endpoint: Endpoint
+    model: str
+    body: dict[str, Any]
+    raw: bytes
+    stream: bool
+    upstream: UpstreamSettings
+    price: Price
+
+
+class ModelRouter:
+    """Allow-lists, upstream globs and prices, compiled once per configuration load."""
+
+    def __init__(
+        self,
+        tenants: Mapping[str, TenantSettings],
+        upstreams: tuple[UpstreamSettings, ...],
+        prices: PriceTable,
+    ) -> None:
+        self._tenants = tenants
+        self._upstreams = upstreams
+        self.prices = prices
+
+    def allowed(self, tenant: str, model: str) -> bool:
+        patterns = self._tenants[tenant].models
+        return patterns is None or any(fnmatch.fnmatchcase(model, p) for p in patterns)
+
+    def routable(self, model: str) -> bool:
+        return any(fnmatch.fnmatchcase(model, p) for u in self._upstreams for p in u.models)
+
+    def route(self, principal: Principal, model: str) -> tuple[UpstreamSettings, Price]:
+        if not self.allowed(principal.tenant, model):
+            raise Forbidden(
+                f"The model '{model}' is not allowed for tenant '{principal.tenant}'.",
+                param="model",
+            )
+        price = self.prices.lookup(model)
+        if price is None:
+            raise ModelNotPriced(
+                f"The model '{model}' has no price configured, so its cost cannot be budgeted. "
+                "Add it under 'pricing:' in the gateway configuration.",
+                param="model",
+            )
+        for upstream in self._upstreams:
+            if any(fnmatch.fnmatchcase(model, p) for p in upstream.models):
+                return upstream, price
+        raise NotFound(
+            f"The model '{model}' does not exist or no upstream serves it.",
+            param="model",
+            code="model_not_found",
+        )
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    if not raw.strip():
+        raise InvalidRequest("The request body is empty; expected a JSON object.")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}.") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest(
+            f"The request body must be a JSON object, not a JSON {_json_type(body)}."
+        )
+    return body
+
+
+def resolve(
+    principal: Principal, endpoint: Endpoint, raw: bytes, router: ModelRouter
+) -> Target:
+    body = parse_body(raw)
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise InvalidRequest(
+            "you must provide a model parameter (a non-empty string).", param="model"
+        )
+    _check_types(endpoint, body)
+    upstream, price = router.route(principal, model)
+    return Target(endpoint, model, body, raw, body.get("stream") is True, upstream, price)
+
+
+def _check_types(endpoint: Endpoint, body: Mapping[str, Any]) -> None:
+    field, kinds = _REQUIRED[endpoint]
+    if field not in body:
+        raise InvalidRequest(f"Missing required parameter: '{field}'.", param=field)
+    if not isinstance(body[field], kinds):
+        what = "an array" if kinds == (list,) else "a string or array"
+        raise _wrong_type(field, body[field], what)
+    _optional(body, "stream", bool, "a boolean")
+    _optional(body, "stream_options", dict, "an object")
+    for name in (*endpoint.output_fields, "n", "best_of"):
+        _optional(body, name, int, "an integer")
+        value = body.get(name)
+        if isinstance(value, int) and (value < 1 or isinstance(value, bool)):
+            raise InvalidRequest(f"Invalid '{name}': must be an integer >= 1.", param=name)
+    if endpoint is Endpoint.CHAT and not all(isinstance(m, dict) for m in body["messages"]):
+        raise InvalidRequest(
+            "Invalid 'messages': every message must be an object.", param="messages"
+        )
+
+
+def _optional(body: Mapping[str, Any], field: str, kind: type, what: str) -> None:
+    value = body.get(field)
+    if value is None:
+        return
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise _wrong_type(field, value, what)
+
+
+def _wrong_type(field: str, value: object, what: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"Invalid type for '{field}': expected {what}, but got {_json_type(value)}.", param=field
+    )
+
+
+def _json_type(value: object) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer",
+             float: "number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)

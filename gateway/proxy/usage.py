@@ -1,0 +1,170 @@
+"""Stage 6: what the upstream says was used, read from a JSON body or from a stream's events.
+
+"Not reported" (None) is kept apart from zero: a missing usage object is charged from the text
+the client received, never as free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from gateway.proxy.endpoints import Endpoint
+
+_FINAL_RESPONSE_EVENTS = {"response.completed", "response.incomplete", "response.failed"}
+_RESPONSE_TEXT_EVENTS = {
+    "response.output_text.delta",
+    "response.function_call_arguments.delta",
+    "response.refusal.delta",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Reported:
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int = 0
+    exact: bool = True  # False: counted by the gateway because the upstream did not say
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def from_usage(usage: object) -> Reported | None:
+    """Both shapes: chat/completions/embeddings (prompt_/completion_tokens) and Responses
+    (input_/output_tokens). Cached tokens are inside input tokens, reasoning inside output."""
+    if not isinstance(usage, Mapping):
+        return None
+    if "input_tokens" in usage:
+        details = usage.get("input_tokens_details") or {}
+        inp, out = _int(usage.get("input_tokens")), _int(usage.get("output_tokens"))
+    elif "prompt_tokens" in usage:
+        details = usage.get("prompt_tokens_details") or {}
+        inp, out = _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))
+    else:
+        return None
+    cached = _int(details.get("cached_tokens")) if isinstance(details, Mapping) else 0
+    return Reported(inp, out, min(cached, inp))
+
+
+def from_body(body: Mapping[str, Any]) -> Reported | None:
+    return from_usage(body.get("usage"))
+
+
+def text_of_body(endpoint: Endpoint, body: Mapping[str, Any]) -> str:
+    """The generated text of a non-streamed answer, to count when usage is missing."""
+    if endpoint is Endpoint.RESPONSES:
+        parts = [
+            c.get("text", "")
+            for item in body.get("output") or ()
+            if isinstance(item, Mapping)
+            for c in item.get("content") or ()
+            if isinstance(c, Mapping)
+        ]
+        return "".join(p for p in parts if isinstance(p, str))
+    texts: list[str] = []
+    for choice in body.get("choices") or ():
+        if not isinstance(choice, Mapping):
+            continue
+        message = choice.get("message")
+        texts.extend(_strings(message if isinstance(message, Mapping) else choice))
+    return "".join(texts)
+
+
+def _strings(part: Mapping[str, Any]) -> Iterator[str]:
+    for name in ("content", "text", "refusal", "reasoning_content"):
+        value = part.get(name)
+        if isinstance(value, str):
+            yield value
+    for call in part.get("tool_calls") or ():
+        function = call.get("function") if isinstance(call, Mapping) else None
+        if isinstance(function, Mapping):
+            yield from (v for v in (function.get("name"), function.get("arguments"))
+                        if isinstance(v, str))
+
+
+class SSESplitter:
+    """Cuts a byte stream into whole server-sent events, whatever the chunking."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        data = self._buffer + chunk
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n")
+        *events, self._buffer = data.split(b"\n\n")
+        return [e + b"\n\n" for e in events]
+
+    def rest(self) -> bytes:
+        return self._buffer
+
+
+class StreamMeter:
+    """Reads each event once: finds the usage, keeps the text the client received, and hides
+    the usage-only chunk from a client that did not ask for it."""
+
+    def __init__(self, endpoint: Endpoint, hide_usage: bool) -> None:
+        self._endpoint = endpoint
+        self._hide_usage = hide_usage
+        self._text: list[str] = []
+        self.reported: Reported | None = None
+        self.done = False
+
+    def feed(self, event: bytes) -> bytes | None:
+        """The bytes to send the client for this event (None: send nothing)."""
+        data = _data_of(event)
+        if data is None:
+            return event
+        if data == b"[DONE]":
+            self.done = True
+            return event
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return event
+        if not isinstance(obj, dict):
+            return event
+        if self._endpoint is Endpoint.RESPONSES:
+            self._read_response_event(obj)
+            return event
+        return self._read_chunk(obj, event)
+
+    def _read_response_event(self, obj: dict[str, Any]) -> None:
+        kind = obj.get("type")
+        if kind in _RESPONSE_TEXT_EVENTS and isinstance(obj.get("delta"), str):
+            self._text.append(obj["delta"])
+        elif kind in _FINAL_RESPONSE_EVENTS:
+            self.done = True
+            response = obj.get("response")
+            if isinstance(response, Mapping):
+                self.reported = from_usage(response.get("usage"))
+
+    def _read_chunk(self, obj: dict[str, Any], event: bytes) -> bytes | None:
+        choices = obj.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
+            if isinstance(choice, Mapping):
+                delta = choice.get("delta")
+                self._text.extend(_strings(delta if isinstance(delta, Mapping) else choice))
+        usage = obj.get("usage")
+        if usage is None:
+            return event
+        self.reported = from_usage(usage)
+        if not self._hide_usage:
+            return event
+        if not choices:
+            return None  # the usage-only chunk the gateway asked for
+        del obj["usage"]
+        return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+    def produced_text(self) -> str:
+        return "".join(self._text)
+
+
+def _data_of(event: bytes) -> bytes | None:
+    lines = [ln[5:].lstrip(b" ") for ln in event.split(b"\n") if ln.startswith(b"data:")]
+    return b"\n".join(lines) if lines else None

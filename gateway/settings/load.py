@@ -1,0 +1,329 @@
+"""YAML file -> validated, frozen ``Settings``, or ``ConfigErrors`` naming every problem.
+
+Everything is checked here, once per load, so that a reload either swaps in a configuration
+that is wholly valid or keeps the last good one; nothing downstream re-validates.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from importlib import resources
+from types import MappingProxyType
+from typing import TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+from yaml.nodes import Node
+
+from gateway.cost.model import Budget, BudgetAction, Domain, Limit
+from gateway.cost.pricing import Price
+from gateway.errors import ConfigError, ConfigErrors
+from gateway.settings.schema import (
+    AlertSettings,
+    KeySettings,
+    Role,
+    Settings,
+    StoreErrorPolicy,
+    TenantSettings,
+    UpstreamSettings,
+)
+from gateway.settings.yamlpos import Fields, Reader, index, join, line_of, suggest
+
+T = TypeVar("T")
+
+TOP_LEVEL = (
+    "listen",
+    "store",
+    "on_store_error",
+    "max_body_bytes",
+    "upstreams",
+    "pricing",
+    "default_max_output_tokens",
+    "tenants",
+    "budgets",
+    "alerts",
+)
+UPSTREAM_FIELDS = ("base_url", "api_key", "models", "timeout_s")
+PRICE_FIELDS = ("input", "cached_input", "output")
+TENANT_FIELDS = ("models", "keys")
+KEY_FIELDS = ("name", "sha256", "role")
+LIMIT_FIELDS = tuple(limit.value for limit in Limit)
+BUDGET_FIELDS = (
+    "name",
+    "tenant",
+    "key",
+    "model",
+    "domain",
+    *LIMIT_FIELDS,
+    "alert_threshold",
+    "action",
+    "max_wait_s",
+    "clamp_max_tokens",
+)
+STORE_SCHEMES = ("memory", "redis", "rediss", "redis+cluster")
+SHIPPED_PRICING = "default_pricing.yaml"
+
+_HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def load_settings(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Settings:
+    source = os.fspath(path)
+    try:
+        with open(source, encoding="utf-8") as file:
+            text = file.read()
+    except OSError as exc:
+        message = f"cannot read: {exc.strerror or exc}"
+        raise ConfigErrors([ConfigError(source, None, "(file)", message)]) from None
+    except UnicodeDecodeError as exc:
+        message = f"not UTF-8 text (byte {exc.start})"
+        raise ConfigErrors([ConfigError(source, None, "(file)", message)]) from None
+    return parse_settings(text, source, env)
+
+
+def parse_settings(text: str, source: str, env: Mapping[str, str] | None = None) -> Settings:
+    reader = Reader(source, os.environ if env is None else env)
+    top = reader.document(text, TOP_LEVEL)
+    settings = _settings(top) if top is not None else None
+    if settings is None or reader.errors:
+        raise ConfigErrors(_in_file_order(reader.errors))
+    return settings
+
+
+def shipped_pricing() -> dict[str, Price]:
+    """The list prices shipped with the gateway; a config's ``pricing:`` overrides them by key."""
+    resource = resources.files("gateway.settings").joinpath(SHIPPED_PRICING)
+    reader = Reader(f"gateway/settings/{SHIPPED_PRICING}", env={})
+    top = reader.document(resource.read_text(encoding="utf-8"), ("pricing",))
+    prices = _pricing(top) if top is not None else {}
+    if reader.errors:  # a packaging bug, not an ops mistake: say exactly where
+        raise ConfigErrors(reader.errors)
+    return prices
+
+
+def _or(value: T | None, default: T) -> T:
+    return default if value is None else value
+
+
+def _in_file_order(errors: list[ConfigError]) -> list[ConfigError]:
+    """Sorted by line, each once: an aliased node is walked once per alias."""
+    unique = {(e.line, e.field, e.message): e for e in errors}
+    return sorted(unique.values(), key=lambda e: e.line or 0)
+
+
+def _settings(top: Fields) -> Settings:
+    defaults = Settings()
+    tenants, key_names = _tenants(top)
+    return Settings(
+        source=top.reader.source,
+        listen=_or(_listen(top), defaults.listen),
+        store=_or(_store(top), defaults.store),
+        on_store_error=_or(top.choice("on_store_error", StoreErrorPolicy), defaults.on_store_error),
+        max_body_bytes=_or(top.integer("max_body_bytes", minimum=1), defaults.max_body_bytes),
+        upstreams=_upstreams(top),
+        pricing=MappingProxyType(shipped_pricing() | _pricing(top)),
+        default_max_output_tokens=_or(
+            top.integer("default_max_output_tokens", minimum=1), defaults.default_max_output_tokens
+        ),
+        tenants=MappingProxyType(tenants),
+        budgets=_budgets(top, key_names),
+        alerts=_alerts(top),
+    )
+
+
+def _listen(top: Fields) -> str | None:
+    value = top.string("listen")
+    if value is None:
+        return None
+    host, colon, port = value.rpartition(":")
+    if not (colon and host and port.isdigit() and 1 <= int(port) <= 65535):
+        top.error("listen", f'expected "host:port" with a port in 1-65535, got {value!r}')
+        return None
+    return value
+
+
+def _store(top: Fields) -> str | None:
+    value = top.string("store")
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in STORE_SCHEMES or "://" not in value:
+        schemes = ", ".join(f"{s}://" for s in STORE_SCHEMES)
+        top.error("store", f"expected a URL starting with one of {schemes}")
+        return None
+    if parts.scheme != "memory":
+        if not parts.netloc:
+            top.error("store", "expected a host, as in redis://127.0.0.1:6379/0")
+        return value
+    options = parse_qs(parts.query, keep_blank_values=True)
+    if parts.netloc or parts.path or parts.fragment or set(options) - {"persist"}:
+        top.error("store", "expected memory:// or memory://?persist=PATH")
+    elif "persist" in options and not all(options["persist"]):
+        top.error("store", "persist= needs a file path")
+    return value
+
+
+def _http_url(fields: Fields, name: str, *, query_ok: bool) -> str | None:
+    value = fields.string(name)
+    if value is None:
+        return None
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        parts = urlsplit("")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        fields.error(name, "expected an http:// or https:// URL")
+        return None
+    if not query_ok and (parts.query or parts.fragment):
+        fields.error(name, "must not have a query or fragment")
+    return value
+
+
+def _upstreams(top: Fields) -> tuple[UpstreamSettings, ...]:
+    entries = top.pairs("upstreams")
+    if entries == []:
+        top.error("upstreams", "at least one upstream is required")
+    upstreams = []
+    for name, key_node, node in entries or ():
+        up = top.reader.fields(node, join("upstreams", name), UPSTREAM_FIELDS, at=key_node)
+        if up is None:
+            continue
+        up.require("base_url", "api_key")
+        base_url = _http_url(up, "base_url", query_ok=False)
+        upstreams.append(
+            UpstreamSettings(
+                name=name,
+                base_url=_or(base_url, "").rstrip("/"),
+                api_key=_or(up.string("api_key", empty_ok=True), ""),
+                models=_or(up.strings("models"), ("*",)),
+                timeout_s=_or(up.number("timeout_s", positive=True), 600.0),
+            )
+        )
+    return tuple(upstreams)
+
+
+def _pricing(top: Fields) -> dict[str, Price]:
+    prices = {}
+    for model, key_node, node in top.pairs("pricing") or ():
+        price = top.reader.fields(node, join("pricing", model), PRICE_FIELDS, at=key_node)
+        if price is None:
+            continue
+        price.require("input")
+        prices[model] = Price(
+            input=_or(price.number("input"), 0.0),
+            cached_input=price.number("cached_input"),
+            output=_or(price.number("output"), 0.0),
+        )
+    return prices
+
+
+def _tenants(top: Fields) -> tuple[dict[str, TenantSettings], dict[str, set[str]]]:
+    """The tenants, and every tenant's key names (even where a key is otherwise invalid).
+
+    Budgets are checked against the names, so one broken key does not also make every budget
+    naming it an error.
+    """
+    tenants: dict[str, TenantSettings] = {}
+    key_names: dict[str, set[str]] = {}
+    hashes: dict[str, str] = {}  # sha256 -> where it was first seen, across all tenants
+    for name, key_node, node in top.pairs("tenants") or ():
+        names = key_names.setdefault(name, set())
+        tenant = top.reader.fields(node, join("tenants", name), TENANT_FIELDS, at=key_node)
+        if tenant is None:
+            continue
+        keys = _keys(tenant, names, hashes)
+        tenants[name] = TenantSettings(name, tenant.strings("models", empty_ok=True), keys)
+    return tenants, key_names
+
+
+def _keys(tenant: Fields, names: set[str], hashes: dict[str, str]) -> tuple[KeySettings, ...]:
+    keys = []
+    first: dict[str, Node] = {}
+    for i, node in enumerate(tenant.sequence("keys")):
+        key = tenant.reader.fields(node, index(tenant.path("keys"), i), KEY_FIELDS)
+        if key is None:
+            continue
+        key.require("name", "sha256")
+        name, digest = key.string("name"), _sha256(key)
+        if name is not None:
+            names.add(name)
+            _check_unique(key, name, node, first, "key name in this tenant")
+        if digest is not None:
+            where = f"{key.path()} (line {line_of(node)})"
+            if hashes.setdefault(digest, where) != where:
+                key.error("sha256", f"the same key hash is already used by {hashes[digest]}")
+        role = _or(key.choice("role", Role), Role.MEMBER)
+        keys.append(KeySettings(_or(name, ""), _or(digest, ""), role))
+    return tuple(keys)
+
+
+def _check_unique(fields: Fields, name: str, node: Node, first: dict[str, Node], what: str) -> None:
+    """``first`` maps each name to the list item that used it first (by identity, not line)."""
+    if first.setdefault(name, node) is not node:
+        fields.error("name", f"duplicate {what} (first at line {line_of(first[name])})")
+
+
+def _sha256(key: Fields) -> str | None:
+    value = key.string("sha256")
+    if value is not None and not _HEX64.fullmatch(value):
+        key.error("sha256", "expected 64 hex characters, as printed by `gateway keys new`")
+        return None
+    return None if value is None else value.lower()
+
+
+def _budgets(top: Fields, key_names: Mapping[str, set[str]]) -> tuple[Budget, ...]:
+    budgets = []
+    first: dict[str, Node] = {}
+    for i, node in enumerate(top.sequence("budgets")):
+        budget = top.reader.fields(node, index("budgets", i), BUDGET_FIELDS)
+        if budget is None:
+            continue
+        budget.require("name", "tenant")
+        name, tenant, key = budget.string("name"), budget.string("tenant"), budget.string("key")
+        if name is not None:
+            _check_unique(budget, name, node, first, "budget name")
+        _check_references(budget, tenant, key, key_names)
+        if not any(budget.has(limit) for limit in LIMIT_FIELDS):
+            budget.error(None, f"sets no limit; set at least one of {', '.join(LIMIT_FIELDS)}")
+        budgets.append(_budget(budget, _or(name, ""), _or(tenant, ""), key))
+    return tuple(budgets)
+
+
+def _budget(budget: Fields, name: str, tenant: str, key: str | None) -> Budget:
+    defaults = Budget()
+    return Budget(
+        name=name,
+        tenant=tenant,
+        key=key,
+        model=budget.string("model"),
+        domain=budget.choice("domain", Domain),
+        max_tokens_per_hour=budget.integer("max_tokens_per_hour", minimum=0),
+        max_tokens_per_day=budget.integer("max_tokens_per_day", minimum=0),
+        max_cost_per_hour=budget.number("max_cost_per_hour"),
+        max_cost_per_day=budget.number("max_cost_per_day"),
+        max_cost_per_month=budget.number("max_cost_per_month"),
+        alert_threshold=budget.number("alert_threshold", maximum=1.0),
+        action=_or(budget.choice("action", BudgetAction), defaults.action),
+        max_wait_s=_or(budget.number("max_wait_s"), defaults.max_wait_s),
+        clamp_max_tokens=_or(budget.boolean("clamp_max_tokens"), defaults.clamp_max_tokens),
+        source="file",
+    )
+
+
+def _check_references(
+    budget: Fields, tenant: str | None, key: str | None, key_names: Mapping[str, set[str]]
+) -> None:
+    if tenant is None:
+        return
+    if tenant not in key_names:
+        budget.error("tenant", f"no tenant named {tenant!r}{suggest(tenant, list(key_names))}")
+    elif key is not None and key not in key_names[tenant]:
+        names = sorted(key_names[tenant])
+        budget.error("key", f"tenant {tenant!r} has no key named {key!r}{suggest(key, names)}")
+
+
+def _alerts(top: Fields) -> AlertSettings:
+    alerts = top.fields("alerts", ("webhook_url",))
+    if alerts is None:
+        return AlertSettings()
+    return AlertSettings(webhook_url=_http_url(alerts, "webhook_url", query_ok=True))

@@ -1,0 +1,118 @@
+"""The configuration in force, replaced whole when its file changes and the new one is valid.
+
+Readers take ``current`` once per request and use that one object throughout, so a request never
+sees half of an old configuration and half of a new one. A bad edit is logged and ignored: the
+last good configuration stays in force.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from gateway.errors import ConfigErrors
+from gateway.settings.load import load_settings
+from gateway.settings.schema import Settings
+
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+Stamp = tuple[int, int, int]  # (st_mtime_ns, st_size, st_ino): changes on in-place and atomic saves
+
+
+def file_stamp(path: str) -> Stamp | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+class LiveConfig(Generic[T]):
+    """Holds the runtime built from the file; ``build`` compiles it once per successful load.
+
+    ``build`` may raise ``ConfigErrors`` for problems only it can see; any other exception from
+    it is a bug and propagates.
+    """
+
+    def __init__(self, path: str, build: Callable[[Settings], T], initial: T) -> None:
+        self.path = path
+        self.reloads = 0
+        self.reload_failures = 0
+        self._build = build
+        self._current = initial
+        self._seen = file_stamp(path)  # the version of the file last loaded (or tried)
+
+    @property
+    def current(self) -> T:
+        return self._current
+
+    def reload(self) -> bool:
+        """Loads, validates and builds; swaps only if all of that succeeded."""
+        self._seen = file_stamp(self.path)  # before reading: a later write is seen as a change
+        try:
+            runtime = self._build(load_settings(self.path))
+        except ConfigErrors as exc:
+            self.reload_failures += 1
+            for error in exc.errors:
+                log.error(
+                    "config reload refused: %s:%s: %s: %s",
+                    error.file,
+                    error.line if error.line is not None else "?",
+                    error.field,
+                    error.message,
+                )
+            log.warning("keeping the last good configuration (%d problems)", len(exc.errors))
+            return False
+        self._current = runtime
+        self.reloads += 1
+        log.info("configuration reloaded from %s", self.path)
+        return True
+
+    async def watch(self, interval_s: float = 1.0) -> None:
+        """Polls the file until cancelled, reloading once a change has settled.
+
+        A change is acted on when two polls in a row see the same new version, so an editor's
+        half-written save is not reported as an error. A missing file (mid-save, or deleted) is
+        logged once and polled for until it is back.
+        """
+        pending: Stamp | None = None
+        missing = False
+        while True:
+            await asyncio.sleep(interval_s)
+            stamp = file_stamp(self.path)
+            if stamp is None:
+                if not missing:
+                    log.warning("config file %s is missing or unreadable; watching", self.path)
+                missing, pending = True, None
+                continue
+            missing = False
+            if stamp == self._seen:
+                pending = None
+            elif stamp != pending:
+                pending = stamp
+            else:
+                pending = None
+                self.reload()
+
+    def install_sighup(self, loop: asyncio.AbstractEventLoop) -> None:
+        """``kill -HUP`` reloads at once, for ops who would rather not wait for the poll."""
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+
+    def _on_sighup(self) -> None:
+        log.info("SIGHUP: reloading %s", self.path)
+        self.reload()
+
+
+def load_live(path: str | os.PathLike[str], build: Callable[[Settings], T]) -> LiveConfig[T]:
+    """The first load: unlike a reload, a bad file here raises ``ConfigErrors``."""
+    source = os.fspath(path)
+    stamp = file_stamp(source)
+    live = LiveConfig(source, build, build(load_settings(source)))
+    live._seen = stamp  # the version actually loaded: an edit since then will still be picked up
+    return live

@@ -1,0 +1,1 @@
+"""Where budget counters, reservations and usage live; one small interface, several backends."""

@@ -1,0 +1,76 @@
+"""The store interface: every backend answers these calls identically, to the unit.
+
+Time always comes in as an argument (from the injected clock), never from the backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from gateway.cost.model import Filter, Summary, Usage
+from gateway.cost.windows import Window
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One limit of one budget, as a request meets it: a counter, its window, how much."""
+
+    key: str  # per budget and limit, hash-tagged by tenant: "{acme}:b:daily:max_cost_per_day"
+    window: Window
+    limit: int  # tokens or nano-dollars
+    amount: int  # what this request reserves (or, on settle, actually used)
+    enforce: bool = True  # False for alert-only budgets: counted, never refused
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveResult:
+    ok: bool
+    used: tuple[int, ...]  # per line, before this request (reservations in flight included)
+    failed: tuple[int, ...] = ()  # indexes of enforced lines that did not fit
+    fits_at: float | None = None  # when every failed line frees enough by expiry; None: never
+
+
+class StoreError(Exception):
+    """The store could not be reached or answered nonsense; the proxy applies on_store_error."""
+
+
+class Store(Protocol):
+    async def reserve(
+        self, tenant: str, rid: str, lines: Sequence[Line], now: float, ttl_s: float
+    ) -> ReserveResult:
+        """All lines or none: add every amount if each enforced line stays within its limit."""
+        ...
+
+    async def settle(
+        self, tenant: str, rid: str, actual: Sequence[int], usage: Usage | None, now: float
+    ) -> bool:
+        """Replace reservation ``rid`` by ``actual`` (same order as reserved) and record
+        ``usage``. Idempotent: a second call for one ``rid`` does nothing and returns False.
+        A reservation that had already expired is charged in full at ``now``."""
+        ...
+
+    async def peek(self, lines: Sequence[Line], now: float) -> list[int]:
+        """Current use of each line's window, reservations included."""
+        ...
+
+    async def mark_once(self, key: str, until: float, now: float) -> bool:
+        """True for the first caller of ``key`` until ``until``; dedupes alerts."""
+        ...
+
+    async def expire(self, now: float) -> int:
+        """Release reservations past their expiry; returns how many."""
+        ...
+
+    async def record(self, usage: Usage) -> None:
+        """Record usage that reserved nothing (no budget matched)."""
+        ...
+
+    async def query(self, filter: Filter) -> Summary: ...
+
+    async def in_flight(self) -> int: ...
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...

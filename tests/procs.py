@@ -1,0 +1,72 @@
+"""Real processes for end-to-end tests: started on free loopback ports, stopped by their PID."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+READY_TIMEOUT_S = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Proc:
+    popen: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], probe: str, log: Path) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}:\n{log.read_text()}")
+        with contextlib.suppress(OSError), urllib.request.urlopen(probe, timeout=1) as resp:
+            if resp.status < 500:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"{probe} not ready after {READY_TIMEOUT_S}s:\n{log.read_text()}")
+
+
+@contextlib.contextmanager
+def running(args: Sequence[str], port: int, probe_path: str, log: Path,
+            env: dict[str, str] | None = None) -> Iterator[Proc]:
+    """Runs ``python -m gateway.cli ARGS`` until the block ends, then stops it by its PID."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", *args],
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_ready(proc, url + probe_path, log)
+        yield Proc(proc, url, log)
+    finally:
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    if proc.poll() is None:
+        os.kill(proc.pid, sig)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
