@@ -11,6 +11,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from gateway import log as gateway_log
 from gateway.app import create_app
 from gateway.appkeys import STORE
 from gateway.cost.model import Filter
@@ -22,7 +23,6 @@ _SECRET = "sk-demo-acme-ci"
 _MAX_REQUESTS = 50
 
 _CONFIG = """\
-listen: "127.0.0.1:0"
 store: "memory://"
 upstreams:
   mock:
@@ -89,5 +89,6 @@ async def _demo(workdir: Path) -> int:
 
 
 def run_demo() -> int:
+    gateway_log.configure("WARNING")
     with tempfile.TemporaryDirectory(prefix="gateway-demo-") as workdir:
         return asyncio.run(_demo(Path(workdir)))

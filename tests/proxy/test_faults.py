@@ -1,0 +1,88 @@
+"""Upstream failures and vanished clients: reservations released or charged, never left."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+
+from gateway.cost.model import Filter
+from tests.proxy.conftest import KEYS, MakeHarness
+
+BUDGET = """
+  - {name: daily, tenant: acme, max_tokens_per_day: 100000}
+"""
+
+
+def faulty(fault: str, **fields: object) -> dict[str, object]:
+    return {"metadata": {"mock_fault": fault}, **fields}
+
+
+async def test_upstream_500_releases_and_charges_nothing(gateway: MakeHarness) -> None:
+    gw = await gateway(BUDGET)
+    resp = await gw.chat(**faulty("500"))
+    assert resp.status == 500
+    assert (await resp.json())["error"]["message"]
+    assert await gw.store.in_flight() == 0
+    assert (await gw.store.query(Filter())).entry_count == 0
+    ok = await gw.chat(max_tokens=5)
+    assert float(ok.headers["x-budget-usage-ratio"]) < 0.001
+
+
+async def test_upstream_timeout_is_504_and_released(gateway: MakeHarness) -> None:
+    gw = await gateway(BUDGET)  # timeout_s: 2
+    resp = await gw.chat(**faulty("timeout:5"))
+    assert resp.status == 504
+    body = await resp.json()
+    assert body["error"]["code"] == "upstream_timeout"
+    assert await gw.store.in_flight() == 0
+    assert (await gw.store.query(Filter())).entry_count == 0
+
+
+async def test_upstream_reset_mid_stream_charges_what_was_sent(gateway: MakeHarness) -> None:
+    gw = await gateway(BUDGET)
+    resp = await gw.chat(max_tokens=20, stream=True, **faulty("reset_after:4"))
+    text = await resp.text()
+    assert '"error"' in text, "the client is told the stream broke off"
+    assert await gw.store.in_flight() == 0
+    summary = await gw.store.query(Filter())
+    assert summary.entry_count == 1
+    assert summary.total_output_tokens == 4 == gw.stats.produced_output_tokens
+
+
+async def test_client_gone_mid_stream_is_charged_what_it_received(gateway: MakeHarness) -> None:
+    gw = await gateway(BUDGET)
+    url = gw.client.make_url("/v1/chat/completions")
+    body = {"model": "gpt-4o-mini", "max_tokens": 50, "stream": True,
+            "messages": [{"role": "user", "content": "hi"}],
+            "metadata": {"mock_fault": "slow_stream:0.02"}}
+    async with aiohttp.ClientSession() as session:
+        resp = await session.post(url, json=body,
+                                  headers={"Authorization": f"Bearer {KEYS['ci']}"})
+        received = 0
+        async for _ in resp.content.iter_any():
+            received += 1
+            if received >= 3:
+                break
+        resp.close()  # the client vanishes mid-stream
+    for _ in range(200):
+        if await gw.store.in_flight() == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert await gw.store.in_flight() == 0
+    summary = await gw.store.query(Filter())
+    assert summary.entry_count == 1
+    assert 0 < summary.total_output_tokens < 50
+    assert summary.total_input_tokens > 0
+
+
+async def test_missing_usage_is_counted_not_free(gateway: MakeHarness) -> None:
+    gw = await gateway(BUDGET)
+    resp = await gw.chat(max_tokens=7, **faulty("no_usage"))
+    assert resp.status == 200
+    summary = await gw.store.query(Filter())
+    assert summary.total_output_tokens == 7 and summary.total_input_tokens > 0
+    stream = await gw.chat(max_tokens=6, stream=True, **faulty("no_usage"))
+    await stream.read()
+    summary = await gw.store.query(Filter())
+    assert summary.total_output_tokens == 13

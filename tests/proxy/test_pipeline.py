@@ -1,0 +1,160 @@
+"""The request path end to end, in process: what is charged, what is reserved, what is said."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from gateway.clock import FakeClock
+from gateway.cost.model import Filter
+from tests.proxy.conftest import UPSTREAM_KEY, MakeHarness
+
+
+async def test_chat_is_forwarded_with_the_gateway_key_and_charged_exactly(
+    gateway: MakeHarness,
+) -> None:
+    gw = await gateway("""
+  - {name: daily, tenant: acme, max_tokens_per_day: 100000, max_cost_per_day: 1.0}
+""")
+    resp = await gw.chat(max_tokens=12)
+    assert resp.status == 200, await resp.text()
+    body = await resp.json()
+    assert body["usage"]["completion_tokens"] == 12
+    assert float(resp.headers["x-budget-usage-ratio"]) > 0
+    assert resp.headers["x-request-id"]
+    forwarded = gw.stats.last_request
+    assert forwarded is not None
+    assert forwarded["headers"]["authorization"] == f"Bearer {UPSTREAM_KEY}"
+    summary = await gw.store.query(Filter(tenant_id="acme"))
+    assert summary.total_input_tokens == body["usage"]["prompt_tokens"] == gw.stats.input_tokens
+    assert summary.total_output_tokens == 12 == gw.stats.output_tokens
+    expected = (body["usage"]["prompt_tokens"] * 0.15 + 12 * 0.60) / 1e6
+    assert abs(summary.total_cost - expected) < 1e-9
+    assert await gw.store.in_flight() == 0
+
+
+async def test_streaming_usage_hidden_unless_asked_and_charged_either_way(
+    gateway: MakeHarness,
+) -> None:
+    gw = await gateway()
+    hidden = await gw.chat(max_tokens=5, stream=True)
+    text = await hidden.text()
+    assert hidden.status == 200 and text.endswith("data: [DONE]\n\n")
+    assert '"usage":{' not in text.replace(" ", "")
+    forwarded = gw.stats.last_request
+    assert forwarded is not None and forwarded["body"]["stream_options"] == {"include_usage": True}
+    shown = await gw.chat(max_tokens=5, stream=True, stream_options={"include_usage": True})
+    assert '"usage":{' in (await shown.text()).replace(" ", "")
+    summary = await gw.store.query(Filter(tenant_id="acme"))
+    assert summary.entry_count == 2 and summary.total_output_tokens == 10
+
+
+async def test_two_hundred_at_once_exactly_twenty_pass(gateway: MakeHarness) -> None:
+    gw = await gateway()
+    probe = await (await gw.chat(max_tokens=10)).json()
+    per_request = probe["usage"]["total_tokens"]
+    gw2 = await gateway(f"""
+  - {{name: twenty, tenant: acme, max_tokens_per_hour: {20 * per_request}}}
+""")
+    results = await asyncio.gather(*(gw2.chat(max_tokens=10) for _ in range(200)))
+    statuses = [r.status for r in results]
+    assert statuses.count(200) == 20 and statuses.count(429) == 180
+    denied = await next(r for r in results if r.status == 429).json()
+    assert denied["error"]["type"] == "budget_exceeded"
+    assert denied["error"]["code"] == "budget_exceeded"
+    assert "twenty" in denied["error"]["message"]
+    summary = await gw2.store.query(Filter(tenant_id="acme"))
+    assert summary.total_input_tokens + summary.total_output_tokens == 20 * per_request
+    assert gw2.stats.requests["/chat/completions"] == 20
+    assert await gw2.store.in_flight() == 0
+
+
+async def test_throttle_holds_until_the_window_frees(gateway: MakeHarness) -> None:
+    clock = FakeClock()
+    gw = await gateway("""
+  - {name: slow, tenant: acme, max_tokens_per_hour: 30, action: throttle, max_wait_s: 4000}
+""", clock=clock)
+    first = await gw.chat(max_tokens=10)
+    assert first.status == 200
+    held = asyncio.ensure_future(gw.chat(max_tokens=10))
+    for _ in range(50):
+        await asyncio.sleep(0.01)
+    assert not held.done(), "the second request is held, not refused"
+    clock.advance(3600)
+    resp = await asyncio.wait_for(held, 5)
+    assert resp.status == 200
+    assert gw.stats.requests["/chat/completions"] == 2
+
+
+async def test_throttle_past_max_wait_is_denied_with_retry_after(gateway: MakeHarness) -> None:
+    clock = FakeClock()
+    gw = await gateway("""
+  - {name: slow, tenant: acme, max_tokens_per_hour: 30, action: throttle, max_wait_s: 5}
+""", clock=clock)
+    assert (await gw.chat(max_tokens=10)).status == 200
+    denied = await gw.chat(max_tokens=10)
+    assert denied.status == 429
+    retry_after = int(denied.headers["Retry-After"])
+    assert 1 <= retry_after <= 3600
+    assert "x-should-retry" not in denied.headers
+
+
+async def test_alert_action_passes_with_header_and_fires_once(
+    gateway: MakeHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    gw = await gateway("""
+  - {name: watch, tenant: acme, max_tokens_per_hour: 50, action: alert, alert_threshold: 0.5}
+""")
+    with caplog.at_level(logging.WARNING, logger="gateway.ops.alerts"):
+        responses = [await gw.chat(max_tokens=10) for _ in range(4)]
+    assert [r.status for r in responses] == [200] * 4
+    alerts = [r.headers.get("x-budget-alert") for r in responses]
+    assert alerts[0] is None
+    assert all(a and a.startswith("watch:max_tokens_per_hour:") for a in alerts[1:])
+    fired = [r for r in caplog.records if "budget alert" in r.getMessage()]
+    # one crossing of the 0.5 threshold, one of 100%: each reported once
+    assert len(fired) == 2
+    assert float(responses[-1].headers["x-budget-usage-ratio"]) > 1
+
+
+async def test_clamp_lowers_max_tokens_to_what_fits(gateway: MakeHarness) -> None:
+    gw = await gateway("""
+  - {name: tight, tenant: acme, max_tokens_per_hour: 40, clamp_max_tokens: true}
+""")
+    first = await (await gw.chat(max_tokens=10)).json()
+    used = first["usage"]["total_tokens"]
+    clamped = await gw.chat(max_tokens=100)
+    assert clamped.status == 200
+    fit = 40 - used - first["usage"]["prompt_tokens"]
+    assert clamped.headers["x-budget-clamped-max-tokens"] == str(fit)
+    forwarded = gw.stats.last_request
+    assert forwarded is not None and forwarded["body"]["max_tokens"] == fit
+    assert (await gw.store.query(Filter())).total_input_tokens + sum(
+        [used - first["usage"]["prompt_tokens"], fit]
+    ) == 40
+
+
+async def test_over_a_monthly_limit_the_client_is_told_not_to_retry(gateway: MakeHarness) -> None:
+    gw = await gateway("""
+  - {name: month, tenant: acme, max_cost_per_month: 0.000001}
+""")
+    denied = await gw.chat(max_tokens=10)
+    assert denied.status == 429
+    assert denied.headers["x-should-retry"] == "false"
+    assert "Retry-After" not in denied.headers
+    assert "never fit" in (await denied.json())["error"]["message"]
+
+
+async def test_scopes_key_model_and_domain(gateway: MakeHarness) -> None:
+    gw = await gateway("""
+  - {name: ci-only, tenant: acme, key: acme-ci, max_tokens_per_hour: 1}
+  - {name: embeddings, tenant: acme, domain: embedding, max_tokens_per_hour: 1}
+  - {name: big-model, tenant: acme, model: "gpt-4o", max_tokens_per_hour: 1}
+""")
+    assert (await gw.chat(max_tokens=10, key="ci")).status == 429
+    assert (await gw.chat(max_tokens=10, key="admin")).status == 200
+    embed = {"model": "text-embedding-3-small", "input": "hello there, my friend"}
+    assert (await gw.post("/embeddings", embed, key="admin")).status == 429
+    assert (await gw.chat(max_tokens=10, key="admin", model="gpt-4o")).status == 429
