@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import pytest
+from aiohttp import web
 
 from gateway.clock import FakeClock
 from gateway.cost.model import Filter
@@ -158,3 +160,30 @@ async def test_scopes_key_model_and_domain(gateway: MakeHarness) -> None:
     embed = {"model": "text-embedding-3-small", "input": "hello there, my friend"}
     assert (await gw.post("/embeddings", embed, key="admin")).status == 429
     assert (await gw.chat(max_tokens=10, key="admin", model="gpt-4o")).status == 429
+
+
+async def test_threshold_webhook_fires_once(gateway: MakeHarness, aiohttp_server: Any) -> None:
+    received: list[dict[str, Any]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        return web.Response(status=204)
+
+    receiver = web.Application()
+    receiver.router.add_post("/hook", hook)
+    server = await aiohttp_server(receiver)
+    gw = await gateway("""
+  - {name: month, tenant: acme, max_tokens_per_day: 1000, alert_threshold: 0.5}
+""", extra=f'alerts: {{webhook_url: "{server.make_url("/hook")}"}}')
+    statuses = [(await gw.chat(max_tokens=40)).status for _ in range(15)]
+    assert 200 in statuses
+    for _ in range(100):
+        if received:
+            break
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.1)
+    assert len(received) == 1
+    alert = received[0]
+    assert alert["budget"] == "month" and alert["tenant"] == "acme"
+    assert alert["limit"] == "max_tokens_per_day" and alert["window"] == "day"
+    assert alert["max"] == 1000 and 0.5 <= alert["ratio"] < 1

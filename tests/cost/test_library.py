@@ -1,0 +1,92 @@
+"""The gateway.cost library on its own, as a caller without the proxy uses it."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway import cost
+from gateway.clock import FakeClock
+from gateway.cost import Budget, BudgetAction, BudgetChecker, Filter, InMemoryTracker, Usage
+from gateway.cost.pricing import Price, PriceTable
+
+T0 = 1_700_000_000.0
+
+
+def usage(**kw: object) -> Usage:
+    base: dict[str, object] = {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15,
+                               "cost": 0.001, "model": "gpt-4o", "provider": "openai",
+                               "tenant_id": "t1", "timestamp": T0}
+    return Usage(**{**base, **kw})  # type: ignore[arg-type]
+
+
+async def test_tracker_filters_and_sums_exactly() -> None:
+    tracker = InMemoryTracker()
+    for i in range(10):
+        await tracker.record(usage(cost=0.1, timestamp=T0 + i))
+    await tracker.record(usage(tenant_id="t2", model="gpt-4o-mini"))
+    summary = await tracker.query(Filter(tenant_id="t1", since=T0 + 2, until=T0 + 5))
+    assert summary.entry_count == 3 and summary.total_input_tokens == 30
+    assert summary.total_cost == 0.3  # money summed as integers: no 0.30000000000000004
+    assert (await tracker.query(Filter(model="gpt-4o-mini"))).entry_count == 1
+    assert (await tracker.query(Filter())).entry_count == 11
+
+
+async def test_tracker_evicts_oldest_first() -> None:
+    tracker = InMemoryTracker(max_entries=3)
+    for i in range(5):
+        await tracker.record(usage(timestamp=T0 + i))
+    assert (await tracker.query(Filter(since=T0 + 2))).entry_count == 3
+    assert (await tracker.query(Filter(until=T0 + 2))).entry_count == 0
+    with pytest.raises(ValueError):
+        InMemoryTracker(max_entries=0)
+
+
+async def test_registry_knows_memory_and_new_backends() -> None:
+    assert "memory" in cost.names()
+    tracker = cost.new("memory", {"max_entries": 2})
+    await tracker.record(usage())
+    registry = cost.Registry()
+    registry.register("mine", lambda config: InMemoryTracker())
+    assert registry.names() == ["mine"]
+    with pytest.raises(ValueError):
+        registry.register("mine", lambda config: InMemoryTracker())
+    with pytest.raises(KeyError, match="unknown tracker backend"):
+        registry.new("nope")
+
+
+async def test_checker_hour_tokens_then_day_cost() -> None:
+    clock = FakeClock(T0)
+    tracker = InMemoryTracker()
+    checker = BudgetChecker(tracker, clock)
+    budget = Budget(tenant="t1", max_tokens_per_hour=100, max_cost_per_day=1.0,
+                    alert_threshold=0.5)
+    ok = await checker.check(budget, usage(total_tokens=10))
+    assert ok.allowed and ok.reason == "" and ok.usage_ratio == pytest.approx(0.1)
+    await tracker.record(usage(input_tokens=50, output_tokens=10, timestamp=T0))
+    alert = await checker.check(budget, usage(total_tokens=10))
+    assert alert.allowed and "70%" in alert.reason
+    over = await checker.check(budget, usage(total_tokens=50))
+    assert not over.allowed and "hourly token" in over.reason
+    clock.advance(3601)
+    await tracker.record(usage(cost=0.95, timestamp=clock.now()))
+    day = await checker.check(budget, usage(total_tokens=1, cost=0.1))
+    assert not day.allowed and "daily cost" in day.reason
+    soft = Budget(tenant="t1", max_cost_per_day=1.0, action=BudgetAction.ALERT)
+    assert (await checker.check(soft, usage(cost=0.1))).allowed
+
+
+def test_pricing_exact_then_most_specific_glob() -> None:
+    table = PriceTable({"gpt-4o": Price(2.5, 1.25, 10), "gpt-4o-*": Price(1, None, 1),
+                        "gpt-4o-mini*": Price(0.15, 0.075, 0.6), "*": Price(100)})
+    assert table.lookup("gpt-4o") == Price(2.5, 1.25, 10)
+    assert table.lookup("gpt-4o-mini-2024-07-18") == Price(0.15, 0.075, 0.6)
+    assert table.lookup("gpt-4o-2024-08-06") == Price(1, None, 1)
+    assert table.lookup("other") == Price(100)
+
+
+def test_cost_counts_cached_tokens_once_and_rounds_up_to_a_nano_dollar() -> None:
+    price = Price(input=0.15, cached_input=0.075, output=0.60)
+    # 800 uncached x 0.15 + 200 cached x 0.075 + 500 x 0.60 (per 1M) = 435,000 nano-dollars
+    assert price.cost_nano(1000, 500, cached_tokens=200) == 435_000
+    assert Price(input=0.02).cost_nano(10, 0) == 200  # an embedding: 0.2 micro-dollars
+    assert Price(input=0.0001).cost_nano(1, 0) == 1  # a fraction of a nano-dollar rounds up

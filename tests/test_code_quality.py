@@ -1,0 +1,24 @@
+"""ruff and mypy --strict stay clean on the package: checked with every test run."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600, check=False)
+
+
+def test_ruff_is_clean() -> None:
+    result = _run("ruff", "check", "gateway", "tests", "bench")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_strict_is_clean() -> None:
+    result = _run("mypy", "--strict", "gateway")
+    assert result.returncode == 0, result.stdout + result.stderr
