@@ -54,9 +54,10 @@ async def test_two_hundred_at_once_exactly_twenty_succeed(tmp_path: Path) -> Non
         with running(["serve", "--config", str(config), "--port", str(gw_port)], gw_port,
                      "/healthz", tmp_path / "gateway.log") as gateway:
             statuses = await _post_all(gateway.url, 200)
-            async with aiohttp.ClientSession() as session:
-                async with session.get(f"{mock.url}/v1/mock/stats") as resp:
-                    stats = await resp.json()
+            async with aiohttp.ClientSession() as session, session.get(
+                f"{mock.url}/v1/mock/stats"
+            ) as resp:
+                stats = await resp.json()
     assert statuses.count(200) == 20
     assert statuses.count(429) == 180
     assert stats["requests"] == {"/chat/completions": 20}
