@@ -116,8 +116,9 @@ class Admission:
     alerts: tuple[Alert, ...] = ()
     clamped_output: int | None = None  # per-choice max tokens after clamping
 
-    def actual_amounts(self, tokens: int, cost_nano: int) -> list[int]:
-        return [slot.amount(tokens, cost_nano) for slot in self.slots]
+    def lines(self, tokens: int, cost_nano: int) -> list[Line]:
+        """This request's lines carrying ``tokens`` and ``cost_nano``: what to settle."""
+        return [slot.line(tokens, cost_nano) for slot in self.slots]
 
 
 class Admitter:

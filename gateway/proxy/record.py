@@ -41,8 +41,8 @@ class Recorder:
         now = self._clock.now()
         if reported is None:
             if admission.rid is not None:
-                zeros = [0] * len(admission.slots)
-                await self._store.settle(principal.tenant, admission.rid, zeros, None, now)
+                released = admission.lines(0, 0)
+                await self._store.settle(principal.tenant, admission.rid, released, None, now)
             return Settlement(None, 0, True)
         cost = target.price.cost_nano(
             reported.input_tokens, reported.output_tokens, reported.cached_tokens
@@ -62,8 +62,8 @@ class Recorder:
         if admission.rid is None:
             await self._store.record(usage)
         else:
-            amounts = admission.actual_amounts(tokens, cost)
-            await self._store.settle(principal.tenant, admission.rid, amounts, usage, now)
+            actual = admission.lines(tokens, cost)
+            await self._store.settle(principal.tenant, admission.rid, actual, usage, now)
         return Settlement(usage, cost, reported.exact)
 
 

@@ -5,7 +5,7 @@ Time always comes in as an argument (from the injected clock), never from the ba
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -32,6 +32,28 @@ class ReserveResult:
     fits_at: float | None = None  # when every failed line frees enough by expiry; None: never
 
 
+def fits_at(failed: Sequence[tuple[Line, int, Mapping[int, int]]], now: float) -> float | None:
+    """When every failed line would fit, judging by its settled buckets leaving the window.
+
+    ``failed``: (line, used, settled amount per bucket). None: never (the request alone is over
+    a limit). When settled buckets alone cannot free enough, reservations in flight must settle
+    too: the answer is then when the newest bucket leaves, the whole window's length.
+    """
+    latest = now
+    for line, used, buckets in failed:
+        if line.amount > line.limit:
+            return None
+        excess = used + line.amount - line.limit
+        freed, when = 0, line.window.leaves_at(line.window.bucket(now))
+        for bucket in sorted(buckets):
+            freed += buckets[bucket]
+            if freed >= excess:
+                when = line.window.leaves_at(bucket)
+                break
+        latest = max(latest, when)
+    return latest
+
+
 class StoreError(Exception):
     """The store could not be reached or answered nonsense; the proxy applies on_store_error."""
 
@@ -44,11 +66,11 @@ class Store(Protocol):
         ...
 
     async def settle(
-        self, tenant: str, rid: str, actual: Sequence[int], usage: Usage | None, now: float
+        self, tenant: str, rid: str, lines: Sequence[Line], usage: Usage | None, now: float
     ) -> bool:
-        """Replace reservation ``rid`` by ``actual`` (same order as reserved) and record
-        ``usage``. Idempotent: a second call for one ``rid`` does nothing and returns False.
-        A reservation that had already expired is charged in full at ``now``."""
+        """Replace reservation ``rid`` by the actual amounts in ``lines`` (zero to release)
+        and record ``usage``. Idempotent: a second call for one ``rid`` does nothing and
+        returns False. A reservation that had already expired is charged at ``now``."""
         ...
 
     async def peek(self, lines: Sequence[Line], now: float) -> list[int]:
@@ -59,17 +81,15 @@ class Store(Protocol):
         """True for the first caller of ``key`` until ``until``; dedupes alerts."""
         ...
 
-    async def expire(self, now: float) -> int:
-        """Release reservations past their expiry; returns how many."""
-        ...
-
     async def record(self, usage: Usage) -> None:
         """Record usage that reserved nothing (no budget matched)."""
         ...
 
     async def query(self, filter: Filter) -> Summary: ...
 
-    async def in_flight(self) -> int: ...
+    async def in_flight(self, now: float) -> int:
+        """Reservations this store object made that are neither settled nor expired."""
+        ...
 
     async def ping(self) -> None: ...
 

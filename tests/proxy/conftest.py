@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
-from gateway.appkeys import STORE
+from gateway.appkeys import CLOCK, STORE
 from gateway.clock import Clock
 from gateway.mock_upstream import STATS, MockStats, make_app
 from gateway.runtime import Runtime
@@ -70,6 +70,9 @@ class Harness:
     @property
     def stats(self) -> MockStats:
         return self.mock[STATS]
+
+    async def in_flight(self) -> int:
+        return await self.store.in_flight(self.app[CLOCK].now())
 
     async def post(self, path: str, body: Any, key: str = "ci", **kw: Any) -> Any:
         headers = {"Authorization": f"Bearer {KEYS[key]}", **kw.pop("headers", {})}

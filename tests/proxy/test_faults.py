@@ -23,7 +23,7 @@ async def test_upstream_500_releases_and_charges_nothing(gateway: MakeHarness) -
     resp = await gw.chat(**faulty("500"))
     assert resp.status == 500
     assert (await resp.json())["error"]["message"]
-    assert await gw.store.in_flight() == 0
+    assert await gw.in_flight() == 0
     assert (await gw.store.query(Filter())).entry_count == 0
     ok = await gw.chat(max_tokens=5)
     assert float(ok.headers["x-budget-usage-ratio"]) < 0.001
@@ -35,7 +35,7 @@ async def test_upstream_timeout_is_504_and_released(gateway: MakeHarness) -> Non
     assert resp.status == 504
     body = await resp.json()
     assert body["error"]["code"] == "upstream_timeout"
-    assert await gw.store.in_flight() == 0
+    assert await gw.in_flight() == 0
     assert (await gw.store.query(Filter())).entry_count == 0
 
 
@@ -44,7 +44,7 @@ async def test_upstream_reset_mid_stream_charges_what_was_sent(gateway: MakeHarn
     resp = await gw.chat(max_tokens=20, stream=True, **faulty("reset_after:4"))
     text = await resp.text()
     assert '"error"' in text, "the client is told the stream broke off"
-    assert await gw.store.in_flight() == 0
+    assert await gw.in_flight() == 0
     summary = await gw.store.query(Filter())
     assert summary.entry_count == 1
     assert summary.total_output_tokens == 4 == gw.stats.produced_output_tokens
@@ -66,10 +66,10 @@ async def test_client_gone_mid_stream_is_charged_what_it_received(gateway: MakeH
                 break
         resp.close()  # the client vanishes mid-stream
     for _ in range(200):
-        if await gw.store.in_flight() == 0:
+        if await gw.in_flight() == 0:
             break
         await asyncio.sleep(0.01)
-    assert await gw.store.in_flight() == 0
+    assert await gw.in_flight() == 0
     summary = await gw.store.query(Filter())
     assert summary.entry_count == 1
     assert 0 < summary.total_output_tokens < 50

@@ -34,7 +34,7 @@ async def test_chat_is_forwarded_with_the_gateway_key_and_charged_exactly(
     assert summary.total_output_tokens == 12 == gw.stats.output_tokens
     expected = (body["usage"]["prompt_tokens"] * 0.15 + 12 * 0.60) / 1e6
     assert abs(summary.total_cost - expected) < 1e-9
-    assert await gw.store.in_flight() == 0
+    assert await gw.in_flight() == 0
 
 
 async def test_streaming_usage_hidden_unless_asked_and_charged_either_way(
@@ -70,7 +70,7 @@ async def test_two_hundred_at_once_exactly_twenty_pass(gateway: MakeHarness) -> 
     summary = await gw2.store.query(Filter(tenant_id="acme"))
     assert summary.total_input_tokens + summary.total_output_tokens == 20 * per_request
     assert gw2.stats.requests["/chat/completions"] == 20
-    assert await gw2.store.in_flight() == 0
+    assert await gw2.in_flight() == 0
 
 
 async def test_throttle_holds_until_the_window_frees(gateway: MakeHarness) -> None:

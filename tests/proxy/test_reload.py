@@ -54,5 +54,5 @@ async def test_reservations_in_flight_survive_a_reload(gateway: MakeHarness) -> 
     assert resp.status == 200
     await resp.read()
     await _until(lambda: True)
-    assert await gw.store.in_flight() == 0
+    assert await gw.in_flight() == 0
     assert (await gw.store.query(Filter())).total_output_tokens == 20
