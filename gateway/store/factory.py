@@ -12,4 +12,8 @@ def open_store(url: str) -> Store:
     scheme = urlsplit(url).scheme
     if scheme == "memory":
         return MemoryStore()
+    if scheme in ("redis", "rediss"):
+        from gateway.store.redis import RedisStore
+
+        return RedisStore.from_url(url)
     raise ValueError(f"store {url!r}: the {scheme!r} backend is not available in this build")

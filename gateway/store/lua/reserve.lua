@@ -1,0 +1,110 @@
+-- Check and reserve one request's amount in every line, all or none.
+--
+-- KEYS, per line i (1-based), three keys sharing the tenant's hash tag:
+--   KEYS[3i-2]  sorted set: settled usage per time bucket (member = bucket index, score = amount)
+--   KEYS[3i-1]  hash: pending reservations (field = reservation id, value = "amount:bucket"),
+--               plus field "_sum" = the sum of their amounts
+--   KEYS[3i]    sorted set: pending reservations by expiry (member = id, score = expires_at)
+-- ARGV: now, expires_at, reservation id, then per line 8 values: limit, amount, enforce (1|0),
+--   current bucket, oldest bucket in the window, width (s per bucket; 0 = calendar month),
+--   count (buckets in the window), leaves_now (when the current bucket leaves the window).
+-- Reply: {ok (1|0), fits_at (-1: never, 0: n/a), used_1 .. used_n, failed indexes (0-based)}
+-- Time comes from the caller's clock, never from Redis: the embedded store agrees to the unit.
+
+local now = tonumber(ARGV[1])
+local expires_at = ARGV[2]
+local rid = ARGV[3]
+local n = #KEYS / 3
+
+local used, lines, buckets_of = {}, {}, {}
+for i = 1, n do
+  local settled, pending, expiry = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+  local base = 3 + (i - 1) * 8
+  local line = {
+    limit = tonumber(ARGV[base + 1]), amount = tonumber(ARGV[base + 2]),
+    enforce = ARGV[base + 3] == '1', bucket = tonumber(ARGV[base + 4]),
+    oldest = tonumber(ARGV[base + 5]), width = tonumber(ARGV[base + 6]),
+    count = tonumber(ARGV[base + 7]), leaves_now = tonumber(ARGV[base + 8]),
+  }
+  lines[i] = line
+  -- drop expired reservations and buckets that left the window, then add up what counts
+  local gone = redis.call('ZRANGEBYSCORE', expiry, '-inf', now)
+  for _, id in ipairs(gone) do
+    local held = redis.call('HGET', pending, id)
+    if held then
+      redis.call('HINCRBY', pending, '_sum', -tonumber(string.match(held, '^(%-?%d+)')))
+      redis.call('HDEL', pending, id)
+    end
+    redis.call('ZREM', expiry, id)
+  end
+  local sum = tonumber(redis.call('HGET', pending, '_sum') or '0')
+  local flat = redis.call('ZRANGE', settled, 0, -1, 'WITHSCORES')
+  local buckets = {}
+  for j = 1, #flat, 2 do
+    local b = tonumber(flat[j])
+    if b < line.oldest then
+      redis.call('ZREM', settled, flat[j])
+    else
+      local amount = tonumber(flat[j + 1])
+      buckets[#buckets + 1] = {b, amount}
+      sum = sum + amount
+    end
+  end
+  table.sort(buckets, function(x, y) return x[1] < y[1] end)
+  buckets_of[i] = buckets
+  used[i] = sum
+end
+
+local failed = {}
+for i = 1, n do
+  local line = lines[i]
+  if line.enforce and used[i] + line.amount > line.limit then
+    failed[#failed + 1] = i
+  end
+end
+
+local reply = {}
+if #failed > 0 then
+  local latest = now
+  for _, i in ipairs(failed) do
+    local line = lines[i]
+    if line.amount > line.limit then
+      latest = -1
+      break
+    end
+    local excess = used[i] + line.amount - line.limit
+    local freed, when = 0, line.leaves_now
+    for _, entry in ipairs(buckets_of[i]) do
+      freed = freed + entry[2]
+      if freed >= excess then
+        if line.width == 0 then
+          when = line.leaves_now
+        else
+          when = (entry[1] + line.count) * line.width
+        end
+        break
+      end
+    end
+    if when > latest then latest = when end
+  end
+  reply = {0, tostring(latest)}
+else
+  for i = 1, n do
+    local line = lines[i]
+    local pending, expiry = KEYS[3 * i - 1], KEYS[3 * i]
+    redis.call('HSET', pending, rid, line.amount .. ':' .. line.bucket)
+    redis.call('HINCRBY', pending, '_sum', line.amount)
+    redis.call('ZADD', expiry, expires_at, rid)
+    local keep = math.ceil(tonumber(expires_at) - now) + 60
+    redis.call('EXPIRE', pending, keep, 'GT')
+    redis.call('EXPIRE', expiry, keep, 'GT')
+    if redis.call('TTL', pending) < 0 then
+      redis.call('EXPIRE', pending, keep)
+      redis.call('EXPIRE', expiry, keep)
+    end
+  end
+  reply = {1, '0'}
+end
+for i = 1, n do reply[#reply + 1] = used[i] end
+for _, i in ipairs(failed) do reply[#reply + 1] = i - 1 end
+return reply

@@ -1,0 +1,49 @@
+-- Replace a reservation by actual usage in every line, and record the usage: one round trip.
+--
+-- KEYS[1]     string: "settled" marker of this reservation id (makes settling idempotent)
+-- KEYS, then per line i, three keys as in reserve.lua (settled buckets, pending, expiry),
+--   at KEYS[1 + 3i - 2], KEYS[1 + 3i - 1], KEYS[1 + 3i]
+-- KEYS[#KEYS - 1]  stream: the tenant's usage log (capped by length)
+-- KEYS[#KEYS]      hash: the tenant's rollup for the usage's hour (field "model|provider|what")
+-- ARGV: reservation id, marker ttl (s), then per line 4 values: actual amount, current bucket,
+--   oldest bucket in the window, keep (s: how long the settled buckets must live);
+--   then the usage: has_usage (1|0), stream maxlen, json entry, rollup prefix "model|provider|",
+--   input, output, cached, cost (nano-dollars), rollup keep (s).
+-- Reply: 1 if settled now, 0 if it had been settled before (nothing changed).
+
+local rid = ARGV[1]
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[2])) then
+  return 0
+end
+local n = (#KEYS - 3) / 3
+for i = 1, n do
+  local settled, pending, expiry = KEYS[3 * i - 1], KEYS[3 * i], KEYS[3 * i + 1]
+  local base = 2 + (i - 1) * 4
+  local amount = tonumber(ARGV[base + 1])
+  local bucket = tonumber(ARGV[base + 2])
+  local oldest = tonumber(ARGV[base + 3])
+  local held = redis.call('HGET', pending, rid)
+  if held then
+    local reserved, at = string.match(held, '^(%-?%d+):(%-?%d+)$')
+    redis.call('HINCRBY', pending, '_sum', -tonumber(reserved))
+    redis.call('HDEL', pending, rid)
+    redis.call('ZREM', expiry, rid)
+    if tonumber(at) >= oldest then bucket = tonumber(at) end
+  end
+  if amount ~= 0 then
+    redis.call('ZINCRBY', settled, amount, bucket)
+    redis.call('EXPIRE', settled, tonumber(ARGV[base + 4]))
+  end
+end
+local u = 2 + n * 4
+if ARGV[u + 1] == '1' then
+  redis.call('XADD', KEYS[#KEYS - 1], 'MAXLEN', ARGV[u + 2], '*', 'u', ARGV[u + 3])
+  local rollup, prefix = KEYS[#KEYS], ARGV[u + 4]
+  redis.call('HINCRBY', rollup, prefix .. 'in', ARGV[u + 5])
+  redis.call('HINCRBY', rollup, prefix .. 'out', ARGV[u + 6])
+  redis.call('HINCRBY', rollup, prefix .. 'cached', ARGV[u + 7])
+  redis.call('HINCRBY', rollup, prefix .. 'cost', ARGV[u + 8])
+  redis.call('HINCRBY', rollup, prefix .. 'n', 1)
+  redis.call('EXPIRE', rollup, tonumber(ARGV[u + 9]))
+end
+return 1

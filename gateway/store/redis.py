@@ -1,0 +1,164 @@
+"""The shared store: budgets that hold across every gateway instance using one Redis.
+
+Check-and-reserve is one Lua script (one round trip), settle-and-record another; each script
+is loaded once and re-loaded by redis-py on NOSCRIPT. Every key of a tenant carries the hash
+tag ``{tenant}``, so a tenant's budgets live in one cluster slot and scripts stay atomic there.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from gateway.cost.model import Filter, Summary, Usage, nano_to_usd, usd_to_nano
+from gateway.cost.tracker import summarize
+from gateway.cost.windows import HOUR, Window
+from gateway.store.base import Line, ReserveResult, StoreError
+
+_SETTLED_MARKER_TTL_S = 86_400
+_ROLLUP_KEEP_S = 400 * 86_400
+_TENANTS_KEY = "gateway:tenants"
+
+
+def _script(name: str) -> str:
+    return (resources.files("gateway.store") / "lua" / name).read_text()
+
+
+def _keys(line: Line) -> tuple[str, str, str]:
+    return line.key, line.key + ":p", line.key + ":x"
+
+
+def _keep_s(window: Window) -> int:
+    return 40 * 86_400 if window.width == 0 else window.length_s + 3600
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisStore:
+    def __init__(self, client: aioredis.Redis, *, max_entries: int = 100_000) -> None:
+        self._redis = client
+        self._max_entries = max_entries
+        self._reserve = client.register_script(_script("reserve.lua"))
+        self._settle = client.register_script(_script("settle.lua"))
+        self._peek = client.register_script(_script("peek.lua"))
+        self._mark = client.register_script(_script("mark.lua"))
+        self._held: dict[str, float] = {}  # this instance's reservations: id -> expires_at
+        self._tenants: set[str] = set()
+
+    @classmethod
+    def from_url(cls, url: str, **kwargs: Any) -> RedisStore:
+        return cls(aioredis.Redis.from_url(url), **kwargs)
+
+    async def reserve(
+        self, tenant: str, rid: str, lines: Sequence[Line], now: float, ttl_s: float
+    ) -> ReserveResult:
+        keys = [k for line in lines for k in _keys(line)]
+        args: list[Any] = [repr(now), repr(now + ttl_s), rid]
+        for line in lines:
+            w = line.window
+            args += [line.limit, line.amount, int(line.enforce), w.bucket(now), w.oldest(now),
+                     w.width, w.count, repr(w.leaves_at(w.bucket(now)))]
+        reply = await self._call(self._reserve, keys, args)
+        ok, fits, n = int(reply[0]) == 1, float(reply[1]), len(lines)
+        used = tuple(int(u) for u in reply[2 : 2 + n])
+        failed = tuple(int(i) for i in reply[2 + n :])
+        if ok:
+            self._held[rid] = now + ttl_s
+            return ReserveResult(True, used)
+        return ReserveResult(False, used, failed, None if fits < 0 else fits)
+
+    async def settle(
+        self, tenant: str, rid: str, lines: Sequence[Line], usage: Usage | None, now: float
+    ) -> bool:
+        keys = [f"{{{tenant}}}:s:{rid}"] + [k for line in lines for k in _keys(line)]
+        args: list[Any] = [rid, _SETTLED_MARKER_TTL_S]
+        for line in lines:
+            w = line.window
+            args += [line.amount, w.bucket(now), w.oldest(now), _keep_s(w)]
+        keys += [f"{{{tenant}}}:usage", f"{{{tenant}}}:r:{HOUR.bucket(now) // 60}"]
+        args += self._usage_args(usage)
+        if usage is not None:
+            await self._know(tenant)
+        self._held.pop(rid, None)
+        return int(await self._call(self._settle, keys, args)) == 1
+
+    def _usage_args(self, usage: Usage | None) -> list[Any]:
+        if usage is None:
+            return [0, 0, "", "", 0, 0, 0, 0, 0]
+        entry = orjson.dumps(
+            [usage.input_tokens, usage.output_tokens, usage.cached_tokens, usd_to_nano(usage.cost),
+             usage.model, usage.provider, usage.timestamp]
+        )
+        return [1, self._max_entries, entry, f"{usage.model}|{usage.provider}|",
+                usage.input_tokens, usage.output_tokens, usage.cached_tokens,
+                usd_to_nano(usage.cost), _ROLLUP_KEEP_S]
+
+    async def record(self, usage: Usage) -> None:
+        await self.settle(usage.tenant_id, f"u-{id(usage)}-{usage.timestamp}", [], usage,
+                          usage.timestamp)
+
+    async def peek(self, lines: Sequence[Line], now: float) -> list[int]:
+        keys = [k for line in lines for k in _keys(line)]
+        args = [repr(now)] + [line.window.oldest(now) for line in lines]
+        return [int(u) for u in await self._call(self._peek, keys, args)]
+
+    async def mark_once(self, key: str, until: float, now: float) -> bool:
+        keep = max(math.ceil(until - now), 1) + 60
+        return int(await self._call(self._mark, [key], [repr(now), repr(until), keep])) == 1
+
+    async def in_flight(self, now: float) -> int:
+        self._held = {rid: t for rid, t in self._held.items() if t > now}
+        return len(self._held)
+
+    async def query(self, filter: Filter) -> Summary:
+        """Scans the usage logs (bounded by max_entries per tenant)."""
+        try:
+            if filter.tenant_id is not None:
+                tenants = [filter.tenant_id]
+            else:
+                members = await self._redis.smembers(_TENANTS_KEY)
+                tenants = sorted(_text(m) for m in members)
+            entries: list[Usage] = []
+            for tenant in tenants:
+                for _, fields in await self._redis.xrange(f"{{{tenant}}}:usage") or ():
+                    i, o, c, cost, model, provider, ts = orjson.loads((fields or {})[b"u"])
+                    entries.append(Usage(i, o, c, i + o, nano_to_usd(cost), model, provider,
+                                         tenant, ts))
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"redis: {exc}") from exc
+        return summarize([u for u in entries if filter.matches(u)])
+
+    async def ping(self) -> None:
+        try:
+            await self._redis.ping()
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"redis: {exc}") from exc
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    async def _know(self, tenant: str) -> None:
+        """Remembers the tenant for queries across tenants; once per tenant per process."""
+        if tenant not in self._tenants:
+            await self._call_plain(self._redis.sadd(_TENANTS_KEY, tenant))
+            self._tenants.add(tenant)
+
+    async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await script(keys=keys, args=args)
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"redis: {exc}") from exc
+
+    async def _call_plain(self, awaitable: Any) -> Any:
+        try:
+            return await awaitable
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"redis: {exc}") from exc
