@@ -4,8 +4,7 @@ and the official openai SDK pointed at the gateway, sync and async alike."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Iterator
 
 import openai
 import pytest
@@ -15,6 +14,7 @@ from tests.e2e.stack import (
     METER_START,
     ROOT,
     SECRETS,
+    MakeClient,
     Stack,
     render_config,
     write_config,
@@ -24,7 +24,6 @@ from tests.procs import free_port, running
 SDK_TIMEOUT_S = 20.0
 
 Client = openai.OpenAI | openai.AsyncOpenAI
-MakeClient = Callable[..., Any]
 
 
 def _child_env() -> dict[str, str]:

@@ -45,6 +45,9 @@ TENANTS = (
 )
 SECRETS = {tenant: f"sk-e2e-{tenant}-0123456789abcdef" for tenant in TENANTS}
 
+MakeClient = Callable[..., Any]
+"""``sdk(tenant)`` or ``sdk(api_key=...)``: an ``openai.OpenAI`` or ``openai.AsyncOpenAI``."""
+
 
 def sha(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
