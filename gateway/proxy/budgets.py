@@ -141,7 +141,8 @@ class Admitter:
         rid = uuid.uuid4().hex
         deadline: float | None = None
         clamped: int | None = None
-        for attempt in range(1_000_000):
+        attempt = 0
+        while True:
             now = self._clock.now()
             cost = price.cost_nano(estimate.input_tokens, estimate.output_tokens)
             lines = [slot.line(estimate.total, cost) for slot in slots]
@@ -150,6 +151,7 @@ class Admitter:
                 return await self._admitted(rid, slots, lines, result, estimate, clamped, now)
             failing = [slots[i] for i in result.failed]
             fit = _clamp_fit(slots, lines, result, estimate, price, n, attempt)
+            attempt += 1
             if fit is not None and all(s.budget.clamp_max_tokens for s in failing):
                 clamped = fit
                 estimate = estimate.with_output(fit * n)
@@ -162,7 +164,6 @@ class Admitter:
             log.info("budget hold tenant=%s budgets=%s wait_s=%.2f", principal.tenant,
                      ",".join(sorted({s.budget.name for s in failing})), wait)
             await self._clock.sleep(wait)
-        raise AssertionError("unreachable")
 
     async def _admitted(
         self,
