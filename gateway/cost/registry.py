@@ -37,8 +37,16 @@ def _memory(config: Mapping[str, Any]) -> Tracker:
     return InMemoryTracker(max_entries=int(config.get("max_entries", 100_000)))
 
 
+def _redis(config: Mapping[str, Any]) -> Tracker:
+    from gateway.store.redis import RedisStore  # on use: the library needs no Redis otherwise
+
+    url = str(config.get("url", "redis://127.0.0.1:6379/0"))
+    return RedisStore.from_url(url, max_entries=int(config.get("max_entries", 100_000)))
+
+
 DEFAULT = Registry()
 DEFAULT.register("memory", _memory)
+DEFAULT.register("redis", _redis)
 
 register = DEFAULT.register
 new = DEFAULT.new

@@ -90,3 +90,18 @@ def test_cost_counts_cached_tokens_once_and_rounds_up_to_a_nano_dollar() -> None
     assert price.cost_nano(1000, 500, cached_tokens=200) == 435_000
     assert Price(input=0.02).cost_nano(10, 0) == 200  # an embedding: 0.2 micro-dollars
     assert Price(input=0.0001).cost_nano(1, 0) == 1  # a fraction of a nano-dollar rounds up
+
+
+async def test_registry_redis_backend_records_and_queries(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    from tests.servers import redis_server
+
+    with redis_server(tmp_path_factory.mktemp("redis")) as url:
+        tracker = cost.new("redis", {"url": url, "max_entries": 3})
+        for i in range(5):
+            await tracker.record(usage(timestamp=T0 + i))
+        summary = await tracker.query(Filter(tenant_id="t1"))
+        assert summary.entry_count == 3  # capped by length, oldest evicted first
+        assert (await tracker.query(Filter(since=T0 + 3))).entry_count == 2
+        await tracker.close()  # type: ignore[attr-defined]
