@@ -12,7 +12,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from gateway import log as gateway_log
-from gateway.errors import BudgetExceeded, PayloadTooLarge
+from gateway.errors import BudgetExceeded, PayloadTooLarge, StoreUnavailable
 from gateway.proxy import estimate as estimate_stage
 from gateway.proxy.budgets import Admission, Admitter
 from gateway.proxy.endpoints import Endpoint
@@ -20,6 +20,7 @@ from gateway.proxy.forward import Exchange, Forwarder
 from gateway.proxy.record import Recorder
 from gateway.proxy.resolve import resolve
 from gateway.runtime import Runtime
+from gateway.store.base import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,13 @@ class Pipeline:
             log.info("budget decision tenant=%s key=%s model=%s decision=deny reason=%s",
                      principal.tenant, principal.key_name, target.model, denied.message)
             raise
+        except StoreError as exc:
+            log.error("budget store unavailable, request refused (on_store_error: reject): %s",
+                      exc)
+            raise StoreUnavailable(
+                "The gateway cannot check budgets right now (its budget store is unreachable); "
+                "retry shortly."
+            ) from None
         log.info("budget decision tenant=%s key=%s model=%s decision=%s ratio=%.4f reserved=%d",
                  principal.tenant, principal.key_name, target.model, _decision(admission),
                  admission.usage_ratio, admission.estimate.total)
