@@ -8,6 +8,7 @@ tag ``{tenant}``, so a tenant's budgets live in one cluster slot and scripts sta
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
@@ -102,8 +103,7 @@ class RedisStore:
                 usd_to_nano(usage.cost), _ROLLUP_KEEP_S]
 
     async def record(self, usage: Usage) -> None:
-        await self.settle(usage.tenant_id, f"u-{id(usage)}-{usage.timestamp}", [], usage,
-                          usage.timestamp)
+        await self.settle(usage.tenant_id, f"u-{uuid.uuid4().hex}", [], usage, usage.timestamp)
 
     async def peek(self, lines: Sequence[Line], now: float) -> list[int]:
         keys = [k for line in lines for k in _keys(line)]
