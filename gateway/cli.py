@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from gateway.errors import ConfigErrors
 from gateway.settings.schema import Role
 
-EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_ERROR = 0, 1
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -29,6 +29,13 @@ def _serve(args: argparse.Namespace) -> int:
         print(
             f"error: --workers {args.workers} needs a shared store, but {args.config} uses "
             f"store: {settings.store!r}. Use store: \"redis://...\" or run one worker.",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    if args.workers > 1:
+        print(
+            "error: --workers > 1 is not available yet; run several `gateway serve` processes "
+            "on one redis store (different ports, behind your load balancer).",
             file=sys.stderr,
         )
         return EXIT_ERROR

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 PICO_PER_NANO = 1000
@@ -25,25 +25,26 @@ class Price:
     input: float
     cached_input: float | None = None
     output: float = 0.0
+    # integer pico-dollars per token, derived once when the price is made (at config load)
+    input_pico_per_token: int = field(init=False, repr=False, compare=False)
+    cached_pico_per_token: int = field(init=False, repr=False, compare=False)
+    output_pico_per_token: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        cached = self.input if self.cached_input is None else self.cached_input
+        object.__setattr__(self, "input_pico_per_token", _per_token_pico(self.input))
+        object.__setattr__(self, "cached_pico_per_token", _per_token_pico(cached))
+        object.__setattr__(self, "output_pico_per_token", _per_token_pico(self.output))
 
     def cost_nano(self, input_tokens: int, output_tokens: int, cached_tokens: int = 0) -> int:
         """Cached tokens are inside ``input_tokens`` (OpenAI's convention): each counted once."""
         cached = min(max(cached_tokens, 0), input_tokens)
-        cached_price = self.input if self.cached_input is None else self.cached_input
         pico = (
-            (input_tokens - cached) * _per_token_pico(self.input)
-            + cached * _per_token_pico(cached_price)
-            + output_tokens * _per_token_pico(self.output)
+            (input_tokens - cached) * self.input_pico_per_token
+            + cached * self.cached_pico_per_token
+            + output_tokens * self.output_pico_per_token
         )
         return -(-pico // PICO_PER_NANO)
-
-    @property
-    def output_pico_per_token(self) -> int:
-        return _per_token_pico(self.output)
-
-    @property
-    def input_pico_per_token(self) -> int:
-        return _per_token_pico(self.input)
 
 
 class PriceTable:

@@ -17,6 +17,8 @@ from typing import Protocol
 import aiohttp
 import orjson
 
+from gateway.cost.model import Limit, nano_to_usd
+
 log = logging.getLogger(__name__)
 
 _QUEUE_MAX = 1000
@@ -41,9 +43,9 @@ class Alert:
         body = asdict(self)
         body["time"] = dt.datetime.fromtimestamp(self.time, dt.UTC).isoformat()
         body["ratio"] = round(self.ratio, 6)
-        if self.limit.startswith("max_cost"):
-            body["used"] = self.used / 1e9
-            body["max"] = self.max / 1e9
+        if Limit(self.limit).is_cost:
+            body["used"] = nano_to_usd(self.used)
+            body["max"] = nano_to_usd(self.max)
         return body
 
 

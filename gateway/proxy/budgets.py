@@ -82,12 +82,6 @@ class BudgetIndex:
                 self._cache[cache_key] = found
         return found
 
-    def tenant_budgets(self, tenant: str) -> list[Budget]:
-        return list(self._by_tenant.get(tenant, ()))
-
-    def slots_of(self, budget: Budget) -> tuple[Slot, ...]:
-        return self._slots[_ident(budget)]
-
 
 def _ident(budget: Budget) -> str:
     return budget.id or budget.name

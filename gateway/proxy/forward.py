@@ -41,7 +41,6 @@ class Exchange:
     ok: bool = False  # the upstream answered with success
     reported: Reported | None = None
     produced_text: str = ""  # what the client received, counted when usage is missing
-    interrupted: bool = False  # the stream broke off (client gone or upstream reset)
 
 
 def upstream_body(target: Target, admission: Admission) -> tuple[bytes, bool]:
@@ -179,18 +178,17 @@ class Forwarder:
                 out = [b for e in splitter.feed(chunk) if (b := meter.feed(e)) is not None]
                 if out:
                     await response.write(b"".join(out))
+            tail = splitter.rest()  # a last event the upstream did not end with a blank line
+            if tail.strip() and (out_tail := meter.feed(tail)) is not None:
+                await response.write(out_tail)
         except ConnectionResetError:
-            exchange.interrupted = True
             log.debug("client went away mid-stream")
         except (aiohttp.ClientError, TimeoutError) as exc:
-            exchange.interrupted = True
             log.warning("upstream stream broke off: %s", type(exc).__name__)
             await _write_quietly(response, _stream_error(target))
         finally:
             exchange.reported = meter.reported
             exchange.produced_text = meter.produced_text()
-            if not meter.done and meter.reported is None:
-                exchange.interrupted = True
         await _write_eof_quietly(response)
 
 

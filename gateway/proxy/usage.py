@@ -113,7 +113,6 @@ class StreamMeter:
         self._hide_usage = hide_usage
         self._text: list[str] = []
         self.reported: Reported | None = None
-        self.done = False
 
     def feed(self, event: bytes) -> bytes | None:
         """The bytes to send the client for this event (None: send nothing)."""
@@ -121,7 +120,6 @@ class StreamMeter:
         if data is None:
             return event
         if data == b"[DONE]":
-            self.done = True
             return event
         try:
             obj = orjson.loads(data)
@@ -139,7 +137,6 @@ class StreamMeter:
         if kind in _RESPONSE_TEXT_EVENTS and isinstance(obj.get("delta"), str):
             self._text.append(obj["delta"])
         elif kind in _FINAL_RESPONSE_EVENTS:
-            self.done = True
             response = obj.get("response")
             if isinstance(response, Mapping):
                 self.reported = from_usage(response.get("usage"))

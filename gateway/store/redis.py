@@ -8,7 +8,6 @@ tag ``{tenant}``, so a tenant's budgets live in one cluster slot and scripts sta
 from __future__ import annotations
 
 import math
-import uuid
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
@@ -79,8 +78,14 @@ class RedisStore:
     async def settle(
         self, tenant: str, rid: str, lines: Sequence[Line], usage: Usage | None, now: float
     ) -> bool:
+        return await self._settle_lines(tenant, rid, lines, usage, now, _SETTLED_MARKER_TTL_S)
+
+    async def _settle_lines(
+        self, tenant: str, rid: str, lines: Sequence[Line], usage: Usage | None, now: float,
+        marker_ttl_s: int,
+    ) -> bool:
         keys = [f"{{{tenant}}}:s:{rid}"] + [k for line in lines for k in _keys(line)]
-        args: list[Any] = [rid, _SETTLED_MARKER_TTL_S]
+        args: list[Any] = [rid, marker_ttl_s]
         for line in lines:
             w = line.window
             args += [line.amount, w.bucket(now), w.oldest(now), _keep_s(w)]
@@ -103,7 +108,8 @@ class RedisStore:
                 usd_to_nano(usage.cost), _ROLLUP_KEEP_S]
 
     async def record(self, usage: Usage) -> None:
-        await self.settle(usage.tenant_id, f"u-{uuid.uuid4().hex}", [], usage, usage.timestamp)
+        """Usage that reserved nothing: no reservation to settle, so no idempotency marker."""
+        await self._settle_lines(usage.tenant_id, "-", [], usage, usage.timestamp, 0)
 
     async def peek(self, lines: Sequence[Line], now: float) -> list[int]:
         keys = [k for line in lines for k in _keys(line)]
@@ -120,27 +126,22 @@ class RedisStore:
 
     async def query(self, filter: Filter) -> Summary:
         """Scans the usage logs (bounded by max_entries per tenant)."""
-        try:
-            if filter.tenant_id is not None:
-                tenants = [filter.tenant_id]
-            else:
-                members = await self._redis.smembers(_TENANTS_KEY)
-                tenants = sorted(_text(m) for m in members)
-            entries: list[Usage] = []
-            for tenant in tenants:
-                for _, fields in await self._redis.xrange(f"{{{tenant}}}:usage") or ():
-                    i, o, c, cost, model, provider, ts = orjson.loads((fields or {})[b"u"])
-                    entries.append(Usage(i, o, c, i + o, nano_to_usd(cost), model, provider,
-                                         tenant, ts))
-        except (RedisError, OSError) as exc:
-            raise StoreError(f"redis: {exc}") from exc
+        if filter.tenant_id is not None:
+            tenants = [filter.tenant_id]
+        else:
+            tenants = sorted(_text(m) for m in await self._guarded(
+                self._redis.smembers(_TENANTS_KEY)))
+        entries: list[Usage] = []
+        for tenant in tenants:
+            for _, fields in await self._guarded(self._redis.xrange(f"{{{tenant}}}:usage")) or ():
+                i, o, c, cost, model, provider, ts = orjson.loads((fields or {})[b"u"])
+                entries.append(
+                    Usage(i, o, c, i + o, nano_to_usd(cost), model, provider, tenant, ts)
+                )
         return summarize([u for u in entries if filter.matches(u)])
 
     async def ping(self) -> None:
-        try:
-            await self._redis.ping()
-        except (RedisError, OSError) as exc:
-            raise StoreError(f"redis: {exc}") from exc
+        await self._guarded(self._redis.ping())
 
     async def close(self) -> None:
         await self._redis.aclose()
@@ -148,16 +149,14 @@ class RedisStore:
     async def _know(self, tenant: str) -> None:
         """Remembers the tenant for queries across tenants; once per tenant per process."""
         if tenant not in self._tenants:
-            await self._call_plain(self._redis.sadd(_TENANTS_KEY, tenant))
+            await self._guarded(self._redis.sadd(_TENANTS_KEY, tenant))
             self._tenants.add(tenant)
 
     async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
-        try:
-            return await script(keys=keys, args=args)
-        except (RedisError, OSError) as exc:
-            raise StoreError(f"redis: {exc}") from exc
+        return await self._guarded(script(keys=keys, args=args))
 
-    async def _call_plain(self, awaitable: Any) -> Any:
+    async def _guarded(self, awaitable: Any) -> Any:
+        """Redis failures leave the store as StoreError; on_store_error decides from there."""
         try:
             return await awaitable
         except (RedisError, OSError) as exc:

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
+from typing import Any
 
 import aiohttp
+import orjson
+from aiohttp import web
 
+from gateway.app import create_app
+from gateway.appkeys import STORE
 from gateway.cost.model import Filter
-from tests.proxy.conftest import KEYS, MakeHarness
+from gateway.runtime import Runtime
+from gateway.settings.watch import load_live
+from tests.proxy.conftest import KEYS, MakeHarness, config_text
 
 BUDGET = """
   - {name: daily, tenant: acme, max_tokens_per_day: 100000}
@@ -86,3 +94,33 @@ async def test_missing_usage_is_counted_not_free(gateway: MakeHarness) -> None:
     await stream.read()
     summary = await gw.store.query(Filter())
     assert summary.total_output_tokens == 13
+
+
+async def test_a_last_event_without_its_blank_line_still_reaches_the_client(
+    aiohttp_server: Any, aiohttp_client: Any, tmp_path: Path
+) -> None:
+    usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+
+    async def sloppy(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        chunk = {"choices": [{"index": 0, "delta": {"content": "hi"}}], "usage": None}
+        await resp.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+        await resp.write(b"data: " + orjson.dumps({"choices": [], "usage": usage}))  # no \n\n
+        return resp
+
+    upstream = web.Application()
+    upstream.router.add_post("/v1/chat/completions", sloppy)
+    server = await aiohttp_server(upstream)
+    path = tmp_path / "gateway.yaml"
+    path.write_text(config_text(str(server.make_url("")).rstrip("/")))
+    client = await aiohttp_client(create_app(load_live(str(path), Runtime.build),
+                                             watch_interval_s=None))
+    body = {"model": "gpt-4o-mini", "stream": True, "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": "hi"}]}
+    resp = await client.post("/v1/chat/completions", json=body,
+                             headers={"Authorization": f"Bearer {KEYS['ci']}"})
+    text = await resp.text()
+    assert '"total_tokens":5' in text
+    summary = await client.app[STORE].query(Filter())
+    assert (summary.total_input_tokens, summary.total_output_tokens) == (3, 2)

@@ -5,14 +5,15 @@
 --   at KEYS[1 + 3i - 2], KEYS[1 + 3i - 1], KEYS[1 + 3i]
 -- KEYS[#KEYS - 1]  stream: the tenant's usage log (capped by length)
 -- KEYS[#KEYS]      hash: the tenant's rollup for the usage's hour (field "model|provider|what")
--- ARGV: reservation id, marker ttl (s), then per line 4 values: actual amount, current bucket,
+-- ARGV: reservation id, marker ttl (s; 0: no marker, for usage that reserved nothing), then per line 4 values: actual amount, current bucket,
 --   oldest bucket in the window, keep (s: how long the settled buckets must live);
 --   then the usage: has_usage (1|0), stream maxlen, json entry, rollup prefix "model|provider|",
 --   input, output, cached, cost (nano-dollars), rollup keep (s).
 -- Reply: 1 if settled now, 0 if it had been settled before (nothing changed).
 
 local rid = ARGV[1]
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[2])) then
+local marker_ttl = tonumber(ARGV[2])
+if marker_ttl > 0 and not redis.call('SET', KEYS[1], '1', 'NX', 'EX', marker_ttl) then
   return 0
 end
 local n = (#KEYS - 3) / 3
