@@ -48,6 +48,12 @@ class Window:
             return self.bucket(now)
         return int(now // self.length_s)
 
+    def period_end(self, now: float) -> float:
+        """When the period of ``period_id(now)`` ends."""
+        if self.width == 0:
+            return self.leaves_at(self.bucket(now))
+        return float((self.period_id(now) + 1) * self.length_s)
+
 
 HOUR = Window("hour", 60, 60)
 DAY = Window("day", 900, 96)

@@ -40,13 +40,13 @@ class Slot:
     window: Window
     max: int  # tokens or nano-dollars
     key: str
+    enforce: bool  # False for alert-only budgets
 
     def amount(self, tokens: int, cost_nano: int) -> int:
         return cost_nano if self.limit.is_cost else tokens
 
     def line(self, tokens: int, cost_nano: int) -> Line:
-        enforce = self.budget.action is not BudgetAction.ALERT
-        return Line(self.key, self.window, self.max, self.amount(tokens, cost_nano), enforce)
+        return Line(self.key, self.window, self.max, self.amount(tokens, cost_nano), self.enforce)
 
     def describe(self, value: int) -> str:
         if self.limit.is_cost:
@@ -62,8 +62,9 @@ class BudgetIndex:
         self._slots: dict[str, tuple[Slot, ...]] = {}
         for budget in budgets:
             self._by_tenant[budget.tenant].append(budget)
+            enforce = budget.action is not BudgetAction.ALERT
             self._slots[_ident(budget)] = tuple(
-                Slot(budget, limit, window_of(limit), value, _key(budget, limit))
+                Slot(budget, limit, window_of(limit), value, _key(budget, limit), enforce)
                 for limit, value in budget.limits()
             )
         self._cache: dict[tuple[str, str, str, Domain], tuple[Slot, ...]] = {}
@@ -184,7 +185,7 @@ class Admitter:
                 crossed = line.limit and used / line.limit < level <= ratio
                 if crossed and await self._store.mark_once(
                     f"{line.key}:alert:{level}:{slot.window.period_id(now)}",
-                    now + max(slot.window.length_s, _HOUR_S), now,
+                    slot.window.period_end(now), now,
                 ):
                     self._alerts.emit(alert)
         finite = [r for r in ratios if r != math.inf]
