@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 from aiohttp import web
 
-from gateway.appkeys import CLOCK, CONFIG, PIPELINE, SESSION, STORE
+from gateway.appkeys import BUFFER, CLOCK, CONFIG, PIPELINE, SESSION, STORE
 from gateway.clock import Clock, SystemClock
 from gateway.cost.tokens import default_tokenizers
 from gateway.middleware import errors
@@ -24,6 +24,7 @@ from gateway.proxy.record import Recorder
 from gateway.runtime import Runtime
 from gateway.settings.watch import LiveConfig
 from gateway.store.base import Store
+from gateway.store.buffer import SettleBuffer
 from gateway.store.factory import open_store
 
 CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
@@ -73,13 +74,18 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
     config, store, clock = app[CONFIG], app[STORE], app[CLOCK]
     await asyncio.to_thread(default_tokenizers().preload)  # not on the first request's time
     alerts = WebhookAlerts(app[SESSION], lambda: config.current.settings.alerts.webhook_url)
+    buffer = app[BUFFER] = SettleBuffer(store, clock)
     app[PIPELINE] = Pipeline(
         lambda: config.current,
         Admitter(store, clock, alerts),
         Forwarder(app[SESSION]),
-        Recorder(store, clock),
+        Recorder(store, clock, buffer),
     )
+    flusher = asyncio.create_task(buffer.run())
     yield
+    flusher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await flusher
     await alerts.close()
 
 

@@ -10,9 +10,11 @@ from gateway.proxy.handler import Pipeline
 from gateway.runtime import Runtime
 from gateway.settings.watch import LiveConfig
 from gateway.store.base import Store
+from gateway.store.buffer import SettleBuffer
 
 CONFIG = web.AppKey("config", LiveConfig[Runtime])
 CLOCK = web.AppKey("clock", Clock)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 STORE = web.AppKey("store", Store)
 PIPELINE = web.AppKey("pipeline", Pipeline)
+BUFFER = web.AppKey("buffer", SettleBuffer)

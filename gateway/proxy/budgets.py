@@ -22,7 +22,7 @@ from gateway.errors import BudgetExceeded
 from gateway.ops.alerts import Alert, AlertSink
 from gateway.proxy.auth import Principal
 from gateway.proxy.estimate import Estimate
-from gateway.store.base import Line, ReserveResult, Store
+from gateway.store.base import Line, ReserveResult, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -183,13 +183,21 @@ class Admitter:
             alerts.append(alert)
             for level in levels:
                 crossed = line.limit and used / line.limit < level <= ratio
-                if crossed and await self._store.mark_once(
-                    f"{line.key}:alert:{level}:{slot.window.period_id(now)}",
-                    slot.window.period_end(now), now,
-                ):
+                if crossed and await self._first_crossing(line, slot.window, level, now):
                     self._alerts.emit(alert)
         finite = [r for r in ratios if r != math.inf]
         return Admission(rid, slots, estimate, max(finite, default=0.0), tuple(alerts), clamped)
+
+
+    async def _first_crossing(self, line: Line, window: Window, level: float, now: float) -> bool:
+        """Deduplicated across instances through the store; if the store cannot say, the
+        alert is sent (a duplicate is better than a lost alert)."""
+        key = f"{line.key}:alert:{level}:{window.period_id(now)}"
+        try:
+            return await self._store.mark_once(key, window.period_end(now), now)
+        except StoreError as exc:
+            log.warning("alert dedupe unavailable, sending anyway: %s", exc)
+            return True
 
 
 def _clamp_fit(

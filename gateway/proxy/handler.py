@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Callable
 
 from aiohttp import web
@@ -14,12 +15,14 @@ from aiohttp import web
 from gateway import log as gateway_log
 from gateway.errors import BudgetExceeded, PayloadTooLarge, StoreUnavailable
 from gateway.proxy import estimate as estimate_stage
-from gateway.proxy.budgets import Admission, Admitter
+from gateway.proxy.budgets import Admission, Admitter, Slot
 from gateway.proxy.endpoints import Endpoint
+from gateway.proxy.estimate import Estimate
 from gateway.proxy.forward import Exchange, Forwarder
 from gateway.proxy.record import Recorder
 from gateway.proxy.resolve import resolve
 from gateway.runtime import Runtime
+from gateway.settings.schema import StoreErrorPolicy
 from gateway.store.base import StoreError
 
 log = logging.getLogger(__name__)
@@ -63,12 +66,7 @@ class Pipeline:
                      principal.tenant, principal.key_name, target.model, denied.message)
             raise
         except StoreError as exc:
-            log.error("budget store unavailable, request refused (on_store_error: reject): %s",
-                      exc)
-            raise StoreUnavailable(
-                "The gateway cannot check budgets right now (its budget store is unreachable); "
-                "retry shortly."
-            ) from None
+            admission = unmetered(runtime.settings.on_store_error, slots, estimate, exc)
         log.info("budget decision tenant=%s key=%s model=%s decision=%s ratio=%.4f reserved=%d",
                  principal.tenant, principal.key_name, target.model, _decision(admission),
                  admission.usage_ratio, admission.estimate.total)
@@ -82,6 +80,22 @@ class Pipeline:
                 self._recorder.settle(principal, target, admission, exchange)
             )
             await asyncio.shield(settling)  # a cancelled handler still settles
+
+
+def unmetered(
+    policy: StoreErrorPolicy, slots: tuple[Slot, ...], estimate: Estimate, exc: StoreError
+) -> Admission:
+    """``on_store_error``: reject fails closed; allow lets the request through unreserved,
+    still charged to its budgets once the store is back (the settlement waits in the buffer)."""
+    if policy is StoreErrorPolicy.REJECT:
+        log.error("budget store unavailable, request refused (on_store_error: reject): %s", exc)
+        raise StoreUnavailable(
+            "The gateway cannot check budgets right now (its budget store is unreachable); "
+            "retry shortly."
+        ) from None
+    log.warning("budget store unavailable, request allowed unreserved "
+                "(on_store_error: allow): %s", exc)
+    return Admission(uuid.uuid4().hex, slots, estimate)
 
 
 def _decision(admission: Admission) -> str:

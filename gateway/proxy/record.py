@@ -17,7 +17,8 @@ from gateway.proxy.budgets import Admission
 from gateway.proxy.forward import Exchange
 from gateway.proxy.resolve import Target
 from gateway.proxy.usage import Reported
-from gateway.store.base import Store
+from gateway.store.base import Store, StoreError
+from gateway.store.buffer import Deferred, SettleBuffer
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +31,10 @@ class Settlement:
 
 
 class Recorder:
-    def __init__(self, store: Store, clock: Clock) -> None:
+    def __init__(self, store: Store, clock: Clock, buffer: SettleBuffer) -> None:
         self._store = store
         self._clock = clock
+        self._buffer = buffer
 
     async def settle(
         self, principal: Principal, target: Target, admission: Admission, exchange: Exchange
@@ -41,8 +43,8 @@ class Recorder:
         now = self._clock.now()
         if reported is None:
             if admission.rid is not None:
-                released = admission.lines(0, 0)
-                await self._store.settle(principal.tenant, admission.rid, released, None, now)
+                await self._write(Deferred(principal.tenant, admission.rid,
+                                           admission.lines(0, 0), None, now))
             return Settlement(None, 0, True)
         cost = target.price.cost_nano(
             reported.input_tokens, reported.output_tokens, reported.cached_tokens
@@ -59,12 +61,17 @@ class Recorder:
             tenant_id=principal.tenant,
             timestamp=now,
         )
-        if admission.rid is None:
-            await self._store.record(usage)
-        else:
-            actual = admission.lines(tokens, cost)
-            await self._store.settle(principal.tenant, admission.rid, actual, usage, now)
+        lines = admission.lines(tokens, cost)
+        await self._write(Deferred(principal.tenant, admission.rid, lines, usage, now))
         return Settlement(usage, cost, reported.exact)
+
+    async def _write(self, item: Deferred) -> None:
+        """One store call; when the store is down the settlement waits in the buffer."""
+        try:
+            await item.apply(self._store)
+        except StoreError as exc:
+            log.warning("settlement deferred, budget store unavailable: %s", exc)
+            self._buffer.add(item)
 
 
 def charged(target: Target, admission: Admission, exchange: Exchange) -> Reported | None:

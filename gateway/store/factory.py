@@ -12,7 +12,7 @@ def open_store(url: str) -> Store:
     scheme = urlsplit(url).scheme
     if scheme == "memory":
         return MemoryStore()
-    if scheme in ("redis", "rediss"):
+    if scheme in ("redis", "rediss", "redis+cluster"):
         from gateway.store.redis import RedisStore
 
         return RedisStore.from_url(url)

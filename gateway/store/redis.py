@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from gateway.cost.model import Filter, Summary, Usage, nano_to_usd, usd_to_nano
@@ -43,7 +44,9 @@ def _text(value: bytes | str) -> str:
 
 
 class RedisStore:
-    def __init__(self, client: aioredis.Redis, *, max_entries: int = 100_000) -> None:
+    def __init__(
+        self, client: aioredis.Redis | RedisCluster, *, max_entries: int = 100_000
+    ) -> None:
         self._redis = client
         self._max_entries = max_entries
         self._reserve = client.register_script(_script("reserve.lua"))
@@ -55,6 +58,10 @@ class RedisStore:
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisStore:
+        """``redis://``, ``rediss://`` or ``redis+cluster://host:port`` (any one node)."""
+        if url.startswith("redis+cluster://"):
+            node = "redis://" + url.removeprefix("redis+cluster://")
+            return cls(RedisCluster.from_url(node), **kwargs)
         return cls(aioredis.Redis.from_url(url), **kwargs)
 
     async def reserve(

@@ -7,13 +7,14 @@ from collections.abc import AsyncIterator, Iterator
 import fakeredis
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from gateway.store.base import Store
 from gateway.store.memory import MemoryStore
 from gateway.store.redis import RedisStore
-from tests.servers import redis_server
+from tests.servers import redis_cluster, redis_server
 
-BACKENDS = ["memory", "fakeredis", "redis"]
+BACKENDS = ["memory", "fakeredis", "redis", "redis-cluster"]
 
 
 @pytest.fixture(scope="session")
@@ -22,16 +23,32 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(params=BACKENDS)
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
-    backend: Store
+@pytest.fixture(scope="session")
+def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with redis_cluster(tmp_path_factory.mktemp("cluster")) as url:
+        yield url
+
+
+async def _open(request: pytest.FixtureRequest) -> Store:
     if request.param == "memory":
-        backend = MemoryStore()
-    elif request.param == "fakeredis":
-        backend = RedisStore(fakeredis.FakeAsyncRedis())
-    else:
+        return MemoryStore()
+    if request.param == "fakeredis":
+        return RedisStore(fakeredis.FakeAsyncRedis())
+    if request.param == "redis":
         client = aioredis.Redis.from_url(request.getfixturevalue("redis_url"))
         await client.flushdb()
-        backend = RedisStore(client)
+        return RedisStore(client)
+    store = RedisStore.from_url(request.getfixturevalue("cluster_url"))
+    cluster = RedisCluster.from_url(
+        request.getfixturevalue("cluster_url").replace("redis+cluster://", "redis://")
+    )
+    await cluster.flushall(target_nodes=RedisCluster.PRIMARIES)
+    await cluster.aclose()
+    return store
+
+
+@pytest.fixture(params=BACKENDS)
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    backend = await _open(request)
     yield backend
     await backend.close()
