@@ -27,7 +27,8 @@ def require(binary: str, install: str) -> str:
     return path
 
 
-def _start_redis(workdir: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
+def start_redis(workdir: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
+    """A redis-server on ``port`` (the caller stops it); ``extra`` are its options."""
     binary = require("redis-server", "apt-get install redis-server")
     log = workdir / f"redis-{port}.log"
     proc = subprocess.Popen(
@@ -47,7 +48,7 @@ def _start_redis(workdir: Path, port: int, *extra: str) -> subprocess.Popen[byte
 def redis_server(workdir: Path, port: int | None = None) -> Iterator[str]:
     """A throwaway redis-server; yields its URL."""
     port = port or free_port()
-    proc = _start_redis(workdir, port)
+    proc = start_redis(workdir, port)
     try:
         yield f"redis://127.0.0.1:{port}/0"
     finally:
@@ -83,7 +84,7 @@ def redis_cluster(workdir: Path, nodes: int = 3) -> Iterator[str]:
             port = _cluster_port()
             node_dir = workdir / f"node-{port}"
             node_dir.mkdir()
-            procs.append(_start_redis(node_dir, port, "--cluster-enabled", "yes",
+            procs.append(start_redis(node_dir, port, "--cluster-enabled", "yes",
                                       "--cluster-config-file", "nodes.conf"))
             ports.append(port)
         addresses = [f"127.0.0.1:{p}" for p in ports]

@@ -54,9 +54,7 @@ class Pipeline:
         )
         slots = runtime.budgets.slots(principal, target.model, endpoint.domain)
         n = estimate_stage.choices(endpoint, target.body)
-        ttl = target.upstream.timeout_s + _EXPIRY_MARGIN_S + max(
-            (s.budget.max_wait_s for s in slots), default=0.0
-        )
+        ttl = target.upstream.timeout_s + _EXPIRY_MARGIN_S  # reserved after any hold
         try:
             admission = await self._admitter.admit(
                 principal, slots, estimate, target.price, n, ttl

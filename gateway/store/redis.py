@@ -25,6 +25,8 @@ from gateway.store.base import Line, ReserveResult, StoreError
 _SETTLED_MARKER_TTL_S = 86_400
 _ROLLUP_KEEP_S = 400 * 86_400
 _TENANTS_KEY = "gateway:tenants"
+_POOL_SIZE = 64
+_POOL_WAIT_S = 5.0
 
 
 def _script(name: str) -> str:
@@ -62,7 +64,11 @@ class RedisStore:
         if url.startswith("redis+cluster://"):
             node = "redis://" + url.removeprefix("redis+cluster://")
             return cls(RedisCluster.from_url(node), **kwargs)
-        return cls(aioredis.Redis.from_url(url), **kwargs)
+        # a burst waits for a pooled connection instead of failing with "too many connections"
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=_POOL_SIZE, timeout=_POOL_WAIT_S
+        )
+        return cls(aioredis.Redis(connection_pool=pool), **kwargs)
 
     async def reserve(
         self, tenant: str, rid: str, lines: Sequence[Line], now: float, ttl_s: float
