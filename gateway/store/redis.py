@@ -18,8 +18,8 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from gateway.cost.model import Filter, Summary, Usage, nano_to_usd, usd_to_nano
-from gateway.cost.tracker import summarize
-from gateway.cost.windows import HOUR, Window
+from gateway.cost.rollup import RollupRow, combine, hour_of, span
+from gateway.cost.windows import Window
 from gateway.store.base import Line, ReserveResult, StoreError
 
 _SETTLED_MARKER_TTL_S = 86_400
@@ -43,6 +43,20 @@ def _keep_s(window: Window) -> int:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+_ROLLUP_FIELDS = {"in": "input_tokens", "out": "output_tokens", "cached": "cached_tokens",
+                  "cost": "cost_nano", "n": "requests"}
+
+
+def _rows(tenant: str, hour: int, table: dict[bytes, bytes]) -> list[RollupRow]:
+    """Hash fields "model|provider|what" -> one row per model and provider."""
+    grouped: dict[tuple[str, str], dict[str, int]] = {}
+    for field, value in table.items():
+        model, provider, what = _text(field).rsplit("|", 2)
+        grouped.setdefault((model, provider), {})[_ROLLUP_FIELDS[what]] = int(value)
+    return [RollupRow(tenant, hour, model, provider, **counts)
+            for (model, provider), counts in grouped.items()]
 
 
 class RedisStore:
@@ -102,8 +116,9 @@ class RedisStore:
         for line in lines:
             w = line.window
             args += [line.amount, w.bucket(now), w.oldest(now), _keep_s(w)]
-        keys += [f"{{{tenant}}}:usage", f"{{{tenant}}}:r:{HOUR.bucket(now) // 60}"]
-        args += self._usage_args(usage)
+        hour = hour_of(usage.timestamp if usage is not None else now)
+        keys += [f"{{{tenant}}}:usage", f"{{{tenant}}}:r:{hour}", f"{{{tenant}}}:r:hours"]
+        args += [*self._usage_args(usage), hour]
         if usage is not None:
             await self._know(tenant)
         self._held.pop(rid, None)
@@ -138,20 +153,44 @@ class RedisStore:
         return len(self._held)
 
     async def query(self, filter: Filter) -> Summary:
-        """Scans the usage logs (bounded by max_entries per tenant)."""
-        if filter.tenant_id is not None:
-            tenants = [filter.tenant_id]
-        else:
-            tenants = sorted(_text(m) for m in await self._guarded(
-                self._redis.smembers(_TENANTS_KEY)))
+        """Whole hours from the rollups; only partial edge hours read the usage log."""
+        cut = span(filter.since, filter.until)
+        rows: list[RollupRow] = []
         entries: list[Usage] = []
-        for tenant in tenants:
-            for _, fields in await self._guarded(self._redis.xrange(f"{{{tenant}}}:usage")) or ():
-                i, o, c, cost, model, provider, ts = orjson.loads((fields or {})[b"u"])
-                entries.append(
-                    Usage(i, o, c, i + o, nano_to_usd(cost), model, provider, tenant, ts)
-                )
-        return summarize([u for u in entries if filter.matches(u)])
+        for tenant in await self._tenants_of(filter.tenant_id):
+            if cut.first_hour is not None and cut.last_hour is not None:
+                rows += await self.rollups(tenant, cut.first_hour, cut.last_hour)
+            if cut.edges:
+                entries += await self.entries(tenant)
+        return combine(rows, entries, filter, cut)
+
+    async def rollups(self, tenant: str, first_hour: int, last_hour: int) -> list[RollupRow]:
+        """The tenant's hourly rows from ``first_hour`` to ``last_hour`` inclusive."""
+        hours = await self._guarded(self._redis.zrangebyscore(
+            f"{{{tenant}}}:r:hours", first_hour, last_hour))
+        if not hours:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        for hour in hours:
+            pipe.hgetall(f"{{{tenant}}}:r:{_text(hour)}")
+        tables = await self._guarded(pipe.execute())
+        rows: list[RollupRow] = []
+        for hour, table in zip(hours, tables, strict=True):
+            rows += _rows(tenant, int(_text(hour)), table)
+        return rows
+
+    async def entries(self, tenant: str) -> list[Usage]:
+        """The tenant's raw usage log (the newest ``max_entries``)."""
+        entries: list[Usage] = []
+        for _, fields in await self._guarded(self._redis.xrange(f"{{{tenant}}}:usage")) or ():
+            i, o, c, cost, model, provider, ts = orjson.loads((fields or {})[b"u"])
+            entries.append(Usage(i, o, c, i + o, nano_to_usd(cost), model, provider, tenant, ts))
+        return entries
+
+    async def _tenants_of(self, tenant: str | None) -> list[str]:
+        if tenant is not None:
+            return [tenant]
+        return sorted(_text(m) for m in await self._guarded(self._redis.smembers(_TENANTS_KEY)))
 
     async def ping(self) -> None:
         await self._guarded(self._redis.ping())
