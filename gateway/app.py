@@ -26,6 +26,7 @@ from gateway.settings.watch import LiveConfig
 from gateway.store.base import Store
 from gateway.store.buffer import SettleBuffer
 from gateway.store.factory import open_store
+from gateway.store.persist import persistence
 
 CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
 
@@ -42,6 +43,7 @@ def create_app(
     app[CLOCK] = clock or SystemClock()
     app.cleanup_ctx.append(_session)
     app.cleanup_ctx.append(_store(store))
+    app.cleanup_ctx.append(_persistence)
     app.cleanup_ctx.append(_pipeline)
     if watch_interval_s is not None:
         app.cleanup_ctx.append(_watcher(watch_interval_s))
@@ -68,6 +70,11 @@ def _store(given: Store | None) -> CleanupCtx:
                 await store.close()
 
     return ctx
+
+
+def _persistence(app: web.Application) -> AsyncIterator[None]:
+    """``memory://?persist=PATH``: load before serving, save periodically and at shutdown."""
+    return persistence(app[STORE], app[CONFIG].current.settings.store)
 
 
 async def _pipeline(app: web.Application) -> AsyncIterator[None]:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 
 from gateway.errors import ConfigErrors
 from gateway.settings.schema import Role
+from gateway.store.persist import PersistError
 
 EXIT_OK, EXIT_ERROR = 0, 1
 
@@ -131,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {error}", file=sys.stderr)
         print(f"{len(exc.errors)} problem(s) found.", file=sys.stderr)
         return EXIT_ERROR
-    except OSError as exc:
+    except (OSError, PersistError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

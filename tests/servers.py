@@ -6,8 +6,8 @@ A missing server binary fails the test (never skips it), naming the command that
 from __future__ import annotations
 
 import contextlib
-import socket
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Iterator

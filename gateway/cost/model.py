@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
 
 NANO_PER_USD = 1_000_000_000
 
@@ -121,6 +123,34 @@ class Budget:
             if value is not None:
                 out.append((limit, usd_to_nano(value) if limit.is_cost else int(value)))
         return out
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-safe (enums as their values, ``None`` kept), for stores and the admin API."""
+        return {
+            f.name: v.value if isinstance(v := getattr(self, f.name), enum.Enum) else v
+            for f in fields(self)
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> Budget:
+        """The inverse of ``to_dict``. An unknown key is refused, not dropped: a misspelt limit
+        must not come back as no limit. Field types are the caller's to check."""
+        known = {f.name for f in fields(cls)}
+        for key in data:
+            if key not in known:
+                raise ValueError(f"unknown budget field {key!r}")
+        values: dict[str, Any] = dict(data)
+        for name, kind in (("domain", Domain), ("action", BudgetAction)):
+            value = values.get(name)
+            if value is None or isinstance(value, kind):
+                continue
+            try:
+                values[name] = kind(value)
+            except ValueError:
+                choices = ", ".join(k.value for k in kind)
+                problem = f"budget field {name!r}: {value!r} is not one of {choices}"
+                raise ValueError(problem) from None
+        return cls(**values)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Iterable
 from typing import Protocol
 
 from gateway.cost.model import Filter, Summary, Usage, nano_to_usd, usd_to_nano
@@ -39,6 +40,14 @@ class InMemoryTracker:
 
     async def query(self, filter: Filter) -> Summary:
         return summarize([u for u in self._entries if filter.matches(u)])
+
+    def entries(self) -> list[Usage]:
+        """Oldest first: what a saved copy of the tracker holds."""
+        return list(self._entries)
+
+    def restore(self, entries: Iterable[Usage]) -> None:
+        """Replaces the records by ``entries`` (oldest first), keeping the newest if too many."""
+        self._entries = deque(entries, maxlen=self._entries.maxlen)
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from gateway.cost.model import Filter, Summary, Usage
+from gateway.cost.model import Budget, Filter, Summary, Usage
 from gateway.cost.windows import Window
 
 
@@ -58,7 +58,31 @@ class StoreError(Exception):
     """The store could not be reached or answered nonsense; the proxy applies on_store_error."""
 
 
+class BudgetDefinitions(Protocol):
+    """Budgets created through the admin API, kept in the store (not in the YAML).
+
+    Each tenant's set carries a version that every change raises, so an instance can tell
+    cheaply that its cached copy is stale.
+    """
+
+    async def put(self, budget: Budget) -> int:
+        """Create or replace ``budget`` (by its ``id``); returns the tenant's new version."""
+        ...
+
+    async def delete(self, tenant: str, budget_id: str) -> bool:
+        """False when there was no such budget."""
+        ...
+
+    async def list(self, tenant: str) -> tuple[int, list[Budget]]:
+        """The tenant's version and budgets, in creation order."""
+        ...
+
+    async def version(self, tenant: str) -> int: ...
+
+
 class Store(Protocol):
+    definitions: BudgetDefinitions
+
     async def reserve(
         self, tenant: str, rid: str, lines: Sequence[Line], now: float, ttl_s: float
     ) -> ReserveResult:

@@ -2,18 +2,23 @@
 
 Every method runs to completion without awaiting, so no other task can interleave between a
 check and its reservation. The model is the one the Redis scripts implement: per line, settled
-usage in time buckets plus reservations pending until settled or expired.
+usage in time buckets plus reservations pending until settled or expired. ``snapshot`` and
+``restore`` copy the whole state out and back in, for ``memory://?persist=`` (see persist.py).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from gateway.cost.model import Filter, Summary, Usage
+from gateway.cost.model import Filter, Summary, Usage, usd_to_nano
+from gateway.cost.rollup import RollupRow, hour_of
 from gateway.cost.tracker import InMemoryTracker
-from gateway.store.base import Line, ReserveResult, fits_at
+from gateway.store import spend
+from gateway.store.base import BudgetDefinitions, Line, ReserveResult, fits_at
+from gateway.store.memory_budgets import MemoryBudgetDefinitions
+from gateway.store.snapshot import number, rollup_from_row, typed, usage_from_row, usage_row
 
 _SETTLED_KEPT = 100_000  # settle ids remembered for idempotency, newest first
 _MARKS_PRUNE_AT = 10_000
@@ -47,6 +52,36 @@ class LineState:
             bucket = line.window.bucket(now)
         self.buckets[bucket] = self.buckets.get(bucket, 0) + amount
 
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "buckets": [[b, amount] for b, amount in self.buckets.items()],
+            "pending": {rid: [p.amount, p.bucket, p.expires_at] for rid, p in self.pending.items()},
+        }
+
+    @classmethod
+    def restore(cls, state: object, where: str) -> LineState:
+        fields = typed(state, dict, where)
+        restored = cls()
+        for i, pair in enumerate(typed(fields.get("buckets"), list, f"{where}.buckets")):
+            at = f"{where}.buckets[{i}]"
+            bucket, amount = _pair(pair, at)
+            restored.buckets[typed(bucket, int, at)] = typed(amount, int, at)
+        for rid, held in typed(fields.get("pending"), dict, f"{where}.pending").items():
+            at = f"{where}.pending.{rid}"
+            values = typed(held, list, at)
+            if len(values) != 3:
+                raise ValueError(f"{at}: expected [amount, bucket, expires_at]")
+            restored.pending[rid] = Pending(
+                typed(values[0], int, at), typed(values[1], int, at), number(values[2], at))
+        return restored
+
+
+def _pair(value: object, where: str) -> tuple[object, object]:
+    values = typed(value, list, where)
+    if len(values) != 2:
+        raise ValueError(f"{where}: expected a pair, got {len(values)} values")
+    return values[0], values[1]
+
 
 class MemoryStore:
     def __init__(self, tracker: InMemoryTracker | None = None) -> None:
@@ -54,6 +89,9 @@ class MemoryStore:
         self._lines: dict[str, LineState] = {}
         self._settled: OrderedDict[str, None] = OrderedDict()
         self._marks: dict[str, float] = {}
+        self._budgets = MemoryBudgetDefinitions()
+        self.definitions: BudgetDefinitions = self._budgets  # the same object, as the protocol
+        self._rollups: dict[tuple[str, int, str, str], list[int]] = {}
 
     def _state(self, line: Line, now: float) -> LineState:
         state = self._lines.get(line.key)
@@ -91,7 +129,7 @@ class MemoryStore:
             bucket = held.bucket if held is not None else line.window.bucket(now)
             state.charge(line, bucket, line.amount, now)
         if usage is not None:
-            await self.tracker.record(usage)
+            await self.record(usage)
         return True
 
     async def peek(self, lines: Sequence[Line], now: float) -> list[int]:
@@ -111,12 +149,58 @@ class MemoryStore:
 
     async def record(self, usage: Usage) -> None:
         await self.tracker.record(usage)
+        key = (usage.tenant_id, hour_of(usage.timestamp), usage.model, usage.provider)
+        row = self._rollups.setdefault(key, [0, 0, 0, 0, 0])
+        row[0] += usage.input_tokens
+        row[1] += usage.output_tokens
+        row[2] += usage.cached_tokens
+        row[3] += usd_to_nano(usage.cost)
+        row[4] += 1
 
     async def query(self, filter: Filter) -> Summary:
-        return await self.tracker.query(filter)
+        return await spend.query(self, filter)
+
+    async def rollups(
+        self, tenant: str | None, first_hour: int, last_hour: int
+    ) -> list[RollupRow]:
+        return [RollupRow(t, hour, model, provider, *row)
+                for (t, hour, model, provider), row in self._rollups.items()
+                if (tenant is None or t == tenant) and first_hour <= hour <= last_hour]
+
+    async def entries(self, tenant: str | None) -> list[Usage]:
+        return [u for u in self.tracker.entries() if tenant is None or u.tenant_id == tenant]
 
     async def ping(self) -> None:
         return None
+
+    def snapshot(self) -> dict[str, object]:
+        """Everything that must survive a restart, JSON-safe and detached from live state."""
+        return {
+            "lines": {key: state.snapshot() for key, state in self._lines.items()},
+            "settled": list(self._settled),
+            "marks": dict(self._marks),
+            "usage": [usage_row(u) for u in self.tracker.entries()],
+            "rollups": [[*key, *row] for key, row in self._rollups.items()],
+            "budgets": self._budgets.snapshot(),
+        }
+
+    def restore(self, state: Mapping[str, object]) -> None:
+        """Replaces all state by ``state`` (from ``snapshot``), or raises ValueError naming
+        what is malformed and changes nothing."""
+        lines = {key: LineState.restore(value, f"lines.{key}")
+                 for key, value in typed(state.get("lines"), dict, "lines").items()}
+        settled = OrderedDict((typed(rid, str, f"settled[{i}]"), None) for i, rid
+                              in enumerate(typed(state.get("settled"), list, "settled")))
+        marks = {key: number(until, f"marks.{key}")
+                 for key, until in typed(state.get("marks"), dict, "marks").items()}
+        usage = [usage_from_row(row, f"usage[{i}]")
+                 for i, row in enumerate(typed(state.get("usage"), list, "usage"))]
+        rollups = dict(rollup_from_row(row, f"rollups[{i}]")
+                       for i, row in enumerate(typed(state.get("rollups"), list, "rollups")))
+        self._budgets.restore(state.get("budgets"))  # last check; it too changes all or nothing
+        self._lines, self._settled, self._marks = lines, settled, marks
+        self._rollups = rollups
+        self.tracker.restore(usage)
 
     async def close(self) -> None:
         return None

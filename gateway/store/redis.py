@@ -14,19 +14,31 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 
 from gateway.cost.model import Filter, Summary, Usage, nano_to_usd, usd_to_nano
-from gateway.cost.rollup import RollupRow, combine, hour_of, span
+from gateway.cost.rollup import RollupRow, hour_of
 from gateway.cost.windows import Window
-from gateway.store.base import Line, ReserveResult, StoreError
+from gateway.store import spend
+from gateway.store.base import BudgetDefinitions, Line, ReserveResult, StoreError
+from gateway.store.redis_budgets import RedisBudgetDefinitions
 
 _SETTLED_MARKER_TTL_S = 86_400
 _ROLLUP_KEEP_S = 400 * 86_400
 _TENANTS_KEY = "gateway:tenants"
 _POOL_SIZE = 64
 _POOL_WAIT_S = 5.0
+# a pooled connection that died with a restarted Redis is retried on a fresh one, and so is a
+# Redis still loading its data; a Redis that stays away fails in well under a second
+_RETRIES: dict[str, Any] = {
+    "retry": Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.2), 3),
+    "retry_on_error": [redis_errors.ConnectionError, redis_errors.TimeoutError,
+                       redis_errors.BusyLoadingError],
+}
 
 
 def _script(name: str) -> str:
@@ -69,6 +81,7 @@ class RedisStore:
         self._settle = client.register_script(_script("settle.lua"))
         self._peek = client.register_script(_script("peek.lua"))
         self._mark = client.register_script(_script("mark.lua"))
+        self.definitions: BudgetDefinitions = RedisBudgetDefinitions(client)
         self._held: dict[str, float] = {}  # this instance's reservations: id -> expires_at
         self._tenants: set[str] = set()
 
@@ -77,10 +90,10 @@ class RedisStore:
         """``redis://``, ``rediss://`` or ``redis+cluster://host:port`` (any one node)."""
         if url.startswith("redis+cluster://"):
             node = "redis://" + url.removeprefix("redis+cluster://")
-            return cls(RedisCluster.from_url(node), **kwargs)
+            return cls(RedisCluster.from_url(node, **_RETRIES), **kwargs)
         # a burst waits for a pooled connection instead of failing with "too many connections"
         pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=_POOL_SIZE, timeout=_POOL_WAIT_S
+            url, max_connections=_POOL_SIZE, timeout=_POOL_WAIT_S, **_RETRIES
         )
         return cls(aioredis.Redis(connection_pool=pool), **kwargs)
 
@@ -153,19 +166,24 @@ class RedisStore:
         return len(self._held)
 
     async def query(self, filter: Filter) -> Summary:
-        """Whole hours from the rollups; only partial edge hours read the usage log."""
-        cut = span(filter.since, filter.until)
-        rows: list[RollupRow] = []
-        entries: list[Usage] = []
-        for tenant in await self._tenants_of(filter.tenant_id):
-            if cut.first_hour is not None and cut.last_hour is not None:
-                rows += await self.rollups(tenant, cut.first_hour, cut.last_hour)
-            if cut.edges:
-                entries += await self.entries(tenant)
-        return combine(rows, entries, filter, cut)
+        return await spend.query(self, filter)
 
-    async def rollups(self, tenant: str, first_hour: int, last_hour: int) -> list[RollupRow]:
-        """The tenant's hourly rows from ``first_hour`` to ``last_hour`` inclusive."""
+    async def rollups(
+        self, tenant: str | None, first_hour: int, last_hour: int
+    ) -> list[RollupRow]:
+        rows: list[RollupRow] = []
+        for name in await self._tenants_of(tenant):
+            rows += await self._tenant_rollups(name, first_hour, last_hour)
+        return rows
+
+    async def entries(self, tenant: str | None) -> list[Usage]:
+        entries: list[Usage] = []
+        for name in await self._tenants_of(tenant):
+            entries += await self._tenant_entries(name)
+        return entries
+
+    async def _tenant_rollups(self, tenant: str, first_hour: int, last_hour: int
+                              ) -> list[RollupRow]:
         hours = await self._guarded(self._redis.zrangebyscore(
             f"{{{tenant}}}:r:hours", first_hour, last_hour))
         if not hours:
@@ -179,8 +197,7 @@ class RedisStore:
             rows += _rows(tenant, int(_text(hour)), table)
         return rows
 
-    async def entries(self, tenant: str) -> list[Usage]:
-        """The tenant's raw usage log (the newest ``max_entries``)."""
+    async def _tenant_entries(self, tenant: str) -> list[Usage]:
         entries: list[Usage] = []
         for _, fields in await self._guarded(self._redis.xrange(f"{{{tenant}}}:usage")) or ():
             i, o, c, cost, model, provider, ts = orjson.loads((fields or {})[b"u"])

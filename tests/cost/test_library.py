@@ -102,6 +102,8 @@ async def test_registry_redis_backend_records_and_queries(
         for i in range(5):
             await tracker.record(usage(timestamp=T0 + i))
         summary = await tracker.query(Filter(tenant_id="t1"))
-        assert summary.entry_count == 3  # capped by length, oldest evicted first
+        assert summary.entry_count == 5  # the hourly rollups keep every usage
+        raw = await tracker.entries("t1")  # type: ignore[attr-defined]
+        assert [u.timestamp for u in raw] == [T0 + 2, T0 + 3, T0 + 4]  # log capped, oldest out
         assert (await tracker.query(Filter(since=T0 + 3))).entry_count == 2
         await tracker.close()  # type: ignore[attr-defined]

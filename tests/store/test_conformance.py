@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway.cost.model import Filter, Usage
+import orjson
+import pytest
+
+from gateway.cost.model import Budget, BudgetAction, Domain, Filter, Usage
 from gateway.cost.windows import DAY, HOUR, MONTH
 from gateway.store.base import Line, Store
 
@@ -130,3 +133,111 @@ async def test_concurrent_reservations_never_overshoot(store: Store) -> None:
     results = await asyncio.gather(*(one(i) for i in range(100)))
     assert sum(results) == 10
     assert await store.peek([line(0, limit=70)], T0) == [70]
+
+
+async def test_query_over_hours_and_partial_edges(store: Store) -> None:
+    hour = 3600
+    base = (T0 // hour) * hour
+    times = [base + 10, base + hour + 5, base + 2 * hour + 100, base + 5 * hour + 3599]
+    for i, ts in enumerate(times):
+        usage = Usage(input_tokens=10 * (i + 1), output_tokens=1, total_tokens=10 * (i + 1) + 1,
+                      cost=0.001, model="m" if i % 2 else "n", provider="p", tenant_id="t",
+                      timestamp=ts)
+        await store.settle("t", f"q{i}", [], usage, ts)
+    everything = await store.query(Filter(tenant_id="t"))
+    assert (everything.entry_count, everything.total_input_tokens) == (4, 100)
+    assert everything.total_cost == 0.004
+    middle = await store.query(Filter(tenant_id="t", since=base + 6, until=base + 2 * hour + 101))
+    assert (middle.entry_count, middle.total_input_tokens) == (3, 60)
+    whole = await store.query(Filter(tenant_id="t", since=base + hour, until=base + 3 * hour))
+    assert (whole.entry_count, whole.total_input_tokens) == (2, 50)
+    by_model = await store.query(Filter(tenant_id="t", model="m"))
+    assert (by_model.entry_count, by_model.total_input_tokens) == (2, 60)
+    assert (await store.query(Filter(tenant_id="other"))).entry_count == 0
+
+
+# Budgets created through the admin API, kept in the store
+
+
+def budget(bid: str, tenant: str = "t", **fields: object) -> Budget:
+    return Budget(name=f"api-{bid}", tenant=tenant, id=bid, source="api", **fields)  # type: ignore[arg-type]
+
+
+async def test_budget_definitions_put_list_delete(store: Store) -> None:
+    assert await store.definitions.list("t") == (0, [])
+    a = budget("b1", max_cost_per_day=5.0, action=BudgetAction.THROTTLE, domain=Domain.LLM)
+    b = budget("b2", max_tokens_per_hour=1000, key="ci", model="gpt-4o*")
+    await store.definitions.put(a)
+    version = await store.definitions.put(b)
+    assert await store.definitions.list("t") == (version, [a, b])
+    assert await store.definitions.delete("t", "b1")
+    assert await store.definitions.list("t") == (version + 1, [b])
+
+
+async def test_budget_definitions_version_moves_on_change_only(store: Store) -> None:
+    assert await store.definitions.version("t") == 0
+    v1 = await store.definitions.put(budget("b1", max_cost_per_day=1.0))
+    assert v1 > 0 and await store.definitions.version("t") == v1
+    v2 = await store.definitions.put(budget("b1", max_cost_per_day=2.0))
+    assert v2 > v1
+    assert await store.definitions.put(budget("b1", max_cost_per_day=2.0)) == v2, "same budget"
+    assert not await store.definitions.delete("t", "missing")
+    assert not await store.definitions.delete("t", "_v"), "the store's own fields are no ids"
+    assert await store.definitions.version("t") == v2
+    assert await store.definitions.delete("t", "b1")
+    assert not await store.definitions.delete("t", "b1")
+    v3 = await store.definitions.version("t")
+    assert v3 > v2 and await store.definitions.list("t") == (v3, [])
+
+
+async def test_budget_definitions_replace_keeps_creation_order(store: Store) -> None:
+    for bid in ("b1", "b2", "b3"):
+        await store.definitions.put(budget(bid, max_cost_per_day=1.0))
+    changed = budget("b1", max_cost_per_day=9.0, alert_threshold=0.5)
+    await store.definitions.put(changed)
+    _, budgets = await store.definitions.list("t")
+    assert [b.id for b in budgets] == ["b1", "b2", "b3"] and budgets[0] == changed
+    await store.definitions.delete("t", "b2")
+    await store.definitions.put(budget("b2", max_cost_per_day=1.0))
+    assert [b.id for b in (await store.definitions.list("t"))[1]] == ["b1", "b3", "b2"]
+
+
+async def test_budget_definitions_tenants_are_isolated(store: Store) -> None:
+    mine = budget("b1", tenant="acme", max_cost_per_day=1.0)
+    theirs = budget("b1", tenant="other", max_cost_per_day=2.0)
+    await store.definitions.put(mine)
+    await store.definitions.put(theirs)
+    assert (await store.definitions.list("acme"))[1] == [mine]
+    assert not await store.definitions.delete("nobody", "b1")
+    assert await store.definitions.delete("other", "b1")
+    assert (await store.definitions.list("acme"))[1] == [mine]
+    assert await store.definitions.version("acme") == 1
+
+
+async def test_budget_definitions_need_an_id(store: Store) -> None:
+    with pytest.raises(ValueError, match="needs an id"):
+        await store.definitions.put(Budget(name="x", tenant="t", max_cost_per_day=1.0))
+    with pytest.raises(ValueError, match="needs an id"):
+        await store.definitions.put(budget("_v", max_cost_per_day=1.0))
+
+
+def test_budget_dict_round_trip() -> None:
+    full = Budget(name="n", tenant="t", key="k", model="gpt-*", domain=Domain.EMBEDDING,
+                  max_tokens_per_hour=1, max_tokens_per_day=2, max_cost_per_hour=0.5,
+                  max_cost_per_day=1.25, max_cost_per_month=100.0, alert_threshold=0.8,
+                  action=BudgetAction.ALERT, max_wait_s=3.0, clamp_max_tokens=True,
+                  source="api", id="b1")
+    data = full.to_dict()
+    assert data["domain"] == "embedding" and data["action"] == "alert"
+    assert type(data["action"]) is str, "plain JSON values, not enum members"
+    assert Budget.from_dict(orjson.loads(orjson.dumps(data))) == full
+    empty = Budget().to_dict()
+    assert empty["domain"] is None and empty["max_cost_per_day"] is None
+    assert Budget.from_dict(empty) == Budget()
+
+
+def test_budget_from_dict_refuses_unknown_keys_and_values() -> None:
+    with pytest.raises(ValueError, match="max_cost_per_dya"):
+        Budget.from_dict({"name": "n", "max_cost_per_dya": 1.0})
+    with pytest.raises(ValueError, match=r"'action'.*'block'"):
+        Budget.from_dict({"action": "block"})

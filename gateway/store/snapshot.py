@@ -1,0 +1,62 @@
+"""Checked reading of the embedded store's saved state.
+
+A state file that is not what we wrote is refused, naming the field and what was wrong: never
+half-loaded, never silently coerced (a string where an amount belongs must not become zero).
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from gateway.cost.model import Usage
+
+T = TypeVar("T")
+
+_USAGE_FIELDS = (
+    (int, "input_tokens"), (int, "output_tokens"), (int, "cached_tokens"), (int, "total_tokens"),
+    (float, "cost"), (str, "model"), (str, "provider"), (str, "tenant_id"), (float, "timestamp"),
+)
+
+
+def typed(value: object, kind: type[T], where: str) -> T:
+    """``value`` if it is a ``kind`` (a bool is no int here), else ValueError naming ``where``."""
+    if isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool):
+        return value
+    raise ValueError(f"{where}: expected {kind.__name__}, got {type(value).__name__}")
+
+
+def number(value: object, where: str) -> float:
+    """JSON writes 3.0 as 3.0 but a hand-edited file may say 3: both are numbers."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    raise ValueError(f"{where}: expected a number, got {type(value).__name__}")
+
+
+def usage_row(usage: Usage) -> list[object]:
+    """A usage record as a JSON array: a state file holds up to ``max_entries`` of them.
+    (Not ``dataclasses.astuple``: its deep copy would hold the event loop for a second.)"""
+    u = usage
+    return [u.input_tokens, u.output_tokens, u.cached_tokens, u.total_tokens, u.cost, u.model,
+            u.provider, u.tenant_id, u.timestamp]
+
+
+def rollup_from_row(row: object, where: str) -> tuple[tuple[str, int, str, str], list[int]]:
+    """[tenant, hour, model, provider, input, output, cached, cost_nano, requests]"""
+    values = typed(row, list, where)
+    if len(values) != 9:
+        raise ValueError(f"{where}: expected 9 values, got {len(values)}")
+    tenant, model, provider = (typed(values[i], str, f"{where}[{i}]") for i in (0, 2, 3))
+    hour = typed(values[1], int, f"{where}[1]")
+    counts = [typed(v, int, f"{where}[{i}]") for i, v in enumerate(values[4:], start=4)]
+    return (tenant, hour, model, provider), counts
+
+
+def usage_from_row(row: object, where: str) -> Usage:
+    values = typed(row, list, where)
+    if len(values) != len(_USAGE_FIELDS):
+        raise ValueError(f"{where}: expected {len(_USAGE_FIELDS)} values, got {len(values)}")
+    checked: list[Any] = [
+        number(v, f"{where}.{name}") if kind is float else typed(v, kind, f"{where}.{name}")
+        for v, (kind, name) in zip(values, _USAGE_FIELDS, strict=True)
+    ]
+    return Usage(*checked)
