@@ -12,7 +12,6 @@ from redis.asyncio.cluster import RedisCluster
 from gateway.store.base import Store
 from gateway.store.memory import MemoryStore
 from gateway.store.redis import RedisStore
-from gateway.store.redis_budgets import RedisBudgetDefinitions
 from tests.servers import redis_cluster, redis_server
 
 BACKENDS = ["memory", "fakeredis", "redis", "redis-cluster"]
@@ -31,23 +30,21 @@ def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 async def _open(request: pytest.FixtureRequest) -> Store:
+    """The real backends are opened by URL, as the gateway opens them, on an emptied server."""
     if request.param == "memory":
         return MemoryStore()
-    client: aioredis.Redis | RedisCluster
     if request.param == "fakeredis":
-        client = fakeredis.FakeAsyncRedis()
-    elif request.param == "redis":
-        client = aioredis.Redis.from_url(request.getfixturevalue("redis_url"))
-        await client.flushdb()
-    else:
-        client = RedisCluster.from_url(
-            request.getfixturevalue("cluster_url").replace("redis+cluster://", "redis://")
-        )
-        await client.flushall(target_nodes=RedisCluster.PRIMARIES)
-    store = RedisStore(client)
-    if not hasattr(store, "definitions"):  # shim until RedisStore.__init__ sets it itself
-        store.definitions = RedisBudgetDefinitions(client)
-    return store
+        return RedisStore(fakeredis.FakeAsyncRedis())
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_url")
+        async with aioredis.Redis.from_url(url) as client:
+            await client.flushdb()
+        return RedisStore.from_url(url)
+    url = request.getfixturevalue("cluster_url")
+    cluster = RedisCluster.from_url(url.replace("redis+cluster://", "redis://"))
+    await cluster.flushall(target_nodes=RedisCluster.PRIMARIES)
+    await cluster.aclose()
+    return RedisStore.from_url(url)
 
 
 @pytest.fixture(params=BACKENDS)
