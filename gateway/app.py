@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 from aiohttp import web
 
-from gateway.appkeys import BUFFER, CLOCK, CONFIG, PIPELINE, SESSION, STORE
+from gateway.appkeys import API_BUDGETS, BUFFER, CLOCK, CONFIG, PIPELINE, SESSION, STORE
 from gateway.clock import Clock, SystemClock
 from gateway.cost.tokens import default_tokenizers
 from gateway.middleware import errors
@@ -21,6 +21,7 @@ from gateway.proxy.budgets import Admitter
 from gateway.proxy.forward import Forwarder
 from gateway.proxy.handler import Pipeline
 from gateway.proxy.record import Recorder
+from gateway.proxy.tenant_budgets import ApiBudgets
 from gateway.runtime import Runtime
 from gateway.settings.watch import LiveConfig
 from gateway.store.base import Store
@@ -82,9 +83,10 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
     await asyncio.to_thread(default_tokenizers().preload)  # not on the first request's time
     alerts = WebhookAlerts(app[SESSION], lambda: config.current.settings.alerts.webhook_url)
     buffer = app[BUFFER] = SettleBuffer(store, clock)
+    app[API_BUDGETS] = ApiBudgets(store.definitions)
     app[PIPELINE] = Pipeline(
         lambda: config.current,
-        Admitter(store, clock, alerts),
+        Admitter(store, clock, alerts, app[API_BUDGETS]),
         Forwarder(app[SESSION]),
         Recorder(store, clock, buffer),
     )

@@ -7,6 +7,7 @@ from aiohttp import web
 
 from gateway.clock import Clock
 from gateway.proxy.handler import Pipeline
+from gateway.proxy.tenant_budgets import ApiBudgets
 from gateway.runtime import Runtime
 from gateway.settings.watch import LiveConfig
 from gateway.store.base import Store
@@ -18,3 +19,4 @@ SESSION = web.AppKey("session", aiohttp.ClientSession)
 STORE = web.AppKey("store", Store)
 PIPELINE = web.AppKey("pipeline", Pipeline)
 BUFFER = web.AppKey("buffer", SettleBuffer)
+API_BUDGETS = web.AppKey("api_budgets", ApiBudgets)

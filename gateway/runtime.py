@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from gateway.cost.pricing import PriceTable
 from gateway.proxy.auth import Keyring
-from gateway.proxy.budgets import BudgetIndex
+from gateway.proxy.budget_index import BudgetIndex
 from gateway.proxy.resolve import ModelRouter
 from gateway.settings.schema import Settings
 

@@ -6,98 +6,42 @@ Reserving, not checking, is what keeps concurrent requests from overshooting tog
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import math
 import uuid
-from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gateway.clock import Clock
-from gateway.cost.model import Budget, BudgetAction, Domain, Limit, nano_to_usd
+from gateway.cost.model import BudgetAction, Domain
 from gateway.cost.pricing import Price, max_output_within
-from gateway.cost.windows import Window, window_of
+from gateway.cost.windows import Window
 from gateway.errors import BudgetExceeded
 from gateway.ops.alerts import Alert, AlertSink
 from gateway.proxy.auth import Principal
+from gateway.proxy.budget_index import BudgetIndex, Slot
 from gateway.proxy.estimate import Estimate
+from gateway.proxy.tenant_budgets import ApiBudgets
 from gateway.store.base import Line, ReserveResult, Store, StoreError
 
 log = logging.getLogger(__name__)
 
 _POLL_S = 1.0  # a held request re-checks at least this often: releases can free room early
 _CLAMP_TRIES = 3
+_STALE_TRIES = 3
 _HOUR_S = 3600
 
 
 @dataclass(frozen=True, slots=True)
-class Slot:
-    """One limit of one budget: where its counter lives and how big it is."""
+class Ask:
+    """What one request asks of its budgets."""
 
-    budget: Budget
-    limit: Limit
-    window: Window
-    max: int  # tokens or nano-dollars
-    key: str
-    enforce: bool  # False for alert-only budgets
-
-    def amount(self, tokens: int, cost_nano: int) -> int:
-        return cost_nano if self.limit.is_cost else tokens
-
-    def line(self, tokens: int, cost_nano: int) -> Line:
-        return Line(self.key, self.window, self.max, self.amount(tokens, cost_nano), self.enforce)
-
-    def describe(self, value: int) -> str:
-        if self.limit.is_cost:
-            return f"${nano_to_usd(value):.6f}".rstrip("0").rstrip(".")
-        return f"{value} tokens"
-
-
-class BudgetIndex:
-    """Budgets by tenant with their counters' keys, compiled once per configuration load."""
-
-    def __init__(self, budgets: Sequence[Budget]) -> None:
-        self._by_tenant: dict[str, list[Budget]] = defaultdict(list)
-        self._slots: dict[str, tuple[Slot, ...]] = {}
-        for budget in budgets:
-            self._by_tenant[budget.tenant].append(budget)
-            enforce = budget.action is not BudgetAction.ALERT
-            self._slots[_ident(budget)] = tuple(
-                Slot(budget, limit, window_of(limit), value, _key(budget, limit), enforce)
-                for limit, value in budget.limits()
-            )
-        self._cache: dict[tuple[str, str, str, Domain], tuple[Slot, ...]] = {}
-
-    def slots(self, principal: Principal, model: str, domain: Domain) -> tuple[Slot, ...]:
-        cache_key = (principal.tenant, principal.key_name, model, domain)
-        found = self._cache.get(cache_key)
-        if found is None:
-            found = tuple(
-                slot
-                for budget in self._by_tenant.get(principal.tenant, ())
-                if _matches(budget, principal.key_name, model, domain)
-                for slot in self._slots[_ident(budget)]
-            )
-            if len(self._cache) < 100_000:
-                self._cache[cache_key] = found
-        return found
-
-
-def _ident(budget: Budget) -> str:
-    return budget.id or budget.name
-
-
-def _key(budget: Budget, limit: Limit) -> str:
-    return f"{{{budget.tenant}}}:b:{_ident(budget)}:{limit.value}"
-
-
-def _matches(budget: Budget, key_name: str, model: str, domain: Domain) -> bool:
-    return (
-        (budget.key is None or budget.key == key_name)
-        and (budget.model is None or fnmatch.fnmatchcase(model, budget.model))
-        and (budget.domain is None or budget.domain is domain)
-    )
+    principal: Principal
+    model: str
+    domain: Domain
+    estimate: Estimate
+    price: Price
+    n: int  # completions generated per request
+    ttl_s: float  # how long a reservation may be held
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,22 +61,43 @@ class Admission:
 
 
 class Admitter:
-    def __init__(self, store: Store, clock: Clock, alerts: AlertSink) -> None:
+    def __init__(
+        self, store: Store, clock: Clock, alerts: AlertSink, api: ApiBudgets
+    ) -> None:
         self._store = store
         self._clock = clock
         self._alerts = alerts
+        self._api = api
 
-    async def admit(
-        self,
-        principal: Principal,
-        slots: tuple[Slot, ...],
-        estimate: Estimate,
-        price: Price,
-        n: int,
-        ttl_s: float,
-    ) -> Admission:
-        if not slots:
-            return Admission(None, slots, estimate)
+    async def admit(self, ask: Ask, file_budgets: BudgetIndex) -> Admission:
+        """The file's and the API's matching budgets, reserved together; a stale view of the
+        API budgets (changed on some instance) is reloaded and the request tried again."""
+        for _ in range(_STALE_TRIES):
+            view = await self._api.view(ask.principal.tenant)
+            slots = file_budgets.slots(ask.principal, ask.model, ask.domain) + view.index.slots(
+                ask.principal, ask.model, ask.domain
+            )
+            admission = await self._reserve(ask, slots, view.version)
+            if admission is not None:
+                return admission
+            self._api.invalidate(ask.principal.tenant)
+        raise StoreError("the tenant's API budgets kept changing while admitting a request")
+
+    def known_slots(self, ask: Ask, file_budgets: BudgetIndex) -> tuple[Slot, ...]:
+        """The matching slots known without asking the store (for when it cannot answer)."""
+        view = self._api.cached(ask.principal.tenant)
+        api = view.index.slots(ask.principal, ask.model, ask.domain) if view else ()
+        return file_budgets.slots(ask.principal, ask.model, ask.domain) + api
+
+    async def _reserve(self, ask: Ask, slots: tuple[Slot, ...], version: int) -> Admission | None:
+        """None: the view of the API budgets was stale and nothing was reserved."""
+        principal, estimate, price, n, ttl_s = (
+            ask.principal, ask.estimate, ask.price, ask.n, ask.ttl_s
+        )
+        if not slots:  # nothing to reserve, but the version must still be current
+            now = self._clock.now()
+            result = await self._store.reserve(principal.tenant, "-", [], now, ttl_s, version)
+            return None if result.stale else Admission(None, slots, estimate)
         rid = uuid.uuid4().hex
         deadline: float | None = None
         clamped: int | None = None
@@ -141,7 +106,9 @@ class Admitter:
             now = self._clock.now()
             cost = price.cost_nano(estimate.input_tokens, estimate.output_tokens)
             lines = [slot.line(estimate.total, cost) for slot in slots]
-            result = await self._store.reserve(principal.tenant, rid, lines, now, ttl_s)
+            result = await self._store.reserve(principal.tenant, rid, lines, now, ttl_s, version)
+            if result.stale:
+                return None
             if result.ok:
                 return await self._admitted(rid, slots, lines, result, estimate, clamped, now)
             failing = [slots[i] for i in result.failed]

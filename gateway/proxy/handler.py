@@ -15,7 +15,8 @@ from aiohttp import web
 from gateway import log as gateway_log
 from gateway.errors import BudgetExceeded, PayloadTooLarge, StoreUnavailable
 from gateway.proxy import estimate as estimate_stage
-from gateway.proxy.budgets import Admission, Admitter, Slot
+from gateway.proxy.budget_index import Slot
+from gateway.proxy.budgets import Admission, Admitter, Ask
 from gateway.proxy.endpoints import Endpoint
 from gateway.proxy.estimate import Estimate
 from gateway.proxy.forward import Exchange, Forwarder
@@ -52,18 +53,19 @@ class Pipeline:
         estimate = await estimate_stage.estimate(
             endpoint, target.body, runtime.settings.default_max_output_tokens
         )
-        slots = runtime.budgets.slots(principal, target.model, endpoint.domain)
-        n = estimate_stage.choices(endpoint, target.body)
-        ttl = target.upstream.timeout_s + _EXPIRY_MARGIN_S  # reserved after any hold
+        ask = Ask(
+            principal, target.model, endpoint.domain, estimate, target.price,
+            n=estimate_stage.choices(endpoint, target.body),
+            ttl_s=target.upstream.timeout_s + _EXPIRY_MARGIN_S,  # reserved after any hold
+        )
         try:
-            admission = await self._admitter.admit(
-                principal, slots, estimate, target.price, n, ttl
-            )
+            admission = await self._admitter.admit(ask, runtime.budgets)
         except BudgetExceeded as denied:
             log.info("budget decision tenant=%s key=%s model=%s decision=deny reason=%s",
                      principal.tenant, principal.key_name, target.model, denied.message)
             raise
         except StoreError as exc:
+            slots = self._admitter.known_slots(ask, runtime.budgets)
             admission = unmetered(runtime.settings.on_store_error, slots, estimate, exc)
         log.info("budget decision tenant=%s key=%s model=%s decision=%s ratio=%.4f reserved=%d",
                  principal.tenant, principal.key_name, target.model, _decision(admission),

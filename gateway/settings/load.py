@@ -6,6 +6,7 @@ that is wholly valid or keeps the last good one; nothing downstream re-validates
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from collections.abc import Mapping
@@ -14,6 +15,7 @@ from types import MappingProxyType
 from typing import TypeVar
 from urllib.parse import parse_qs, urlsplit
 
+import yaml
 from yaml.nodes import Node
 
 from gateway.cost.model import Budget, BudgetAction, Domain, Limit
@@ -278,15 +280,37 @@ def _budgets(top: Fields, key_names: Mapping[str, set[str]]) -> tuple[Budget, ..
         budget = top.reader.fields(node, index("budgets", i), BUDGET_FIELDS)
         if budget is None:
             continue
-        budget.require("name", "tenant")
-        name, tenant, key = budget.string("name"), budget.string("tenant"), budget.string("key")
+        name = budget.string("name")
         if name is not None:
             _check_unique(budget, name, node, first, "budget name")
-        _check_references(budget, tenant, key, key_names)
-        if not any(budget.has(limit) for limit in LIMIT_FIELDS):
-            budget.error(None, f"sets no limit; set at least one of {', '.join(LIMIT_FIELDS)}")
-        budgets.append(_budget(budget, _or(name, ""), _or(tenant, ""), key))
+        budgets.append(_checked_budget(budget, key_names))
     return tuple(budgets)
+
+
+def parse_budget(
+    data: Mapping[str, object], key_names: Mapping[str, set[str]], source: str = "request"
+) -> Budget:
+    """A budget from JSON-like data (the admin API), held to exactly the YAML file's rules.
+
+    Raises ConfigErrors naming every field at fault (with no line: there is no file).
+    """
+    node = yaml.SafeDumper(io.StringIO()).represent_data(dict(data))
+    reader = Reader(source, env={})
+    budget = reader.fields(node, "", BUDGET_FIELDS)
+    result = _checked_budget(budget, key_names) if budget is not None else None
+    if reader.errors or result is None:
+        raise ConfigErrors(reader.errors)
+    return result
+
+
+def _checked_budget(budget: Fields, key_names: Mapping[str, set[str]]) -> Budget:
+    """Every rule one budget must meet on its own (uniqueness is the caller's)."""
+    budget.require("name", "tenant")
+    name, tenant, key = budget.string("name"), budget.string("tenant"), budget.string("key")
+    _check_references(budget, tenant, key, key_names)
+    if not any(budget.has(limit) for limit in LIMIT_FIELDS):
+        budget.error(None, f"sets no limit; set at least one of {', '.join(LIMIT_FIELDS)}")
+    return _budget(budget, _or(name, ""), _or(tenant, ""), key)
 
 
 def _budget(budget: Fields, name: str, tenant: str, key: str | None) -> Budget:

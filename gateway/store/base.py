@@ -30,6 +30,8 @@ class ReserveResult:
     used: tuple[int, ...]  # per line, before this request (reservations in flight included)
     failed: tuple[int, ...] = ()  # indexes of enforced lines that did not fit
     fits_at: float | None = None  # when every failed line frees enough by expiry; None: never
+    stale: bool = False  # the tenant's API budgets changed since the caller's version: nothing
+    # was reserved; reload them and try again
 
 
 def fits_at(failed: Sequence[tuple[Line, int, Mapping[int, int]]], now: float) -> float | None:
@@ -84,9 +86,14 @@ class Store(Protocol):
     definitions: BudgetDefinitions
 
     async def reserve(
-        self, tenant: str, rid: str, lines: Sequence[Line], now: float, ttl_s: float
+        self, tenant: str, rid: str, lines: Sequence[Line], now: float, ttl_s: float,
+        version: int | None = None,
     ) -> ReserveResult:
-        """All lines or none: add every amount if each enforced line stays within its limit."""
+        """All lines or none: add every amount if each enforced line stays within its limit.
+
+        ``version``: the caller's version of the tenant's API budgets; if the store's differs,
+        nothing is reserved and the result says ``stale``. Checked in the same atomic step, so
+        a budget created on one instance binds the next request on every instance."""
         ...
 
     async def settle(

@@ -101,8 +101,11 @@ class MemoryStore:
         return state
 
     async def reserve(
-        self, tenant: str, rid: str, lines: Sequence[Line], now: float, ttl_s: float
+        self, tenant: str, rid: str, lines: Sequence[Line], now: float, ttl_s: float,
+        version: int | None = None,
     ) -> ReserveResult:
+        if version is not None and version != self._budgets.current_version(tenant):
+            return ReserveResult(False, (), stale=True)
         states = [self._state(line, now) for line in lines]
         used = tuple(s.used() for s in states)
         failed = tuple(

@@ -40,6 +40,10 @@ class MemoryBudgetDefinitions:
         return self._versions.get(tenant, 0), list(self._budgets.get(tenant, {}).values())
 
     async def version(self, tenant: str) -> int:
+        return self.current_version(tenant)
+
+    def current_version(self, tenant: str) -> int:
+        """For the store's own atomic checks, which must not await."""
         return self._versions.get(tenant, 0)
 
     def snapshot(self) -> dict[str, object]:

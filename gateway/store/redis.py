@@ -25,7 +25,7 @@ from gateway.cost.rollup import RollupRow, hour_of
 from gateway.cost.windows import Window
 from gateway.store import spend
 from gateway.store.base import BudgetDefinitions, Line, ReserveResult, StoreError
-from gateway.store.redis_budgets import RedisBudgetDefinitions
+from gateway.store.redis_budgets import RedisBudgetDefinitions, budgets_key
 
 _SETTLED_MARKER_TTL_S = 86_400
 _ROLLUP_KEEP_S = 400 * 86_400
@@ -98,15 +98,18 @@ class RedisStore:
         return cls(aioredis.Redis(connection_pool=pool), **kwargs)
 
     async def reserve(
-        self, tenant: str, rid: str, lines: Sequence[Line], now: float, ttl_s: float
+        self, tenant: str, rid: str, lines: Sequence[Line], now: float, ttl_s: float,
+        version: int | None = None,
     ) -> ReserveResult:
-        keys = [k for line in lines for k in _keys(line)]
-        args: list[Any] = [repr(now), repr(now + ttl_s), rid]
+        keys = [k for line in lines for k in _keys(line)] + [budgets_key(tenant)]
+        args: list[Any] = [repr(now), repr(now + ttl_s), rid, "" if version is None else version]
         for line in lines:
             w = line.window
             args += [line.limit, line.amount, int(line.enforce), w.bucket(now), w.oldest(now),
                      w.width, w.count, repr(w.leaves_at(w.bucket(now)))]
         reply = await self._call(self._reserve, keys, args)
+        if reply[1] == b"stale":
+            return ReserveResult(False, (), stale=True)
         ok, fits, n = int(reply[0]) == 1, float(reply[1]), len(lines)
         used = tuple(int(u) for u in reply[2 : 2 + n])
         failed = tuple(int(i) for i in reply[2 + n :])

@@ -25,8 +25,13 @@ def _script(name: str) -> str:
     return (resources.files("gateway.store") / "lua" / name).read_text()
 
 
+def budgets_key(tenant: str) -> str:
+    """The hash whose ``_v`` field is the tenant's API-budget version (reserve.lua reads it)."""
+    return f"{{{tenant}}}:budgets"
+
+
 def _keys(tenant: str) -> list[str]:
-    return [f"{{{tenant}}}:budgets", f"{{{tenant}}}:budgets:order"]
+    return [budgets_key(tenant), f"{{{tenant}}}:budgets:order"]
 
 
 def _text(value: bytes | str) -> str:

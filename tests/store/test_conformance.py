@@ -241,3 +241,16 @@ def test_budget_from_dict_refuses_unknown_keys_and_values() -> None:
         Budget.from_dict({"name": "n", "max_cost_per_dya": 1.0})
     with pytest.raises(ValueError, match=r"'action'.*'block'"):
         Budget.from_dict({"action": "block"})
+
+
+async def test_reserve_refuses_a_stale_view_of_api_budgets(store: Store) -> None:
+    assert (await store.reserve("t", "r1", [line(10)], T0, 600, version=0)).ok
+    budget = Budget(name="b", tenant="t", id="bud_1", max_tokens_per_hour=5, source="api")
+    version = await store.definitions.put(budget)
+    stale = await store.reserve("t", "r2", [line(10)], T0, 600, version=0)
+    assert stale.stale and not stale.ok
+    assert await store.peek([line(0)], T0) == [10], "a stale attempt reserves nothing"
+    fresh = await store.reserve("t", "r3", [line(10)], T0, 600, version=version)
+    assert fresh.ok and not fresh.stale
+    assert (await store.reserve("t", "r4", [], T0, 600, version=version)).ok
+    assert (await store.reserve("other", "r5", [], T0, 600, version=0)).ok

@@ -5,21 +5,30 @@
 --   KEYS[3i-1]  hash: pending reservations (field = reservation id, value = "amount:bucket"),
 --               plus field "_sum" = the sum of their amounts
 --   KEYS[3i]    sorted set: pending reservations by expiry (member = id, score = expires_at)
--- ARGV: now, expires_at, reservation id, then per line 8 values: limit, amount, enforce (1|0),
+-- KEYS[#KEYS]  hash: the tenant's API budgets (only its field "_v", their version, is read)
+-- ARGV: now, expires_at, reservation id, the caller's version of the API budgets ("" to skip
+--   the check), then per line 8 values: limit, amount, enforce (1|0),
 --   current bucket, oldest bucket in the window, width (s per bucket; 0 = calendar month),
 --   count (buckets in the window), leaves_now (when the current bucket leaves the window).
--- Reply: {ok (1|0), fits_at (-1: never, 0: n/a), used_1 .. used_n, failed indexes (0-based)}
+-- Reply: {ok (1|0), fits_at (-1: never, 0: n/a), used_1 .. used_n, failed indexes (0-based)},
+--   or {0, 'stale'} when the API budgets' version differs: nothing reserved
 -- Time comes from the caller's clock, never from Redis: the embedded store agrees to the unit.
 
 local now = tonumber(ARGV[1])
 local expires_at = ARGV[2]
 local rid = ARGV[3]
-local n = #KEYS / 3
+local n = (#KEYS - 1) / 3
+if ARGV[4] ~= '' then
+  local version = tonumber(redis.call('HGET', KEYS[#KEYS], '_v') or '0')
+  if version ~= tonumber(ARGV[4]) then
+    return {0, 'stale'}
+  end
+end
 
 local used, lines, buckets_of = {}, {}, {}
 for i = 1, n do
   local settled, pending, expiry = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
-  local base = 3 + (i - 1) * 8
+  local base = 4 + (i - 1) * 8
   local line = {
     limit = tonumber(ARGV[base + 1]), amount = tonumber(ARGV[base + 2]),
     enforce = ARGV[base + 3] == '1', bucket = tonumber(ARGV[base + 4]),
