@@ -10,7 +10,9 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 from aiohttp import web
 
-from gateway.appkeys import API_BUDGETS, BUFFER, CLOCK, CONFIG, PIPELINE, SESSION, STORE
+from gateway.admin import routes as admin_routes
+from gateway.admin.budgets import BudgetAdmin
+from gateway.appkeys import ADMIN, API_BUDGETS, BUFFER, CLOCK, CONFIG, PIPELINE, SESSION, STORE
 from gateway.clock import Clock, SystemClock
 from gateway.cost.tokens import default_tokenizers
 from gateway.middleware import errors
@@ -50,6 +52,7 @@ def create_app(
         app.cleanup_ctx.append(_watcher(watch_interval_s))
     proxy_routes.add_routes(app)
     health.add_routes(app)
+    admin_routes.add_routes(app)
     return app
 
 
@@ -83,7 +86,8 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
     await asyncio.to_thread(default_tokenizers().preload)  # not on the first request's time
     alerts = WebhookAlerts(app[SESSION], lambda: config.current.settings.alerts.webhook_url)
     buffer = app[BUFFER] = SettleBuffer(store, clock)
-    app[API_BUDGETS] = ApiBudgets(store.definitions)
+    api_budgets = app[API_BUDGETS] = ApiBudgets(store.definitions)
+    app[ADMIN] = BudgetAdmin(store, lambda: config.current, api_budgets)
     app[PIPELINE] = Pipeline(
         lambda: config.current,
         Admitter(store, clock, alerts, app[API_BUDGETS]),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import aiohttp
 from aiohttp import web
 
+from gateway.admin.budgets import BudgetAdmin
 from gateway.clock import Clock
 from gateway.proxy.handler import Pipeline
 from gateway.proxy.tenant_budgets import ApiBudgets
@@ -20,3 +21,4 @@ STORE = web.AppKey("store", Store)
 PIPELINE = web.AppKey("pipeline", Pipeline)
 BUFFER = web.AppKey("buffer", SettleBuffer)
 API_BUDGETS = web.AppKey("api_budgets", ApiBudgets)
+ADMIN = web.AppKey("admin", BudgetAdmin)

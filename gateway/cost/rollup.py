@@ -8,7 +8,7 @@ only the partial hours at the edges of a range look at individual entries.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from gateway.cost.model import Filter, Summary, Usage, nano_to_usd, usd_to_nano
@@ -72,20 +72,27 @@ def matches(row: RollupRow, filter: Filter) -> bool:
     )
 
 
+def items(rows: Iterable[RollupRow], edge_entries: Iterable[Usage], filter: Filter,
+          cut: Span) -> Iterator[RollupRow]:
+    """Whole-hour rows and the entries of the partial edges that match, each once, as rows
+    (an entry as a one-request row stamped with its hour)."""
+    for row in rows:
+        if matches(row, filter):
+            yield row
+    for u in edge_entries:
+        if filter.matches(u) and any(lo <= u.timestamp < hi for lo, hi in cut.edges):
+            yield RollupRow(u.tenant_id, hour_of(u.timestamp), u.model, u.provider,
+                            u.input_tokens, u.output_tokens, u.cached_tokens,
+                            usd_to_nano(u.cost), 1)
+
+
 def combine(rows: Iterable[RollupRow], edge_entries: Iterable[Usage], filter: Filter,
             cut: Span) -> Summary:
     """One Summary from whole-hour rows and the entries of the partial edges."""
     inp = out = cost = count = 0
-    for row in rows:
-        if matches(row, filter):
-            inp += row.input_tokens
-            out += row.output_tokens
-            cost += row.cost_nano
-            count += row.requests
-    for usage in edge_entries:
-        if filter.matches(usage) and any(lo <= usage.timestamp < hi for lo, hi in cut.edges):
-            inp += usage.input_tokens
-            out += usage.output_tokens
-            cost += usd_to_nano(usage.cost)
-            count += 1
+    for row in items(rows, edge_entries, filter, cut):
+        inp += row.input_tokens
+        out += row.output_tokens
+        cost += row.cost_nano
+        count += row.requests
     return Summary(inp, out, nano_to_usd(cost), count)

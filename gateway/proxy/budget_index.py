@@ -48,11 +48,7 @@ class BudgetIndex:
         self._slots: dict[str, tuple[Slot, ...]] = {}
         for budget in budgets:
             self._by_tenant[budget.tenant].append(budget)
-            enforce = budget.action is not BudgetAction.ALERT
-            self._slots[_ident(budget)] = tuple(
-                Slot(budget, limit, window_of(limit), value, _key(budget, limit), enforce)
-                for limit, value in budget.limits()
-            )
+            self._slots[_ident(budget)] = slots_of(budget)
         self._cache: dict[tuple[str, str, str, Domain], tuple[Slot, ...]] = {}
 
     def slots(self, principal: Principal, model: str, domain: Domain) -> tuple[Slot, ...]:
@@ -68,6 +64,14 @@ class BudgetIndex:
             if len(self._cache) < 100_000:
                 self._cache[cache_key] = found
         return found
+
+
+def slots_of(budget: Budget) -> tuple[Slot, ...]:
+    enforce = budget.action is not BudgetAction.ALERT
+    return tuple(
+        Slot(budget, limit, window_of(limit), value, _key(budget, limit), enforce)
+        for limit, value in budget.limits()
+    )
 
 
 def _ident(budget: Budget) -> str:

@@ -11,6 +11,7 @@ from typing import Protocol
 
 from gateway.cost.model import Budget, Filter, Summary, Usage
 from gateway.cost.windows import Window
+from gateway.store.spend import SpendSource
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +83,7 @@ class BudgetDefinitions(Protocol):
     async def version(self, tenant: str) -> int: ...
 
 
-class Store(Protocol):
+class Store(SpendSource, Protocol):
     definitions: BudgetDefinitions
 
     async def reserve(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from gateway.cost.model import Filter, Summary, Usage
-from gateway.cost.rollup import RollupRow, combine, span
+from gateway.cost.rollup import RollupRow, Span, combine, span
 
 
 class SpendSource(Protocol):
@@ -20,9 +20,16 @@ class SpendSource(Protocol):
 
 
 async def query(source: SpendSource, filter: Filter) -> Summary:
+    return combine(*await gather(source, filter))
+
+
+async def gather(
+    source: SpendSource, filter: Filter
+) -> tuple[list[RollupRow], list[Usage], Filter, Span]:
+    """What a range needs read: the whole hours' rows, and the log only if it has edges."""
     cut = span(filter.since, filter.until)
     rows: list[RollupRow] = []
     if cut.first_hour is not None and cut.last_hour is not None:
         rows = await source.rollups(filter.tenant_id, cut.first_hour, cut.last_hour)
     entries = await source.entries(filter.tenant_id) if cut.edges else []
-    return combine(rows, entries, filter, cut)
+    return rows, entries, filter, cut

@@ -1,0 +1,149 @@
+"""Budget administration: YAML budgets are read-only here, API budgets live in the store.
+
+The rules a budget must meet are the YAML file's own (``parse_budget``), so a budget that
+``gateway check-config`` would refuse is refused here too, with the same messages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from gateway.cost.model import Budget
+from gateway.errors import ConfigErrors, Conflict, Forbidden, InvalidRequest, NotFound
+from gateway.proxy.auth import Principal
+from gateway.proxy.tenant_budgets import ApiBudgets
+from gateway.runtime import Runtime
+from gateway.settings.load import parse_budget
+from gateway.settings.schema import Role
+from gateway.store.base import Store
+
+# The Cognipeer console's names for two limits.
+ALIASES = {"monthly_limit_usd": "max_cost_per_month", "daily_limit_usd": "max_cost_per_day"}
+_READ_ONLY = ("id", "source", "tenant")
+
+
+def budget_json(budget: Budget) -> dict[str, Any]:
+    body = budget.to_dict()
+    body["id"] = budget.id or budget.name
+    for alias, name in ALIASES.items():
+        body[alias] = body[name]
+    return body
+
+
+def require_admin(principal: Principal) -> None:
+    if principal.role is Role.MEMBER:
+        raise Forbidden(
+            f"Changing budgets needs an admin or owner key of tenant '{principal.tenant}'; "
+            f"the key '{principal.key_name}' is a member key.",
+            code="insufficient_permissions",
+        )
+
+
+class BudgetAdmin:
+    def __init__(self, store: Store, config: Callable[[], Runtime], api: ApiBudgets) -> None:
+        self._store = store
+        self._config = config
+        self._api = api
+
+    async def list(self, tenant: str) -> list[Budget]:
+        """The tenant's YAML budgets, then its API budgets in creation order."""
+        file_budgets = [b for b in self._config().settings.budgets if b.tenant == tenant]
+        _, api_budgets = await self._store.definitions.list(tenant)
+        return file_budgets + api_budgets
+
+    async def get(self, principal: Principal, budget_id: str) -> Budget:
+        for budget in await self.list(principal.tenant):
+            if (budget.id or budget.name) == budget_id:
+                return budget
+        if await self._owned_elsewhere(principal.tenant, budget_id):
+            raise Forbidden("This budget belongs to another tenant.",
+                            code="insufficient_permissions")
+        raise NotFound(f"No budget with id '{budget_id}'.", code="budget_not_found")
+
+    async def create(self, principal: Principal, data: Mapping[str, Any]) -> Budget:
+        require_admin(principal)
+        budget_id = f"bud_{uuid.uuid4().hex[:16]}"
+        fields = _fields(data)
+        fields.setdefault("name", budget_id)
+        budget = await self._validated(principal, fields, budget_id)
+        await self._store.definitions.put(budget)
+        self._api.invalidate(principal.tenant)
+        return budget
+
+    async def update(self, principal: Principal, budget_id: str, data: Mapping[str, Any]
+                     ) -> Budget:
+        require_admin(principal)
+        current = await self._writable(principal, budget_id)
+        merged = {k: v for k, v in current.to_dict().items() if k not in _READ_ONLY}
+        merged.update(_fields(data))
+        budget = await self._validated(principal, merged, budget_id)
+        await self._store.definitions.put(budget)
+        self._api.invalidate(principal.tenant)
+        return budget
+
+    async def delete(self, principal: Principal, budget_id: str) -> None:
+        require_admin(principal)
+        await self._writable(principal, budget_id)
+        await self._store.definitions.delete(principal.tenant, budget_id)
+        self._api.invalidate(principal.tenant)
+
+    async def _writable(self, principal: Principal, budget_id: str) -> Budget:
+        budget = await self.get(principal, budget_id)
+        if budget.source == "file":
+            raise Conflict(
+                f"Budget '{budget.name}' is defined in the gateway's YAML configuration; change "
+                "or remove it there (the file is reloaded on save).",
+                code="budget_defined_in_file",
+            )
+        return budget
+
+    async def _validated(self, principal: Principal, fields: dict[str, Any], budget_id: str
+                         ) -> Budget:
+        runtime = self._config()
+        keys = {name: {k.name for k in t.keys} for name, t in runtime.settings.tenants.items()}
+        try:
+            budget = parse_budget({**fields, "tenant": principal.tenant}, keys, "body")
+        except ConfigErrors as exc:
+            first = exc.errors[0]
+            message = "; ".join(f"{e.field or 'budget'}: {e.message}" for e in exc.errors)
+            raise InvalidRequest(f"Invalid budget: {message}.", param=first.field or None,
+                                 code="invalid_budget") from None
+        taken = {b.name for b in await self.list(principal.tenant)
+                 if (b.id or b.name) != budget_id}
+        taken |= {b.name for b in runtime.settings.budgets}
+        if budget.name in taken:
+            raise InvalidRequest(f"Invalid budget: name '{budget.name}' is already used.",
+                                 param="name", code="invalid_budget")
+        return dataclasses.replace(budget, id=budget_id, source="api")
+
+    async def _owned_elsewhere(self, tenant: str, budget_id: str) -> bool:
+        runtime = self._config()
+        if any(b.name == budget_id and b.tenant != tenant for b in runtime.settings.budgets):
+            return True
+        for other in runtime.settings.tenants:
+            if other != tenant:
+                _, budgets = await self._store.definitions.list(other)
+                if any(b.id == budget_id for b in budgets):
+                    return True
+        return False
+
+
+def _fields(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The body's fields under their gateway names; read-only ones refused by name."""
+    fields = dict(data)
+    for name in _READ_ONLY:
+        if name in fields:
+            raise InvalidRequest(f"Invalid budget: '{name}' cannot be set.", param=name,
+                                 code="invalid_budget")
+    for alias, name in ALIASES.items():
+        if alias in fields:
+            value = fields.pop(alias)
+            if name in fields and fields[name] != value:
+                raise InvalidRequest(f"Invalid budget: '{alias}' and '{name}' disagree.",
+                                     param=alias, code="invalid_budget")
+            fields[name] = value
+    return fields
+

@@ -1,0 +1,78 @@
+"""The admin API's HTTP layer: read the request, call the core, shape the answer. Nothing else."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from gateway.admin import report, status
+from gateway.admin.budgets import budget_json
+from gateway.admin.params import bound, choice
+from gateway.appkeys import ADMIN, CLOCK, CONFIG, STORE
+from gateway.proxy.auth import Principal
+from gateway.proxy.resolve import parse_body
+
+
+def _principal(request: web.Request) -> Principal:
+    return request.app[CONFIG].current.keyring.authenticate(request.headers.get("Authorization"))
+
+
+def _json(body: Any, status_code: int = 200) -> web.Response:
+    return web.json_response(body, status=status_code)
+
+
+async def spend_report(request: web.Request) -> web.Response:
+    principal = _principal(request)
+    query = request.query
+    result = await report.spend_report(
+        request.app[STORE],
+        principal.tenant,
+        choice(report.GroupBy, query.get("group_by"), "group_by") or report.GroupBy.DAY,
+        since=bound(query.get("from"), "from", end=False),
+        until=bound(query.get("to"), "to", end=True),
+        model=query.get("model") or None,
+    )
+    return _json(result.json())
+
+
+async def list_budgets(request: web.Request) -> web.Response:
+    principal = _principal(request)
+    budgets = await request.app[ADMIN].list(principal.tenant)
+    return _json({"object": "list", "data": [budget_json(b) for b in budgets]})
+
+
+async def create_budget(request: web.Request) -> web.Response:
+    principal = _principal(request)
+    budget = await request.app[ADMIN].create(principal, parse_body(await request.read()))
+    return _json(budget_json(budget), 201)
+
+
+async def get_budget(request: web.Request) -> web.Response:
+    principal = _principal(request)
+    budget = await request.app[ADMIN].get(principal, request.match_info["id"])
+    return _json(budget_json(budget))
+
+
+async def update_budget(request: web.Request) -> web.Response:
+    principal = _principal(request)
+    body = parse_body(await request.read())
+    budget = await request.app[ADMIN].update(principal, request.match_info["id"], body)
+    return _json(budget_json(budget))
+
+
+async def delete_budget(request: web.Request) -> web.Response:
+    principal = _principal(request)
+    await request.app[ADMIN].delete(principal, request.match_info["id"])
+    return web.Response(status=204)
+
+
+async def budgets_status(request: web.Request) -> web.Response:
+    principal = _principal(request)
+    query = request.query
+    wanted = status.StatusFilter.parse(query.get("domain"), query.get("model"),
+                                       query.get("scope"), principal.key_name)
+    budgets = await request.app[ADMIN].list(principal.tenant)
+    now = request.app[CLOCK].now()
+    limits = await status.budget_status(request.app[STORE], budgets, wanted, now)
+    return _json(status.status_json(limits))

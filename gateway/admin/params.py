@@ -1,0 +1,43 @@
+"""Reading the admin API's (and CLI's) parameters, with errors that name the parameter."""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+from typing import TypeVar
+
+from gateway.errors import InvalidRequest
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def choice(kind: type[E], value: str | None, param: str) -> E | None:
+    if not value:
+        return None
+    try:
+        return kind(value)
+    except ValueError:
+        allowed = ", ".join(e.value for e in kind)
+        raise InvalidRequest(f"Invalid '{param}': expected one of {allowed}, got {value!r}.",
+                             param=param) from None
+
+
+def bound(value: str | None, param: str, *, end: bool) -> float | None:
+    """An ISO date (a whole UTC day: an ``end`` bound includes it) or an ISO date-time (naive
+    means UTC)."""
+    if not value:
+        return None
+    try:
+        if len(value) == 10:
+            day = dt.date.fromisoformat(value)
+            start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+            return (start + dt.timedelta(days=1) if end else start).timestamp()
+        moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidRequest(
+            f"Invalid '{param}': expected an ISO date (2026-11-01) or date-time, got {value!r}.",
+            param=param,
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.timestamp()

@@ -1,0 +1,106 @@
+"""Budget status: usage against every limit of every budget, and the binding hour, day and
+month figures (Cognipeer's per_hour / per_day / per_month)."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from gateway.admin.params import choice
+from gateway.cost.model import Budget, Domain, Limit, nano_to_usd
+from gateway.proxy.budget_index import Slot, slots_of
+from gateway.store.base import Store
+
+
+class Scope(StrEnum):
+    TENANT = "tenant"  # budgets of the whole tenant (no key scope)
+    TOKEN = "token"  # budgets scoped to the caller's key
+
+
+@dataclass(frozen=True, slots=True)
+class StatusFilter:
+    domain: Domain | None = None
+    model: str | None = None
+    scope: Scope | None = None
+    key_name: str | None = None  # the caller's key, for scope=token
+
+    def admits(self, budget: Budget) -> bool:
+        return (
+            (self.domain is None or budget.domain in (None, self.domain))
+            and (self.model is None or budget.model is None
+                 or fnmatch.fnmatchcase(self.model, budget.model))
+            and (self.scope is None
+                 or (self.scope is Scope.TENANT and budget.key is None)
+                 or (self.scope is Scope.TOKEN and budget.key == self.key_name))
+        )
+
+    @classmethod
+    def parse(cls, domain: str | None, model: str | None, scope: str | None,
+              key_name: str | None) -> StatusFilter:
+        return cls(choice(Domain, domain, "domain"), model or None,
+                   choice(Scope, scope, "scope"), key_name)
+
+
+@dataclass(frozen=True, slots=True)
+class LimitStatus:
+    budget: Budget
+    slot: Slot
+    used: int  # tokens or nano-dollars
+
+    @property
+    def ratio(self) -> float:
+        return self.used / self.slot.max if self.slot.max else (1.0 if self.used else 0.0)
+
+    def json(self) -> dict[str, Any]:
+        cost = self.slot.limit.is_cost
+        return {
+            "limit": self.slot.limit.value,
+            "window": self.slot.window.name,
+            "used": nano_to_usd(self.used) if cost else self.used,
+            "max": nano_to_usd(self.slot.max) if cost else self.slot.max,
+            "ratio": round(self.ratio, 6),
+        }
+
+
+async def budget_status(
+    store: Store, budgets: Sequence[Budget], status_filter: StatusFilter, now: float
+) -> list[LimitStatus]:
+    """Every limit of every budget the filter admits, with its use now (one store read)."""
+    pairs = [(b, slot) for b in budgets if status_filter.admits(b) for slot in slots_of(b)]
+    used = await store.peek([slot.line(0, 0) for _, slot in pairs], now)
+    return [LimitStatus(b, slot, u) for (b, slot), u in zip(pairs, used, strict=True)]
+
+
+def status_json(limits: Sequence[LimitStatus]) -> dict[str, Any]:
+    """The binding (highest-ratio) figure per window, null where no budget sets that limit."""
+    body: dict[str, Any] = {
+        "per_hour": _binding(limits, Limit.TOKENS_PER_HOUR, "used_tokens", "limit_tokens"),
+        "per_day": _binding(limits, Limit.COST_PER_DAY, "used_usd", "limit_usd"),
+        "per_month": _binding(limits, Limit.COST_PER_MONTH, "used_usd", "limit_usd"),
+        "budgets": [],
+    }
+    by_budget: dict[str, dict[str, Any]] = {}
+    for status in limits:
+        budget = status.budget
+        entry = by_budget.get(budget.id or budget.name)
+        if entry is None:
+            entry = by_budget[budget.id or budget.name] = {
+                "id": budget.id or budget.name, "name": budget.name,
+                "source": budget.source, "action": budget.action.value, "limits": [],
+            }
+            body["budgets"].append(entry)
+        entry["limits"].append(status.json())
+    return body
+
+
+def _binding(limits: Sequence[LimitStatus], limit: Limit, used: str, cap: str
+             ) -> dict[str, Any]:
+    candidates = [s for s in limits if s.slot.limit is limit]
+    if not candidates:
+        return {used: None, cap: None}
+    top = max(candidates, key=lambda s: s.ratio)
+    figures = top.json()
+    return {used: figures["used"], cap: figures["max"]}
