@@ -24,6 +24,7 @@ from tests.procs import Proc, free_port, running, stop
 from tests.servers import start_redis
 
 SECRET = "sk-e2e-redis-tenant"
+ADMIN_SECRET = "sk-e2e-redis-tenant-admin"
 BODY = {"model": "gpt-4o-mini", "max_tokens": 10,
         "messages": [{"role": "user", "content": "count to ten"}]}
 TIMEOUT_S = 2  # upstream timeout: a reservation lives timeout + 60 s
@@ -35,7 +36,9 @@ upstreams:
   mock: {{base_url: "{mock}/v1", api_key: "k", timeout_s: {timeout}}}
 tenants:
   shared:
-    keys: [{{name: app, sha256: "{sha}"}}]
+    keys:
+      - {{name: app, sha256: "{sha}"}}
+      - {{name: ops, sha256: "{admin_sha}", role: admin}}
 budgets:
   - {{name: cap, tenant: shared, max_tokens_per_hour: {limit}}}
 """
@@ -44,7 +47,8 @@ budgets:
 def write_config(path: Path, mock: str, store: str, limit: int, policy: str = "reject") -> Path:
     path.write_text(CONFIG.format(store=store, mock=mock, limit=limit, policy=policy,
                                   timeout=TIMEOUT_S,
-                                  sha=hashlib.sha256(SECRET.encode()).hexdigest()))
+                                  sha=hashlib.sha256(SECRET.encode()).hexdigest(),
+                                  admin_sha=hashlib.sha256(ADMIN_SECRET.encode()).hexdigest()))
     return path
 
 
@@ -200,3 +204,22 @@ async def test_sigkilled_gateway_leaves_reservations_that_expire(tmp_path: Path)
         await redis_store.close()
     assert held > 0 and still_held == held, "the killed gateway's reservations are in Redis"
     assert expired == 0, "and they are gone once their expiry passes"
+
+
+async def test_an_api_budget_made_on_one_instance_binds_the_next_request_on_another(
+    tmp_path: Path,
+) -> None:
+    redis_port = free_port()
+    with mock_upstream(tmp_path) as mock, redis(tmp_path, redis_port):
+        store = f"redis://127.0.0.1:{redis_port}/0"
+        configs = [write_config(tmp_path / f"g{i}.yaml", mock.url, store, 10**9)
+                   for i in range(2)]
+        with gateways(tmp_path, configs) as (first, second):
+            assert await post_many([second.url], 1) == [200]  # second caches "no API budgets"
+            admin = {"Authorization": f"Bearer {ADMIN_SECRET}"}
+            async with aiohttp.ClientSession(headers=admin) as session, session.post(
+                f"{first.url}/api/client/v1/budgets", json={"max_tokens_per_hour": 5}
+            ) as resp:
+                assert resp.status == 201
+            assert await post_many([second.url], 1) == [429]
+            assert await post_many([first.url], 1) == [429]

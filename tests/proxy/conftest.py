@@ -20,7 +20,8 @@ from gateway.runtime import Runtime
 from gateway.settings.watch import LiveConfig, load_live
 from gateway.store.base import Store
 
-KEYS = {"ci": "sk-test-acme-ci", "admin": "sk-test-acme-admin", "other": "sk-test-globex"}
+KEYS = {"ci": "sk-test-acme-ci", "admin": "sk-test-acme-admin", "other": "sk-test-globex",
+        "other_admin": "sk-test-globex-admin"}
 UPSTREAM_KEY = "sk-upstream-secret-0123456789"
 
 
@@ -49,6 +50,7 @@ tenants:
   globex:
     keys:
       - {{name: globex-app, sha256: "{sha(KEYS['other'])}"}}
+      - {{name: globex-admin, sha256: "{sha(KEYS['other_admin'])}", role: owner}}
 {extra}
 budgets:
 {budgets or "  []"}
