@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import functools
 import hashlib
+import json
+import os
 import secrets
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+from urllib.parse import urlsplit
 
-from gateway.errors import ConfigErrors
-from gateway.settings.schema import Role
+from gateway.errors import ConfigErrors, GatewayError, NotFound
+from gateway.settings.schema import Role, Settings
+from gateway.store.base import Store, StoreError
 from gateway.store.persist import PersistError
 
 EXIT_OK, EXIT_ERROR = 0, 1
+DEFAULT_CONFIG = "config/gateway.yaml"
+
+T = TypeVar("T")
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -87,6 +97,178 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo()
 
 
+# -- spend and budgets: the admin API's core, run on the store the configuration names -------
+
+Command = Callable[[argparse.Namespace], int]
+
+EMBEDDED_STORE = (
+    "{config} uses store: {store!r}: the embedded store lives inside the gateway process, so "
+    "its spend and budgets cannot be read from outside it. Use store: "
+    '"memory://?persist=state.json" (the gateway keeps its state in that file and this command '
+    'reads it) or a Redis store ("redis://127.0.0.1:6379/0"), or ask the running gateway: '
+    "GET /api/client/v1/spend/report and /api/client/v1/budgets/status."
+)
+
+
+def _store_command(command: Command) -> Command:
+    """Problems the operator can fix (a bad date, a store out of reach): ``error: ...``, 1."""
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except (GatewayError, StoreError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+
+    return run
+
+
+def _store_for_reading(settings: Settings, config: str) -> Store:
+    """The configured store; a persisted embedded store is loaded from its file, read-only."""
+    from gateway.store.factory import open_store, persist_path
+    from gateway.store.memory import MemoryStore
+    from gateway.store.persist import Persister
+
+    url = settings.store
+    try:
+        if urlsplit(url).scheme != "memory":
+            return open_store(url)
+        path = persist_path(url)
+    except ValueError as exc:
+        raise StoreError(str(exc)) from None
+    if path is None:
+        raise StoreError(EMBEDDED_STORE.format(config=config, store=url))
+    if not path.is_file():
+        raise StoreError(
+            f"state file {path} (store: {url!r} in {config}) does not exist: has the gateway "
+            "run yet? A relative persist= path is relative to the directory the gateway "
+            "started in."
+        )
+    store = MemoryStore()
+    Persister(store, path).load()  # never saved from here: the gateway owns the file
+    return store
+
+
+def _read(settings: Settings, config: str, work: Callable[[Store], Awaitable[T]]) -> T:
+    async def run() -> T:
+        store = _store_for_reading(settings, config)
+        try:
+            await store.ping()
+            return await work(store)
+        except StoreError as exc:
+            parts = urlsplit(settings.store)  # shown without its password
+            where = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+            raise StoreError(f"cannot read the store {where}: {exc}") from None
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
+def _tenants(settings: Settings, wanted: str | None) -> list[str]:
+    if wanted is None:
+        return list(settings.tenants)
+    if wanted not in settings.tenants:
+        known = ", ".join(settings.tenants) or "none"
+        raise NotFound(f"no tenant {wanted!r} in {settings.source} (tenants: {known})")
+    return [wanted]
+
+
+def _print_json(body: object) -> None:
+    print(json.dumps(body, indent=2))
+
+
+@_store_command
+def _spend_report(args: argparse.Namespace) -> int:
+    from gateway.admin import report, tables
+    from gateway.admin.params import bound, choice
+    from gateway.settings.load import load_settings
+
+    group_by = choice(report.GroupBy, args.group_by, "--group-by") or report.GroupBy.DAY
+    since = bound(args.since, "--from", end=False)
+    until = bound(args.until, "--to", end=True)
+    settings = load_settings(args.config)
+    tenant = _tenants(settings, args.tenant)[0] if args.tenant else None  # None: all of them
+
+    result = _read(settings, args.config, lambda store: report.spend_report(
+        store, tenant, group_by, since=since, until=until, model=args.model))
+    if args.json:
+        _print_json(result.json())
+        return EXIT_OK
+    scope = f"tenant {tenant}" if tenant else "all tenants"
+    model = f", model {args.model}" if args.model else ""
+    span = (f"{args.since or 'the first record'} to {args.until or 'now'}"
+            if args.since or args.until else "all recorded time")
+    print(f"Spend of {scope}{model}, {span}, by {group_by.value} (USD)\n")
+    print(tables.spend_tables(result))
+    return EXIT_OK
+
+
+@_store_command
+def _budgets_status(args: argparse.Namespace) -> int:
+    from gateway.admin import status, tables
+    from gateway.admin.budgets import BudgetAdmin
+    from gateway.clock import SystemClock
+    from gateway.proxy.tenant_budgets import ApiBudgets
+    from gateway.runtime import Runtime
+    from gateway.settings.load import load_settings
+
+    settings = load_settings(args.config)
+    tenants = _tenants(settings, args.tenant)
+    runtime = Runtime.build(settings)
+
+    async def limits(store: Store) -> dict[str, list[status.LimitStatus]]:
+        admin = BudgetAdmin(store, lambda: runtime, ApiBudgets(store.definitions))
+        now = SystemClock().now()
+        return {tenant: await status.budget_status(store, await admin.list(tenant),
+                                                   status.StatusFilter(), now)
+                for tenant in tenants}
+
+    by_tenant = _read(settings, args.config, limits)
+    if args.json:
+        bodies = {tenant: status.status_json(found) for tenant, found in by_tenant.items()}
+        _print_json(bodies[args.tenant] if args.tenant else bodies)
+        return EXIT_OK
+    print("\n\n".join(f"Tenant {tenant}\n{tables.status_table(found)}"
+                      for tenant, found in by_tenant.items()))
+    return EXIT_OK
+
+
+def _add_store_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument(
+        "--config", default=os.environ.get("GATEWAY_CONFIG", DEFAULT_CONFIG),
+        help="the gateway's YAML, whose store: is read (default: $GATEWAY_CONFIG, else "
+             f"{DEFAULT_CONFIG})")
+    config.add_argument("--tenant", help="one tenant of the config (default: all of them)")
+    config.add_argument("--json", action="store_true", help="the API's JSON instead of tables")
+
+    spend = sub.add_parser("spend", help="spend reports")
+    spend_sub = spend.add_subparsers(dest="spend_command", required=True, metavar="COMMAND")
+    report = spend_sub.add_parser(
+        "report", parents=[config], help="spend per period and per model",
+        description="Spend per period and per model, as GET /api/client/v1/spend/report.")
+    report.add_argument("--group-by", default="day", metavar="day|hour|month",
+                        help="one row per period (default: day)")
+    report.add_argument("--from", dest="since", metavar="D",
+                        help="first day (ISO date, UTC) or an ISO date-time")
+    report.add_argument("--to", dest="until", metavar="D",
+                        help="last day, included (ISO date, UTC) or an ISO date-time")
+    report.add_argument("--model", help="only this model")
+    report.set_defaults(func=_spend_report)
+
+    budgets = sub.add_parser("budgets", help="budget status")
+    budgets_sub = budgets.add_subparsers(dest="budgets_command", required=True,
+                                         metavar="COMMAND")
+    status = budgets_sub.add_parser(
+        "status", parents=[config], help="usage against every limit, per budget",
+        description="Usage against every limit of every budget (YAML and API budgets), per "
+                    "tenant. --json: GET /api/client/v1/budgets/status's body for --tenant T, "
+                    "else one per tenant: {tenant: body}.")
+    status.set_defaults(func=_budgets_status)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gateway", description="An OpenAI-compatible proxy that enforces LLM budgets."
@@ -119,6 +301,8 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="mock upstream + gateway + requests until a budget stops")
     demo.set_defaults(func=_demo)
+
+    _add_store_commands(sub)
     return parser
 
 

@@ -11,7 +11,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from gateway import log as gateway_log
-from gateway.errors import GatewayError, MethodNotAllowed, NotFound
+from gateway.errors import GatewayError, MethodNotAllowed, NotFound, StoreUnavailable
+from gateway.store.base import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,10 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     token = gateway_log.request_id.set(rid)
     try:
         response = await handler(request)
+    except StoreError as exc:
+        log.error("%s %s -> 503, budget store unavailable: %s", request.method, request.path, exc)
+        return error_response(StoreUnavailable(
+            "The gateway's budget store is unreachable; retry shortly."), rid)
     except GatewayError as error:
         if error.status >= 500:
             log.warning("%s %s -> %d %s", request.method, request.path, error.status, error.message)

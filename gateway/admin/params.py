@@ -31,6 +31,8 @@ def bound(value: str | None, param: str, *, end: bool) -> float | None:
         if len(value) == 10:
             day = dt.date.fromisoformat(value)
             start = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC)
+            if end and day == dt.date.max:
+                return None  # through the end of time: no upper bound
             return (start + dt.timedelta(days=1) if end else start).timestamp()
         moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:

@@ -69,6 +69,10 @@ SHIPPED_PRICING = "default_pricing.yaml"
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 
 
+# Counters are integer nano-dollars, exact in Redis's Lua numbers (doubles) up to 2**53.
+MAX_COST_USD = 9_000_000.0
+
+
 def load_settings(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Settings:
     source = os.fspath(path)
     try:
@@ -323,9 +327,9 @@ def _budget(budget: Fields, name: str, tenant: str, key: str | None) -> Budget:
         domain=budget.choice("domain", Domain),
         max_tokens_per_hour=budget.integer("max_tokens_per_hour", minimum=0),
         max_tokens_per_day=budget.integer("max_tokens_per_day", minimum=0),
-        max_cost_per_hour=budget.number("max_cost_per_hour"),
-        max_cost_per_day=budget.number("max_cost_per_day"),
-        max_cost_per_month=budget.number("max_cost_per_month"),
+        max_cost_per_hour=budget.number("max_cost_per_hour", maximum=MAX_COST_USD),
+        max_cost_per_day=budget.number("max_cost_per_day", maximum=MAX_COST_USD),
+        max_cost_per_month=budget.number("max_cost_per_month", maximum=MAX_COST_USD),
         alert_threshold=budget.number("alert_threshold", maximum=1.0),
         action=_or(budget.choice("action", BudgetAction), defaults.action),
         max_wait_s=_or(budget.number("max_wait_s"), defaults.max_wait_s),

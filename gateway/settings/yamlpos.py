@@ -198,7 +198,10 @@ class Reader:
         if scalar is None:
             return None
         if scalar.tag == _TAG + "int":
-            value = float(self._yaml.construct_yaml_int(scalar))
+            try:
+                value = float(self._yaml.construct_yaml_int(scalar))
+            except OverflowError:
+                value = math.inf
         elif scalar.tag == _TAG + "float":
             value = self._yaml.construct_yaml_float(scalar)
         else:

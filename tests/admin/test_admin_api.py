@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from gateway.clock import FakeClock
+from gateway.store.base import StoreError
 from tests.proxy.conftest import KEYS, Harness, MakeHarness
 
 API = "/api/client/v1"
@@ -180,3 +181,23 @@ async def test_status_filters_and_binding_figures(gateway: MakeHarness) -> None:
     assert {b["name"] for b in tenant["budgets"]} == {"embed-daily", "monthly"}
     model = await (await call(gw, "GET", "/budgets/status?model=gpt-4.1", key="ci")).json()
     assert {b["name"] for b in model["budgets"]} == {"ci-hourly", "embed-daily"}
+
+
+async def test_admin_routes_answer_503_while_the_store_is_down(gateway: MakeHarness) -> None:
+    gw = await gateway()
+
+    async def down(*args: Any, **kwargs: Any) -> Any:
+        raise StoreError("connection refused")
+
+    gw.store.definitions.list = down  # type: ignore[method-assign]
+    gw.store.rollups = down  # type: ignore[method-assign]
+    for path in ("/budgets", "/spend/report", "/budgets/status"):
+        resp = await call(gw, "GET", path)
+        assert resp.status == 503, path
+        assert (await resp.json())["error"]["code"] == "budget_store_unavailable"
+
+
+async def test_a_report_to_the_last_representable_day_is_fine(gateway: MakeHarness) -> None:
+    gw = await gateway()
+    resp = await call(gw, "GET", "/spend/report?from=0001-01-01&to=9999-12-31")
+    assert resp.status == 200

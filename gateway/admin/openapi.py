@@ -1,0 +1,388 @@
+"""The gateway's OpenAPI 3.1 document, served at ``GET /openapi.json``.
+
+Every route of the app is described here. Enumerations come from the code's own enums
+(endpoints, limits, windows, actions, domains, report grouping, status scope), so a new value
+appears without an edit; ``tests/admin/test_openapi.py`` checks that the routes the app
+registers and the paths documented here are the same, and that the admin API's answers
+conform to these schemas.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable, Mapping
+from enum import StrEnum
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from gateway import __version__
+from gateway.admin.budgets import ALIASES
+from gateway.admin.report import GroupBy
+from gateway.admin.status import Scope
+from gateway.cost.model import BudgetAction, Domain, Limit
+from gateway.cost.windows import window_of
+from gateway.proxy.endpoints import Endpoint
+from gateway.settings.load import MAX_COST_USD
+
+JSON = dict[str, Any]
+
+# admin.routes.PREFIX (that module imports this one); the route test compares the two.
+ADMIN = "/api/client/v1"
+
+# status -> (component name, when it is answered); every error body is the Error schema.
+_ERRORS: Mapping[int, tuple[str, str]] = {
+    400: ("BadRequest", "A parameter or body field is missing, malformed or out of range."),
+    401: ("Unauthorized", "The API key is missing, malformed or unknown."),
+    403: ("Forbidden", "The key may not do this (another tenant's budget, a member key "
+                       "changing budgets, a model outside the tenant's allow-list)."),
+    404: ("NotFound", "No such budget, model or route."),
+    409: ("Conflict", "The budget is defined in the YAML configuration: edit the file."),
+    413: ("PayloadTooLarge", "The request body is over the size limit (and is not forwarded)."),
+    429: ("BudgetExceeded", "A budget does not let the request through (reject, or throttle "
+                            "past max_wait_s)."),
+    502: ("UpstreamError", "The upstream could not be reached or refused the gateway's "
+                          "credentials."),
+    503: ("StoreUnavailable", "The budget store is unreachable and on_store_error is reject."),
+    504: ("UpstreamTimeout", "The upstream did not answer within its timeout."),
+}
+
+_SOURCES = ("file", "api")  # a budget from the YAML file, or made through this API
+
+# endpoint -> (operationId, summary, the field it requires besides model)
+_METERED: Mapping[Endpoint, tuple[str, str, str]] = {
+    Endpoint.CHAT: ("createChatCompletion", "Create a chat completion", "messages"),
+    Endpoint.COMPLETIONS: ("createCompletion", "Create a completion", "prompt"),
+    Endpoint.EMBEDDINGS: ("createEmbedding", "Create embeddings", "input"),
+    Endpoint.RESPONSES: ("createResponse", "Create a model response", "input"),
+}
+
+
+@functools.cache
+def _serialized() -> bytes:
+    return orjson.dumps(document())
+
+
+async def serve(request: web.Request) -> web.Response:
+    return web.Response(body=_serialized(), content_type="application/json")
+
+
+def document() -> JSON:
+    """The whole document, built afresh (``serve`` keeps one serialized copy)."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "LLM budget gateway",
+            "version": __version__,
+            "description": "An OpenAI-compatible proxy that enforces token and cost budgets, "
+                           "and a spend and budgets API compatible with the Cognipeer console.",
+        },
+        "security": [{"bearer": []}],
+        "paths": {**_proxy_paths(), **_admin_paths(), **_ops_paths()},
+        "components": {
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer",
+                           "description": "A tenant key: 'Authorization: Bearer <key>'."},
+            },
+            "schemas": _schemas(),
+            "responses": {name: _error_response(status, text)
+                          for status, (name, text) in _ERRORS.items()},
+        },
+    }
+
+
+# -- JSON Schema shapes ---------------------------------------------------------------------
+
+def _type(name: str | list[str], **keywords: Any) -> JSON:
+    return {"type": name, **keywords}
+
+
+def _ref(name: str) -> JSON:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _array(items: JSON) -> JSON:
+    return {"type": "array", "items": items}
+
+
+def _enum(values: type[StrEnum] | Iterable[str]) -> JSON:
+    return {"type": "string", "enum": [str(v) for v in values]}
+
+
+def _nullable(schema: JSON) -> JSON:
+    """``schema`` or null."""
+    out = {**schema, "type": [schema["type"], "null"]}
+    if "enum" in schema:
+        out["enum"] = [*schema["enum"], None]
+    return out
+
+
+def _object(properties: Mapping[str, JSON], *, optional: Iterable[str] = (),
+            closed: bool = False) -> JSON:
+    """An object whose properties are all required unless named in ``optional``."""
+    skip = set(optional)
+    schema: JSON = {"type": "object", "properties": dict(properties)}
+    required = [name for name in properties if name not in skip]
+    if required:
+        schema["required"] = required
+    if closed:
+        schema["additionalProperties"] = False
+    return schema
+
+
+def _count() -> JSON:
+    return _type("integer", minimum=0)
+
+
+def _usd() -> JSON:
+    return _type("number", minimum=0)
+
+
+# -- components -----------------------------------------------------------------------------
+
+def _schemas() -> JSON:
+    fields = _budget_fields()
+    limits = [*(limit.value for limit in Limit), *ALIASES]
+    return {
+        "Error": _object({"error": _object({
+            "message": _type("string"),
+            "type": _type("string"),
+            "param": _nullable(_type("string")),
+            "code": _nullable(_type("string")),
+        })}),
+        "Budget": _budget(fields),
+        "BudgetList": _object({"object": _type("string", const="list"),
+                               "data": _array(_ref("Budget"))}),
+        "BudgetCreate": {**_object(fields, optional=fields, closed=True),
+                         "anyOf": [{"required": [name]} for name in limits]},
+        "BudgetUpdate": _object(fields, optional=fields, closed=True),
+        "BudgetStatus": _budget_status(),
+        "SpendReport": _spend_report(),
+        "ModelList": _object({"object": _type("string", const="list"), "data": _array(_object({
+            "id": _type("string"), "object": _type("string", const="model"),
+            "created": _type("integer"), "owned_by": _type("string"),
+        }))}),
+    }
+
+
+def _limit(limit: Limit) -> JSON:
+    if limit.is_cost:
+        return _type("number", minimum=0, maximum=MAX_COST_USD,
+                     description=f"USD per {limit.window}")
+    return _type("integer", minimum=0, description=f"input + output tokens per {limit.window}")
+
+
+def _budget_fields() -> dict[str, JSON]:
+    """What a client may set, held to the YAML file's rules (``check-config``'s own)."""
+    fields: dict[str, JSON] = {
+        "name": _type("string", minLength=1, description="unique; defaults to the id"),
+        "key": _type("string", minLength=1, description="only this key's requests"),
+        "model": _type("string", minLength=1, description="only models matching this glob"),
+        "domain": _enum(Domain),
+    }
+    fields |= {limit.value: _limit(limit) for limit in Limit}
+    fields |= {alias: {**_limit(Limit(name)), "description": f"the same as {name}"}
+               for alias, name in ALIASES.items()}
+    fields |= {
+        "alert_threshold": _type("number", minimum=0, maximum=1),
+        "action": _enum(BudgetAction),
+        "max_wait_s": _type("number", minimum=0),
+        "clamp_max_tokens": _type("boolean"),
+    }
+    return fields
+
+
+def _budget(fields: Mapping[str, JSON]) -> JSON:
+    """A budget as answered: every field present, null where the budget does not set it."""
+    always = {"name", "action", "max_wait_s", "clamp_max_tokens"}
+    return _object({
+        "id": _type("string", description="the name, for a budget from the YAML file"),
+        "tenant": _type("string"),
+        "source": _enum(_SOURCES),
+        **{name: schema if name in always else _nullable(schema)
+           for name, schema in fields.items()},
+    })
+
+
+def _budget_status() -> JSON:
+    def binding(used: str, cap: str, kind: str) -> JSON:
+        return _object({used: _nullable(_type(kind, minimum=0)),
+                        cap: _nullable(_type(kind, minimum=0))})
+
+    limit = _object({
+        "limit": _enum(Limit),
+        "window": _enum(dict.fromkeys(window_of(limit).name for limit in Limit)),
+        "used": _type("number", minimum=0, description="tokens, or USD for a cost limit"),
+        "max": _type("number", minimum=0),
+        "ratio": _type("number", minimum=0),
+    })
+    return _object({
+        "per_hour": binding("used_tokens", "limit_tokens", "integer"),
+        "per_day": binding("used_usd", "limit_usd", "number"),
+        "per_month": binding("used_usd", "limit_usd", "number"),
+        "budgets": _array(_object({
+            "id": _type("string"), "name": _type("string"), "source": _enum(_SOURCES),
+            "action": _enum(BudgetAction), "limits": _array(limit),
+        })),
+    })
+
+
+def _spend_report() -> JSON:
+    def totals(first: str, schema: JSON) -> JSON:
+        return _object({first: schema, "cost": _usd(), "input_tokens": _count(),
+                        "output_tokens": _count(), "requests": _count()})
+
+    period = r"^\d{4}-\d{2}(-\d{2}(T\d{2}:00:00Z)?)?$"
+    return _object({
+        "total_cost": _usd(),
+        "currency": _type("string", const="USD"),
+        "total_input_tokens": _count(),
+        "total_output_tokens": _count(),
+        "requests": _count(),
+        "group_by": _enum(GroupBy),
+        "by_model": _array(totals("model_key", _type("string"))),
+        "timeseries": _array(totals("period", _type("string", pattern=period))),
+    })
+
+
+def _header(description: str, schema: JSON) -> JSON:
+    return {"description": description, "schema": schema}
+
+
+def _error_response(status: int, description: str) -> JSON:
+    response: JSON = {"description": description,
+                      "content": {"application/json": {"schema": _ref("Error")}}}
+    if status == 429:
+        response["headers"] = {
+            "Retry-After": _header("seconds until a rolling window frees enough",
+                                   _type("integer", minimum=1)),
+            "x-should-retry": _header("false when it will not fit within an hour",
+                                      _enum(("false",))),
+        }
+    return response
+
+
+# -- operations -----------------------------------------------------------------------------
+
+def _json(description: str, schema: JSON) -> JSON:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _operation(op_id: str, summary: str, tag: str, ok: Mapping[str, JSON],
+               errors: Iterable[int], *, parameters: Iterable[JSON] = (),
+               body: JSON | None = None, public: bool = False) -> JSON:
+    responses = {**ok, **{str(s): {"$ref": f"#/components/responses/{_ERRORS[s][0]}"}
+                          for s in errors}}
+    operation: JSON = {"operationId": op_id, "summary": summary, "tags": [tag],
+                       "responses": responses}
+    if parameters:
+        operation["parameters"] = list(parameters)
+    if body is not None:
+        operation["requestBody"] = {"required": True,
+                                    "content": {"application/json": {"schema": body}}}
+    if public:
+        operation["security"] = []
+    return operation
+
+
+def _query(name: str, schema: JSON, description: str) -> JSON:
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": description}
+
+
+def _proxy_paths() -> JSON:
+    paths = {f"/v1{endpoint.value}": {"post": _metered(endpoint)} for endpoint in Endpoint}
+    paths["/v1/models"] = {"get": _operation(
+        "listModels", "The models the caller's tenant may use", "proxy",
+        {"200": _json("The models.", _ref("ModelList"))}, [401])}
+    return paths
+
+
+def _metered(endpoint: Endpoint) -> JSON:
+    op_id, summary, field = _METERED[endpoint]
+    main = _array(_type("object")) if field == "messages" else _type(["string", "array"])
+    counts = {name: _type("integer", minimum=1) for name in (*endpoint.output_fields, "n")}
+    body = _object({"model": _type("string", minLength=1), field: main,
+                    "stream": _type("boolean"), "stream_options": _type("object"), **counts},
+                   optional=("stream", "stream_options", *counts))
+    body["additionalProperties"] = True
+    ok = {
+        "description": "The upstream's answer, metered (an event stream with stream: true).",
+        "headers": {
+            "x-budget-usage-ratio": _header("the highest usage ratio over matching budgets",
+                                            _type("string")),
+            "x-budget-alert": _header("<budget>:<limit>:<ratio> past an alert threshold",
+                                      _type("string")),
+            "x-budget-clamped-max-tokens": _header("the max_tokens the request was lowered to",
+                                                   _type("integer", minimum=1)),
+        },
+        "content": {"application/json": {"schema": _type("object")},
+                    "text/event-stream": {"schema": _type("string")}},
+    }
+    upstream = _json("The upstream's own error, passed through.", _ref("Error"))
+    return _operation(op_id, summary, "proxy", {"200": ok, "4XX": upstream, "5XX": upstream},
+                      [400, 401, 403, 404, 413, 429, 502, 503, 504], body=body)
+
+
+def _admin_paths() -> JSON:
+    budget_id = {"name": "id", "in": "path", "required": True,
+                 "schema": _type("string", minLength=1)}
+    budget = _json("The budget.", _ref("Budget"))
+    return {
+        f"{ADMIN}/spend/report": {"get": _operation(
+            "spendReport", "Spend totals, per model and over time", "spend",
+            {"200": _json("The report.", _ref("SpendReport"))}, [400, 401, 503],
+            parameters=[
+                _query("group_by", _enum(GroupBy), "timeseries period (default day)"),
+                _query("from", _date(), "first day or moment (UTC if no offset)"),
+                _query("to", _date(), "last day (included) or moment (excluded)"),
+                _query("model", _type("string"), "only this model"),
+            ])},
+        f"{ADMIN}/budgets": {
+            "get": _operation("listBudgets", "The tenant's budgets (YAML ones first)", "budgets",
+                              {"200": _json("The budgets.", _ref("BudgetList"))}, [401, 503]),
+            "post": _operation("createBudget", "Create a budget (admin or owner key)",
+                               "budgets", {"201": _json("The new budget.", _ref("Budget"))},
+                               [400, 401, 403, 413, 503], body=_ref("BudgetCreate")),
+        },
+        f"{ADMIN}/budgets/status": {"get": _operation(
+            "budgetStatus", "Usage against every limit", "budgets",
+            {"200": _json("The status.", _ref("BudgetStatus"))}, [400, 401, 503],
+            parameters=[
+                _query("domain", _enum(Domain), "only budgets that apply to this domain"),
+                _query("model", _type("string"), "only budgets that apply to this model"),
+                _query("scope", _enum(Scope), "tenant-wide budgets, or the caller key's"),
+            ])},
+        f"{ADMIN}/budgets/{{id}}": {
+            "parameters": [budget_id],
+            "get": _operation("getBudget", "One budget", "budgets", {"200": budget},
+                              [401, 403, 404, 503]),
+            "patch": _operation("updateBudget", "Change an API budget (admin or owner key)",
+                                "budgets", {"200": budget}, [400, 401, 403, 404, 409, 413, 503],
+                                body=_ref("BudgetUpdate")),
+            "delete": _operation("deleteBudget", "Delete an API budget (admin or owner key)",
+                                 "budgets", {"204": {"description": "Deleted."}},
+                                 [401, 403, 404, 409, 503]),
+        },
+    }
+
+
+def _date() -> JSON:
+    return {"type": "string", "anyOf": [{"format": "date"}, {"format": "date-time"}]}
+
+
+def _ops_paths() -> JSON:
+    def public(op_id: str, summary: str, ok: Mapping[str, JSON]) -> JSON:
+        return {"get": _operation(op_id, summary, "ops", ok, [], public=True)}
+
+    live = _object({"status": _type("string", const="ok")})
+    ready = _object({"status": _type("string", const="ready"), "config": _type("string")})
+    down = _object({"status": _type("string", const="unavailable"), "store": _type("string")})
+    return {
+        "/healthz": public("healthz", "Liveness", {"200": _json("The process answers.", live)}),
+        "/readyz": public("readyz", "Readiness: configuration loaded and store reachable", {
+            "200": _json("Ready.", ready), "503": _json("The store is unreachable.", down)}),
+        "/openapi.json": public("openapi", "This document", {
+            "200": _json("The OpenAPI document.", _type("object", required=["openapi"]))}),
+    }

@@ -1,0 +1,283 @@
+"""A Python client of the gateway's spend and budgets API (the Cognipeer console SDK's shape).
+
+::
+
+    async with Client("http://127.0.0.1:8080", api_key) as gateway:
+        report = await gateway.spend.report(group_by="day")
+        budget = await gateway.budgets.create(monthly_limit_usd=250)
+
+    with SyncClient("http://127.0.0.1:8080", api_key) as gateway:   # from plain sync code
+        print(gateway.budgets.status(domain="llm")["per_month"])
+
+Answers are the API's JSON as dicts. A refusal raises the ``GatewayAPIError`` subclass of its
+HTTP status, carrying the server's message, type, code and param; no answer at all raises
+``APIConnectionError``. ``SyncClient`` runs a ``Client`` on a private event loop in a daemon
+thread, so it works from any thread, even one that runs an event loop of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import functools
+import json
+import threading
+from collections.abc import Callable, Coroutine, Mapping
+from types import TracebackType
+from typing import Any, ParamSpec, TypeVar
+from urllib.parse import quote
+
+import aiohttp
+
+PREFIX = "/api/client/v1"
+
+JSON = dict[str, Any]
+Date = str | dt.date  # an ISO date or date-time string, or a date/datetime (naive means UTC)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class GatewayAPIError(Exception):
+    """The gateway refused a request (or, for ``APIConnectionError``, never answered)."""
+
+    def __init__(self, message: str, *, status: int | None = None, type: str | None = None,
+                 code: str | None = None, param: str | None = None,
+                 request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.type = type
+        self.code = code
+        self.param = param
+        self.request_id = request_id
+
+    def __str__(self) -> str:
+        return self.message if self.status is None else f"{self.status}: {self.message}"
+
+
+class BadRequestError(GatewayAPIError):
+    """400 or 422: a parameter or body the gateway cannot accept (``param`` names it)."""
+
+
+class AuthenticationError(GatewayAPIError):
+    """401: the key is missing or unknown."""
+
+
+class PermissionDeniedError(GatewayAPIError):
+    """403: the key may not do this (a member key changing budgets, another tenant's budget)."""
+
+
+class NotFoundError(GatewayAPIError):
+    """404: no such budget (or path)."""
+
+
+class ConflictError(GatewayAPIError):
+    """409: for instance a budget defined in the YAML file, which only the file can change."""
+
+
+class RateLimitError(GatewayAPIError):
+    """429."""
+
+
+class ServerError(GatewayAPIError):
+    """5xx: the gateway (or its store) failed."""
+
+
+class APIConnectionError(GatewayAPIError):
+    """No answer: the gateway is unreachable or the connection broke."""
+
+
+class APITimeoutError(APIConnectionError):
+    """No answer within the client's ``timeout``."""
+
+
+_BY_STATUS: dict[int, type[GatewayAPIError]] = {
+    400: BadRequestError, 401: AuthenticationError, 403: PermissionDeniedError,
+    404: NotFoundError, 409: ConflictError, 422: BadRequestError, 429: RateLimitError,
+}
+
+
+def error_from(status: int, body: bytes, request_id: str | None = None) -> GatewayAPIError:
+    """The typed error for an answer with ``status`` >= 400 and its (OpenAI-shaped) body."""
+    kind = _BY_STATUS.get(status, ServerError if status >= 500 else GatewayAPIError)
+    try:
+        error = json.loads(body)["error"]
+        return kind(_text(error.get("message")) or f"HTTP {status}", status=status,
+                    type=_text(error.get("type")), code=_text(error.get("code")),
+                    param=_text(error.get("param")), request_id=request_id)
+    except (ValueError, TypeError, KeyError, AttributeError):  # not the OpenAI error shape
+        message = body.decode(errors="replace").strip()[:500] or f"HTTP {status}"
+        return kind(message, status=status, request_id=request_id)
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _query(**params: str | dt.date | None) -> dict[str, str]:
+    return {name: value.isoformat() if isinstance(value, dt.date) else value
+            for name, value in params.items() if value is not None}
+
+
+class Client:
+    """The async client: one ``aiohttp.ClientSession``, opened on first use, closed by
+    ``close()`` or by leaving ``async with``."""
+
+    def __init__(self, base_url: str, api_key: str, *, timeout: float = 30) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {api_key}"}
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._session: aiohttp.ClientSession | None = None
+        self.spend = Spend(self)
+        self.budgets = Budgets(self)
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def request(self, method: str, path: str, *, params: Mapping[str, str] | None = None,
+                      body: JSON | None = None) -> Any:
+        """``path`` under /api/client/v1; the answer's JSON, or None for an empty answer."""
+        if self._session is None:  # made here, on the loop that will use it
+            self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
+        url = f"{self.base_url}{PREFIX}{path}"
+        try:
+            async with self._session.request(method, url, params=params, json=body) as resp:
+                raw = await resp.read()
+                if resp.status >= 400:
+                    raise error_from(resp.status, raw, resp.headers.get("x-request-id"))
+        except TimeoutError as exc:  # aiohttp's timeouts are TimeoutErrors too
+            raise APITimeoutError(f"{method} {url}: no answer within "
+                                  f"{self._timeout.total}s") from exc
+        except aiohttp.ClientError as exc:
+            raise APIConnectionError(f"{method} {url}: {exc}") from exc
+        return json.loads(raw) if raw else None
+
+
+class Spend:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    async def report(self, group_by: str | None = None, from_: Date | None = None,
+                     to: Date | None = None, model: str | None = None) -> JSON:
+        """Totals, per-model breakdown and timeseries; ``group_by`` is day, hour or month."""
+        params = _query(group_by=group_by, model=model, to=to, **{"from": from_})
+        answer: JSON = await self._client.request("GET", "/spend/report", params=params)
+        return answer
+
+
+class Budgets:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    async def list(self) -> list[JSON]:
+        """The tenant's budgets: YAML ones (``"source": "file"``), then API ones."""
+        answer: JSON = await self._client.request("GET", "/budgets")
+        budgets: list[JSON] = answer["data"]
+        return budgets
+
+    async def create(self, **fields: Any) -> JSON:
+        """Needs an admin or owner key; e.g. ``create(monthly_limit_usd=250, model="gpt-4o*")``."""
+        created: JSON = await self._client.request("POST", "/budgets", body=fields)
+        return created
+
+    async def update(self, budget_id: str, /, **fields: Any) -> JSON:
+        """Changes the given fields of an API budget (a YAML budget raises ConflictError)."""
+        updated: JSON = await self._client.request("PATCH", _budget_path(budget_id), body=fields)
+        return updated
+
+    async def delete(self, budget_id: str, /) -> None:
+        await self._client.request("DELETE", _budget_path(budget_id))
+
+    async def status(self, domain: str | None = None, model: str | None = None,
+                     scope: str | None = None) -> JSON:
+        """Usage against every limit; ``scope`` is tenant or token (the calling key's)."""
+        params = _query(domain=domain, model=model, scope=scope)
+        answer: JSON = await self._client.request("GET", "/budgets/status", params=params)
+        return answer
+
+
+def _budget_path(budget_id: str) -> str:
+    return f"/budgets/{quote(budget_id, safe='')}"
+
+
+class _LoopThread:
+    """A private event loop running in a daemon thread; blocking calls are sent to it."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever,
+                                        name="gateway-client", daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self._loop.is_closed():
+            coro.close()
+            raise RuntimeError("this SyncClient is closed")
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def blocking(self, method: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, T]:
+        """``method``, made to run here and block its caller until it is done."""
+
+        @functools.wraps(method)
+        def call(*args: P.args, **kwargs: P.kwargs) -> T:
+            return self.run(method(*args, **kwargs))
+
+        return call
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+
+class SyncSpend:
+    def __init__(self, spend: Spend, loop: _LoopThread) -> None:
+        self.report = loop.blocking(spend.report)
+
+
+class SyncBudgets:
+    def __init__(self, budgets: Budgets, loop: _LoopThread) -> None:
+        self.list = loop.blocking(budgets.list)
+        self.create = loop.blocking(budgets.create)
+        self.update = loop.blocking(budgets.update)
+        self.delete = loop.blocking(budgets.delete)
+        self.status = loop.blocking(budgets.status)
+
+
+class SyncClient:
+    """``Client`` for sync code: the same methods and errors, each call blocking until done.
+    Safe to share between threads. ``close()`` (or leaving ``with``) ends its thread."""
+
+    def __init__(self, base_url: str, api_key: str, *, timeout: float = 30) -> None:
+        self._loop = _LoopThread()
+        self._client = Client(base_url, api_key, timeout=timeout)
+        self.base_url = self._client.base_url
+        self.spend = SyncSpend(self._client.spend, self._loop)
+        self.budgets = SyncBudgets(self._client.budgets, self._loop)
+        self._closed = False
+
+    def __enter__(self) -> SyncClient:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._loop.run(self._client.close())
+        finally:
+            self._loop.stop()
