@@ -12,12 +12,23 @@ from aiohttp import web
 
 from gateway.admin import routes as admin_routes
 from gateway.admin.budgets import BudgetAdmin
-from gateway.appkeys import ADMIN, API_BUDGETS, BUFFER, CLOCK, CONFIG, PIPELINE, SESSION, STORE
+from gateway.appkeys import (
+    ADMIN,
+    API_BUDGETS,
+    BUFFER,
+    CLOCK,
+    CONFIG,
+    METRICS,
+    PIPELINE,
+    SESSION,
+    STORE,
+)
 from gateway.clock import Clock, SystemClock
 from gateway.cost.tokens import default_tokenizers
-from gateway.middleware import errors
-from gateway.ops import health
+from gateway.middleware import errors, observe
+from gateway.ops import routes as ops_routes
 from gateway.ops.alerts import WebhookAlerts
+from gateway.ops.metrics import Metrics, RuntimeGauges
 from gateway.proxy import routes as proxy_routes
 from gateway.proxy.budgets import Admitter
 from gateway.proxy.forward import Forwarder
@@ -41,7 +52,8 @@ def create_app(
     store: Store | None = None,
     watch_interval_s: float | None = 1.0,
 ) -> web.Application:
-    app = web.Application(middlewares=[errors], client_max_size=1024**2)
+    app = web.Application(middlewares=[observe, errors], client_max_size=1024**2)
+    app[METRICS] = Metrics()
     app[CONFIG] = config
     app[CLOCK] = clock or SystemClock()
     app.cleanup_ctx.append(_session)
@@ -51,7 +63,7 @@ def create_app(
     if watch_interval_s is not None:
         app.cleanup_ctx.append(_watcher(watch_interval_s))
     proxy_routes.add_routes(app)
-    health.add_routes(app)
+    ops_routes.add_routes(app)
     admin_routes.add_routes(app)
     return app
 
@@ -94,6 +106,17 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
         Forwarder(app[SESSION]),
         Recorder(store, clock, buffer),
     )
+    app[METRICS].watch(RuntimeGauges(
+        in_flight=lambda: app[PIPELINE].in_flight,
+        buffered=lambda: len(buffer),
+        buffer_overflowed=lambda: buffer.overflowed,
+        buffer_written_back=lambda: buffer.written_back,
+        reloads=lambda: config.reloads,
+        reload_failures=lambda: config.reload_failures,
+        alerts_sent=lambda: alerts.sent,
+        alerts_failed=lambda: alerts.failed,
+        store_failures=lambda: store.failures,
+    ))
     flusher = asyncio.create_task(buffer.run())
     yield
     flusher.cancel()

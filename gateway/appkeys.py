@@ -7,6 +7,7 @@ from aiohttp import web
 
 from gateway.admin.budgets import BudgetAdmin
 from gateway.clock import Clock
+from gateway.ops.metrics import Metrics
 from gateway.proxy.handler import Pipeline
 from gateway.proxy.tenant_budgets import ApiBudgets
 from gateway.runtime import Runtime
@@ -22,3 +23,4 @@ PIPELINE = web.AppKey("pipeline", Pipeline)
 BUFFER = web.AppKey("buffer", SettleBuffer)
 API_BUDGETS = web.AppKey("api_budgets", ApiBudgets)
 ADMIN = web.AppKey("admin", BudgetAdmin)
+METRICS = web.AppKey("metrics", Metrics)

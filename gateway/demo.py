@@ -89,6 +89,6 @@ async def _demo(workdir: Path) -> int:
 
 
 def run_demo() -> int:
-    gateway_log.configure("WARNING")
+    gateway_log.configure("WARNING", json=False)
     with tempfile.TemporaryDirectory(prefix="gateway-demo-") as workdir:
         return asyncio.run(_demo(Path(workdir)))

@@ -85,6 +85,8 @@ class BudgetExceeded(GatewayError):
     status = 429
     type = "budget_exceeded"
     code = "budget_exceeded"
+    budget = ""  # the budget that refused, for logs and metrics
+    action = ""
 
 
 class UpstreamError(GatewayError):

@@ -1,12 +1,19 @@
-"""Logging set-up and the request id every log line of a request carries."""
+"""Logging set-up: one JSON object per line, each carrying the request id of its request."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import sys
 from contextvars import ContextVar
+from typing import Any
+
+import orjson
 
 request_id: ContextVar[str] = ContextVar("request_id", default="-")
+
+# Set by a caller as ``extra={"fields": {...}}``: merged into the JSON object as they are.
+FIELDS = "fields"
 
 
 class _RequestIdFilter(logging.Filter):
@@ -15,11 +22,30 @@ class _RequestIdFilter(logging.Filter):
         return True
 
 
-def configure(level: str = "INFO") -> None:
+class JsonFormatter(logging.Formatter):
+    """Machine-readable lines for log shippers; keys stay stable across releases."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
+                timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "request_id": getattr(record, "request_id", "-"),
+            "msg": record.getMessage(),
+        }
+        line.update(getattr(record, FIELDS, None) or {})
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(line, default=str).decode()
+
+
+def configure(level: str = "INFO", *, json: bool = True) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_RequestIdFilter())
     handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+        JsonFormatter() if json else logging.Formatter(
+            "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -11,11 +11,15 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from gateway import log as gateway_log
+from gateway.appkeys import METRICS
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound, StoreUnavailable
+from gateway.log import FIELDS
+from gateway.ops import access
 from gateway.store.base import StoreError
 
 log = logging.getLogger(__name__)
 
+_QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -42,12 +46,37 @@ def _http_error(request: web.Request, exc: web.HTTPException) -> GatewayError:
 
 
 @web.middleware
-async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Outermost: gives the request its id and record, then reports it once (access-log line
+    and metrics), whatever the outcome."""
     incoming = request.headers.get("x-request-id", "")
     rid = incoming if _SAFE_ID.match(incoming) else f"req_{uuid.uuid4().hex}"
-    token = gateway_log.request_id.set(rid)
+    rec = access.RequestRecord(route=_route(request))
+    tokens = gateway_log.request_id.set(rid), access.current.set(rec)
+    status = 500
     try:
         response = await handler(request)
+        status = response.status
+        if not response.prepared:
+            response.headers["x-request-id"] = rid
+        return response
+    finally:
+        elapsed = rec.elapsed_s
+        request.app[METRICS].observe(rec, status, elapsed)
+        if rec.route not in _QUIET_ROUTES:
+            access.log.info("%s %s %d", request.method, request.path, status,
+                            extra={FIELDS: {"request_id": rid,
+                                            **rec.access_fields(status, elapsed)}})
+        access.current.reset(tokens[1])
+        gateway_log.request_id.reset(tokens[0])
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error a client can meet, as OpenAI-shaped JSON; nothing else renders errors."""
+    rid = gateway_log.request_id.get()
+    try:
+        return await handler(request)
     except StoreError as exc:
         log.error("%s %s -> 503, budget store unavailable: %s", request.method, request.path, exc)
         return error_response(StoreUnavailable(
@@ -63,8 +92,9 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(GatewayError("The gateway failed to handle the request."), rid)
-    finally:
-        gateway_log.request_id.reset(token)
-    if not response.prepared:
-        response.headers["x-request-id"] = rid
-    return response
+
+
+def _route(request: web.Request) -> str:
+    """The route's template (``/api/client/v1/budgets/{id}``), so labels stay few."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"

@@ -14,6 +14,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests import leaks
+
 READY_TIMEOUT_S = 20.0
 
 
@@ -49,6 +51,7 @@ def _wait_ready(proc: subprocess.Popen[bytes], probe: str, log: Path) -> None:
 def running(args: Sequence[str], port: int, probe_path: str, log: Path,
             env: dict[str, str] | None = None) -> Iterator[Proc]:
     """Runs ``python -m gateway.cli ARGS`` until the block ends, then stops it by its PID."""
+    leaks.LOG_FILES.append(log)
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", *args],

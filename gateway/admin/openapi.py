@@ -383,6 +383,9 @@ def _ops_paths() -> JSON:
         "/healthz": public("healthz", "Liveness", {"200": _json("The process answers.", live)}),
         "/readyz": public("readyz", "Readiness: configuration loaded and store reachable", {
             "200": _json("Ready.", ready), "503": _json("The store is unreachable.", down)}),
+        "/metrics": public("metrics", "Prometheus metrics", {"200": {
+            "description": "The Prometheus text exposition format.",
+            "content": {"text/plain": {"schema": _type("string")}}}}),
         "/openapi.json": public("openapi", "This document", {
             "200": _json("The OpenAPI document.", _type("object", required=["openapi"]))}),
     }

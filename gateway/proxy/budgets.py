@@ -54,6 +54,7 @@ class Admission:
     usage_ratio: float = 0.0
     alerts: tuple[Alert, ...] = ()
     clamped_output: int | None = None  # per-choice max tokens after clamping
+    ratios: tuple[float, ...] = ()  # per slot: used over limit, this reservation included
 
     def lines(self, tokens: int, cost_nano: int) -> list[Line]:
         """This request's lines carrying ``tokens`` and ``cost_nano``: what to settle."""
@@ -153,7 +154,8 @@ class Admitter:
                 if crossed and await self._first_crossing(line, slot.window, level, now):
                     self._alerts.emit(alert)
         finite = [r for r in ratios if r != math.inf]
-        return Admission(rid, slots, estimate, max(finite, default=0.0), tuple(alerts), clamped)
+        return Admission(rid, slots, estimate, max(finite, default=0.0), tuple(alerts), clamped,
+                         tuple(ratios))
 
 
     async def _first_crossing(self, line: Line, window: Window, level: float, now: float) -> bool:
@@ -223,7 +225,9 @@ def _denied(
     else:
         message += " It can never fit this limit; lower max_tokens or raise the limit."
         headers["x-should-retry"] = "false"
-    return BudgetExceeded(message, headers=headers)
+    denied = BudgetExceeded(message, headers=headers)
+    denied.budget, denied.action = slot.budget.name, slot.budget.action.value
+    return denied
 
 
 def _window_text(window: Window) -> str:

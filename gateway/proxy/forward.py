@@ -4,6 +4,7 @@ back, streams event by event (never buffered whole), reading usage on the way.""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,7 @@ class Exchange:
     ok: bool = False  # the upstream answered with success
     reported: Reported | None = None
     produced_text: str = ""  # what the client received, counted when usage is missing
+    upstream_s: float = 0.0  # from sending the request to the end of the answer
 
 
 def upstream_body(target: Target, admission: Admission) -> tuple[bytes, bool]:
@@ -81,6 +83,7 @@ class Forwarder:
             if target.stream
             else aiohttp.ClientTimeout(total=upstream.timeout_s)
         )
+        started = time.perf_counter()
         try:
             async with self._session.post(
                 upstream.base_url + target.endpoint.value,
@@ -102,6 +105,8 @@ class Forwarder:
             raise UpstreamError(
                 f"The upstream '{upstream.name}' could not be reached: {type(exc).__name__}."
             ) from None
+        finally:
+            exchange.upstream_s = time.perf_counter() - started
 
     def _request_headers(
         self, request: web.Request, target: Target, headers: Mapping[str, str]

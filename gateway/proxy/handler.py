@@ -14,13 +14,14 @@ from aiohttp import web
 
 from gateway import log as gateway_log
 from gateway.errors import BudgetExceeded, PayloadTooLarge, StoreUnavailable
+from gateway.ops import access
 from gateway.proxy import estimate as estimate_stage
 from gateway.proxy.budget_index import Slot
 from gateway.proxy.budgets import Admission, Admitter, Ask
 from gateway.proxy.endpoints import Endpoint
 from gateway.proxy.estimate import Estimate
 from gateway.proxy.forward import Exchange, Forwarder
-from gateway.proxy.record import Recorder
+from gateway.proxy.record import Recorder, Settlement
 from gateway.proxy.resolve import resolve
 from gateway.runtime import Runtime
 from gateway.settings.schema import StoreErrorPolicy
@@ -44,12 +45,16 @@ class Pipeline:
         self._admitter = admitter
         self._forwarder = forwarder
         self._recorder = recorder
+        self.in_flight = 0  # requests holding a reservation, for /metrics
 
     async def handle(self, endpoint: Endpoint, request: web.Request) -> web.StreamResponse:
+        rec = access.record() or access.RequestRecord(route=endpoint.value)
         runtime = self._config()  # one snapshot per request: a reload never splits one
         principal = runtime.keyring.authenticate(request.headers.get("Authorization"))
+        rec.tenant, rec.key_name = principal.tenant, principal.key_name
         raw = await read_body(request, runtime.settings.max_body_bytes)
         target = resolve(principal, endpoint, raw, runtime.router)
+        rec.model, rec.stream = target.model, target.stream
         estimate = await estimate_stage.estimate(
             endpoint, target.body, runtime.settings.default_max_output_tokens
         )
@@ -58,19 +63,10 @@ class Pipeline:
             n=estimate_stage.choices(endpoint, target.body),
             ttl_s=target.upstream.timeout_s + _EXPIRY_MARGIN_S,  # reserved after any hold
         )
-        try:
-            admission = await self._admitter.admit(ask, runtime.budgets)
-        except BudgetExceeded as denied:
-            log.info("budget decision tenant=%s key=%s model=%s decision=deny reason=%s",
-                     principal.tenant, principal.key_name, target.model, denied.message)
-            raise
-        except StoreError as exc:
-            slots = self._admitter.known_slots(ask, runtime.budgets)
-            admission = unmetered(runtime.settings.on_store_error, slots, estimate, exc)
-        log.info("budget decision tenant=%s key=%s model=%s decision=%s ratio=%.4f reserved=%d",
-                 principal.tenant, principal.key_name, target.model, _decision(admission),
-                 admission.usage_ratio, admission.estimate.total)
+        admission = await self._admit(ask, runtime, rec)
         exchange = Exchange()
+        held = admission.rid is not None
+        self.in_flight += held
         try:
             return await self._forwarder.forward(
                 request, target, admission, budget_headers(admission), exchange
@@ -79,7 +75,53 @@ class Pipeline:
             settling = asyncio.ensure_future(
                 self._recorder.settle(principal, target, admission, exchange)
             )
-            await asyncio.shield(settling)  # a cancelled handler still settles
+            settlement = await asyncio.shield(settling)  # a cancelled handler still settles
+            self.in_flight -= held
+            _note_settlement(rec, exchange, settlement)
+
+    async def _admit(self, ask: Ask, runtime: Runtime, rec: access.RequestRecord) -> Admission:
+        who = f"tenant={ask.principal.tenant} key={ask.principal.key_name} model={ask.model}"
+        try:
+            admission = await self._admitter.admit(ask, runtime.budgets)
+        except BudgetExceeded as denied:
+            log.info("budget decision %s decision=deny reason=%s", who, denied.message)
+            rec.decision = "deny"
+            rec.decisions.append((denied.budget, denied.action, "deny"))
+            raise
+        except StoreError as exc:
+            slots = self._admitter.known_slots(ask, runtime.budgets)
+            admission = unmetered(runtime.settings.on_store_error, slots, ask.estimate, exc)
+            rec.decision = "unmetered"
+            return admission
+        rec.decision = _decision(admission)
+        rec.decisions.extend(_outcomes(admission))
+        rec.ratios.extend((s.budget.name, s.limit.value, r)
+                          for s, r in zip(admission.slots, admission.ratios, strict=True))
+        log.info("budget decision %s decision=%s ratio=%.4f reserved=%d", who, rec.decision,
+                 admission.usage_ratio, admission.estimate.total)
+        return admission
+
+
+def _note_settlement(rec: access.RequestRecord, exchange: Exchange, settlement: Settlement
+                     ) -> None:
+    rec.upstream_s = exchange.upstream_s
+    if settlement.usage is not None:
+        rec.input_tokens = settlement.usage.input_tokens
+        rec.output_tokens = settlement.usage.output_tokens
+        rec.cost_usd = settlement.usage.cost
+
+
+def _outcomes(admission: Admission) -> list[tuple[str, str, str]]:
+    """One (budget, action, outcome) per budget that took part in an admitted request."""
+    alerted = {a.budget for a in admission.alerts}
+    seen: dict[str, tuple[str, str, str]] = {}
+    for slot in admission.slots:
+        budget = slot.budget
+        outcome = "alert" if budget.name in alerted else "allow"
+        if admission.clamped_output is not None and budget.clamp_max_tokens:
+            outcome = "clamp"
+        seen.setdefault(budget.name, (budget.name, budget.action.value, outcome))
+    return list(seen.values())
 
 
 def unmetered(

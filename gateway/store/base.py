@@ -5,6 +5,7 @@ Time always comes in as an argument (from the injected clock), never from the ba
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -85,6 +86,7 @@ class BudgetDefinitions(Protocol):
 
 class Store(SpendSource, Protocol):
     definitions: BudgetDefinitions
+    failures: Counter[str]  # StoreErrors raised so far, by operation
 
     async def reserve(
         self, tenant: str, rid: str, lines: Sequence[Line], now: float, ttl_s: float,

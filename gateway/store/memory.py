@@ -8,7 +8,7 @@ usage in time buckets plus reservations pending until settled or expired. ``snap
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -92,6 +92,7 @@ class MemoryStore:
         self._budgets = MemoryBudgetDefinitions()
         self.definitions: BudgetDefinitions = self._budgets  # the same object, as the protocol
         self._rollups: dict[tuple[str, int, str, str], list[int]] = {}
+        self.failures: Counter[str] = Counter()  # in one process nothing fails; kept for metrics
 
     def _state(self, line: Line, now: float) -> LineState:
         state = self._lines.get(line.key)

@@ -8,6 +8,7 @@ tag ``{tenant}``, so a tenant's budgets live in one cluster slot and scripts sta
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
@@ -82,6 +83,7 @@ class RedisStore:
         self._peek = client.register_script(_script("peek.lua"))
         self._mark = client.register_script(_script("mark.lua"))
         self.definitions: BudgetDefinitions = RedisBudgetDefinitions(client)
+        self.failures: Counter[str] = Counter()
         self._held: dict[str, float] = {}  # this instance's reservations: id -> expires_at
         self._tenants: set[str] = set()
 
@@ -107,7 +109,7 @@ class RedisStore:
             w = line.window
             args += [line.limit, line.amount, int(line.enforce), w.bucket(now), w.oldest(now),
                      w.width, w.count, repr(w.leaves_at(w.bucket(now)))]
-        reply = await self._call(self._reserve, keys, args)
+        reply = await self._call(self._reserve, keys, args, "reserve")
         if reply[1] == b"stale":
             return ReserveResult(False, (), stale=True)
         ok, fits, n = int(reply[0]) == 1, float(reply[1]), len(lines)
@@ -138,7 +140,7 @@ class RedisStore:
         if usage is not None:
             await self._know(tenant)
         self._held.pop(rid, None)
-        return int(await self._call(self._settle, keys, args)) == 1
+        return int(await self._call(self._settle, keys, args, "settle")) == 1
 
     def _usage_args(self, usage: Usage | None) -> list[Any]:
         if usage is None:
@@ -158,11 +160,12 @@ class RedisStore:
     async def peek(self, lines: Sequence[Line], now: float) -> list[int]:
         keys = [k for line in lines for k in _keys(line)]
         args = [repr(now)] + [line.window.oldest(now) for line in lines]
-        return [int(u) for u in await self._call(self._peek, keys, args)]
+        return [int(u) for u in await self._call(self._peek, keys, args, "peek")]
 
     async def mark_once(self, key: str, until: float, now: float) -> bool:
         keep = max(math.ceil(until - now), 1) + 60
-        return int(await self._call(self._mark, [key], [repr(now), repr(until), keep])) == 1
+        marked = await self._call(self._mark, [key], [repr(now), repr(until), keep], "mark")
+        return int(marked) == 1
 
     async def in_flight(self, now: float) -> int:
         self._held = {rid: t for rid, t in self._held.items() if t > now}
@@ -187,14 +190,14 @@ class RedisStore:
 
     async def _tenant_rollups(self, tenant: str, first_hour: int, last_hour: int
                               ) -> list[RollupRow]:
-        hours = await self._guarded(self._redis.zrangebyscore(
+        hours = await self._guarded("spend", self._redis.zrangebyscore(
             f"{{{tenant}}}:r:hours", first_hour, last_hour))
         if not hours:
             return []
         pipe = self._redis.pipeline(transaction=False)
         for hour in hours:
             pipe.hgetall(f"{{{tenant}}}:r:{_text(hour)}")
-        tables = await self._guarded(pipe.execute())
+        tables = await self._guarded("spend", pipe.execute())
         rows: list[RollupRow] = []
         for hour, table in zip(hours, tables, strict=True):
             rows += _rows(tenant, int(_text(hour)), table)
@@ -202,7 +205,8 @@ class RedisStore:
 
     async def _tenant_entries(self, tenant: str) -> list[Usage]:
         entries: list[Usage] = []
-        for _, fields in await self._guarded(self._redis.xrange(f"{{{tenant}}}:usage")) or ():
+        log = await self._guarded("spend", self._redis.xrange(f"{{{tenant}}}:usage"))
+        for _, fields in log or ():
             i, o, c, cost, model, provider, ts = orjson.loads((fields or {})[b"u"])
             entries.append(Usage(i, o, c, i + o, nano_to_usd(cost), model, provider, tenant, ts))
         return entries
@@ -210,10 +214,11 @@ class RedisStore:
     async def _tenants_of(self, tenant: str | None) -> list[str]:
         if tenant is not None:
             return [tenant]
-        return sorted(_text(m) for m in await self._guarded(self._redis.smembers(_TENANTS_KEY)))
+        members = await self._guarded("spend", self._redis.smembers(_TENANTS_KEY))
+        return sorted(_text(m) for m in members)
 
     async def ping(self) -> None:
-        await self._guarded(self._redis.ping())
+        await self._guarded("ping", self._redis.ping())
 
     async def close(self) -> None:
         await self._redis.aclose()
@@ -221,15 +226,17 @@ class RedisStore:
     async def _know(self, tenant: str) -> None:
         """Remembers the tenant for queries across tenants; once per tenant per process."""
         if tenant not in self._tenants:
-            await self._guarded(self._redis.sadd(_TENANTS_KEY, tenant))
+            await self._guarded("settle", self._redis.sadd(_TENANTS_KEY, tenant))
             self._tenants.add(tenant)
 
-    async def _call(self, script: Any, keys: list[str], args: list[Any]) -> Any:
-        return await self._guarded(script(keys=keys, args=args))
+    async def _call(self, script: Any, keys: list[str], args: list[Any], operation: str) -> Any:
+        return await self._guarded(operation, script(keys=keys, args=args))
 
-    async def _guarded(self, awaitable: Any) -> Any:
-        """Redis failures leave the store as StoreError; on_store_error decides from there."""
+    async def _guarded(self, operation: str, awaitable: Any) -> Any:
+        """Redis failures leave the store as StoreError (counted per operation, for metrics);
+        on_store_error decides from there."""
         try:
             return await awaitable
         except (RedisError, OSError) as exc:
+            self.failures[operation] += 1
             raise StoreError(f"redis: {exc}") from exc

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests import leaks
 from tests.procs import Proc
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,6 +45,7 @@ TENANTS = (
     *(f"{concern}-{kind}" for concern in ("meter", "never", "hourly") for kind in KINDS),
 )
 SECRETS = {tenant: f"sk-e2e-{tenant}-0123456789abcdef" for tenant in TENANTS}
+leaks.SECRETS.update(SECRETS.values())
 
 MakeClient = Callable[..., Any]
 """``sdk(tenant)`` or ``sdk(api_key=...)``: an ``openai.OpenAI`` or ``openai.AsyncOpenAI``."""

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import aiohttp
 
+from tests import leaks
 from tests.procs import free_port, running
 
 SECRET = "sk-e2e-concurrency-tenant"
+leaks.SECRETS.add(SECRET)
 BODY = {"model": "gpt-4o-mini", "max_tokens": 10,
         "messages": [{"role": "user", "content": "count to ten"}]}
 

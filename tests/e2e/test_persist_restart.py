@@ -12,9 +12,11 @@ import aiohttp
 
 from gateway.store.memory import MemoryStore
 from gateway.store.persist import Persister
+from tests import leaks
 from tests.procs import free_port, running, stop
 
 SECRET = "sk-e2e-persist-tenant"
+leaks.SECRETS.add(SECRET)
 CONFIG = """
 store: "memory://?persist={state}"
 upstreams:

@@ -20,11 +20,13 @@ from gateway.cost.model import Filter
 from gateway.cost.windows import HOUR
 from gateway.store.base import Line
 from gateway.store.redis import RedisStore
+from tests import leaks
 from tests.procs import Proc, free_port, running, stop
 from tests.servers import start_redis
 
 SECRET = "sk-e2e-redis-tenant"
 ADMIN_SECRET = "sk-e2e-redis-tenant-admin"
+leaks.SECRETS.update([SECRET, ADMIN_SECRET])
 BODY = {"model": "gpt-4o-mini", "max_tokens": 10,
         "messages": [{"role": "user", "content": "count to ten"}]}
 TIMEOUT_S = 2  # upstream timeout: a reservation lives timeout + 60 s

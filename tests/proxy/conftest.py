@@ -19,10 +19,12 @@ from gateway.mock_upstream import STATS, MockStats, make_app
 from gateway.runtime import Runtime
 from gateway.settings.watch import LiveConfig, load_live
 from gateway.store.base import Store
+from tests import leaks
 
 KEYS = {"ci": "sk-test-acme-ci", "admin": "sk-test-acme-admin", "other": "sk-test-globex",
         "other_admin": "sk-test-globex-admin"}
 UPSTREAM_KEY = "sk-upstream-secret-0123456789"
+leaks.SECRETS.update([*KEYS.values(), UPSTREAM_KEY])
 
 
 def sha(secret: str) -> str:
@@ -80,10 +82,11 @@ class Harness:
         headers = {"Authorization": f"Bearer {KEYS[key]}", **kw.pop("headers", {})}
         return await self.client.post(f"/v1{path}", json=body, headers=headers, **kw)
 
-    async def chat(self, max_tokens: int = 10, key: str = "ci", **fields: Any) -> Any:
+    async def chat(self, max_tokens: int = 10, key: str = "ci",
+                   headers: dict[str, str] | None = None, **fields: Any) -> Any:
         body = {"model": "gpt-4o-mini", "max_tokens": max_tokens,
                 "messages": [{"role": "user", "content": "hello there"}], **fields}
-        return await self.post("/chat/completions", body, key=key)
+        return await self.post("/chat/completions", body, key=key, headers=headers or {})
 
 
 MakeHarness = Callable[..., Awaitable[Harness]]
@@ -101,7 +104,7 @@ async def gateway(
         path.write_text(config_text(str(mock.make_url("")).rstrip("/"), budgets, extra))
         config = load_live(str(path), Runtime.build)
         app = create_app(config, clock=clock, watch_interval_s=watch_interval_s)
-        client = await aiohttp_client(app)
+        client = await aiohttp_client(app, trace_configs=[leaks.trace_config()])
         return Harness(client, app, mock_app, config, path)
 
     return make

@@ -1,0 +1,50 @@
+"""What one request did, gathered as it goes and reported once at its end: one JSON access-log
+line and the request metrics, from the same record."""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+
+log = logging.getLogger("gateway.access")
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    route: str
+    started: float = field(default_factory=time.perf_counter)
+    tenant: str = "-"
+    key_name: str = "-"
+    model: str = "-"
+    stream: bool = False
+    decision: str = "-"  # allow | alert | clamp | hold | deny | no-budget | unmetered
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+    upstream_s: float = 0.0  # time spent waiting on the upstream
+    decisions: list[tuple[str, str, str]] = field(default_factory=list)  # budget, action, outcome
+    ratios: list[tuple[str, str, float]] = field(default_factory=list)  # budget, limit, ratio
+
+    @property
+    def elapsed_s(self) -> float:
+        return time.perf_counter() - self.started
+
+    def access_fields(self, status: int, elapsed_s: float) -> dict[str, object]:
+        return {
+            "status": status, "route": self.route, "tenant": self.tenant, "key": self.key_name,
+            "model": self.model, "stream": self.stream, "decision": self.decision,
+            "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+            "cost_usd": round(self.cost_usd, 9), "duration_ms": round(elapsed_s * 1e3, 3),
+            "upstream_ms": round(self.upstream_s * 1e3, 3),
+            "overhead_ms": round(max(elapsed_s - self.upstream_s, 0.0) * 1e3, 3),
+        }
+
+
+# The record of the request this task is handling; set by the middleware, filled by stages.
+current: ContextVar[RequestRecord | None] = ContextVar("request_record", default=None)
+
+
+def record() -> RequestRecord | None:
+    return current.get()

@@ -1,0 +1,100 @@
+"""/metrics after a scripted run: every figure moved as the run says it should."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.appkeys import BUFFER
+from gateway.store.base import StoreError
+from tests.proxy.conftest import KEYS, Harness, MakeHarness, config_text
+
+BUDGETS = """
+  - {name: daily, tenant: acme, max_tokens_per_day: 100000, alert_threshold: 0.0001}
+  - {name: tiny, tenant: acme, model: "gpt-4o", max_tokens_per_hour: 5}
+"""
+
+
+async def scrape(gw: Harness) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    resp = await gw.client.get("/metrics")
+    assert resp.status == 200 and resp.content_type == "text/plain"
+    samples = {}
+    for family in text_string_to_metric_families(await resp.text()):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples: dict[Any, float], name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def test_every_metric_moves_after_a_scripted_run(gateway: MakeHarness) -> None:
+    gw = await gateway(BUDGETS, watch_interval_s=0.02)
+    assert (await gw.chat(max_tokens=10)).status == 200
+    stream = await gw.chat(max_tokens=6, stream=True)
+    await stream.read()
+    assert (await gw.chat(max_tokens=10, model="gpt-4o")).status == 429
+    assert (await gw.client.post("/v1/chat/completions", json={})).status == 401
+    embed = await gw.post("/embeddings", {"model": "text-embedding-3-small", "input": "hi"})
+    assert embed.status == 200
+
+    samples = await scrape(gw)
+    chat = "/v1/chat/completions"
+    assert value(samples, "gateway_requests_total", tenant="acme", model="gpt-4o-mini",
+                 route=chat, status="200") == 2
+    assert value(samples, "gateway_requests_total", tenant="acme", model="gpt-4o",
+                 route=chat, status="429") == 1
+    assert value(samples, "gateway_requests_total", tenant="-", model="-", route=chat,
+                 status="401") == 1
+    tokens_in = sum(v for (n, labels), v in samples.items()
+                    if n == "gateway_tokens_total" and ("direction", "input") in labels)
+    tokens_out = sum(v for (n, labels), v in samples.items()
+                     if n == "gateway_tokens_total" and ("direction", "output") in labels)
+    assert (tokens_in, tokens_out) == (gw.stats.input_tokens, gw.stats.output_tokens)
+    assert value(samples, "gateway_cost_usd_total", tenant="acme", model="gpt-4o-mini") > 0
+    assert value(samples, "gateway_budget_decisions_total", budget="daily", action="reject",
+                 outcome="alert") == 3
+    assert value(samples, "gateway_budget_decisions_total", budget="tiny", action="reject",
+                 outcome="deny") == 1
+    assert 0 < value(samples, "gateway_budget_usage_ratio", budget="daily",
+                     limit="max_tokens_per_day") < 1
+    assert value(samples, "gateway_upstream_latency_seconds_count", route=chat) == 2
+    assert value(samples, "gateway_overhead_seconds_count", route=chat) == 2
+    assert value(samples, "gateway_overhead_seconds_sum", route=chat) > 0
+    assert value(samples, "gateway_reservations_in_flight") == 0
+    assert value(samples, "gateway_buffered_settlements") == 0
+
+    # a reload, a refused reload, a store that fails and a buffered settlement
+    mock_url = gw.config.current.settings.upstreams[0].base_url.removesuffix("/v1")
+    gw.path.write_text(config_text(mock_url, BUDGETS + "  - {name: x, tenant: acme}\n"))
+    for _ in range(200):
+        if gw.config.reload_failures:
+            break
+        await asyncio.sleep(0.02)
+    real_settle = gw.store.settle
+
+    async def failing_settle(*args: Any, **kwargs: Any) -> Any:
+        gw.store.failures["settle"] += 1
+        raise StoreError("connection refused")
+
+    gw.store.settle = failing_settle  # type: ignore[method-assign]
+    assert (await gw.chat(max_tokens=3)).status == 200
+    samples = await scrape(gw)
+    assert value(samples, "gateway_config_reload_failures_total") == 1
+    assert value(samples, "gateway_store_errors_total", operation="settle") == 1
+    assert value(samples, "gateway_buffered_settlements") == 1
+    gw.store.settle = real_settle  # type: ignore[method-assign]
+    assert await gw.app[BUFFER].flush() == 1
+    samples = await scrape(gw)
+    assert value(samples, "gateway_buffered_settlements") == 0
+    assert value(samples, "gateway_buffer_written_back_total") == 1
+
+
+async def test_metrics_need_no_key_and_say_nothing_secret(gateway: MakeHarness) -> None:
+    gw = await gateway()
+    await gw.chat(max_tokens=3)
+    text = await (await gw.client.get("/metrics")).text()
+    assert all(secret not in text for secret in KEYS.values())
