@@ -110,7 +110,7 @@ async def test_a_webhook_that_hangs_delays_no_request(tmp_path: Path) -> None:
     redis_port = free_port()
     with mock_upstream(tmp_path) as mock, redis(tmp_path, redis_port):
         per = await per_request_tokens(mock.url)
-        async with receiver(hang=True) as (hook, received):
+        async with receiver(hang=True) as (hook, _received):
             paths = configs(tmp_path, mock.url, redis_port, 4 * per, hook)
             with gateways(tmp_path, paths[:1]) as (gateway,):
                 statuses = await post_concurrently([gateway.url], 20)
