@@ -26,39 +26,39 @@ T = TypeVar("T")
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
+    from gateway.serve import serve
 
-    from gateway import log
-    from gateway.app import create_app
-    from gateway.runtime import Runtime
-    from gateway.settings.watch import load_live
+    clean = serve(args.config, host=args.host, port=args.port, workers=args.workers,
+                  grace_s=args.grace_s, worker=args.worker)
+    return EXIT_OK if clean else EXIT_ERROR
 
-    log.configure()
-    config = load_live(args.config, Runtime.build)
-    settings = config.current.settings
-    if args.workers > 1 and settings.store.startswith("memory://"):
-        print(
-            f"error: --workers {args.workers} needs a shared store, but {args.config} uses "
-            f"store: {settings.store!r}. Use store: \"redis://...\" or run one worker.",
-            file=sys.stderr,
-        )
-        return EXIT_ERROR
-    if args.workers > 1:
-        print(
-            "error: --workers > 1 is not available yet; run several `gateway serve` processes "
-            "on one redis store (different ports, behind your load balancer).",
-            file=sys.stderr,
-        )
-        return EXIT_ERROR
-    host, _, port = settings.listen.rpartition(":")
-    web.run_app(
-        create_app(config),
-        host=args.host or host,
-        port=args.port or int(port),
-        access_log=None,
-        print=lambda msg: print(msg, flush=True),
-    )
-    return EXIT_OK
+
+def _workers(text: str) -> int:
+    count = int(text)
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{text}: at least 1")
+    return count
+
+
+def _seconds(text: str) -> float:
+    seconds = float(text)
+    if not 0 <= seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text}: a number of seconds, 0 or more")
+    return seconds
+
+
+SERVE_EPILOG = """\
+Shutdown: on SIGTERM or SIGINT the gateway stops accepting connections (new ones are refused),
+lets the requests in flight, streams included, finish for up to --grace-s seconds, cuts off
+any still running (charging what they produced), writes every usage record and the persisted
+state, and exits 0. A process manager's stop timeout should exceed --grace-s by ~10 s.
+
+--workers N (N > 1, Redis store only): this process supervises N workers that share the port
+(SO_REUSEPORT). It forwards SIGTERM and SIGHUP to each, waits for them (up to --grace-s + 30 s,
+then kills them) and exits 0 only if every worker did. A worker that exits on its own is logged
+and stops the whole gateway, with exit status 1, for the process manager to restart it whole.
+uvloop is used when installed (pip install 'llm-budget-gateway[uvloop]').
+"""
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -275,11 +275,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    serve = sub.add_parser("serve", help="run the gateway")
+    serve = sub.add_parser("serve", help="run the gateway", epilog=SERVE_EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     serve.add_argument("--config", required=True, help="path to gateway.yaml")
     serve.add_argument("--host", help="overrides listen's host")
     serve.add_argument("--port", type=int, help="overrides listen's port")
-    serve.add_argument("--workers", type=int, default=1, help="processes (needs redis if > 1)")
+    serve.add_argument("--workers", type=_workers, default=1, metavar="N",
+                       help="processes sharing the port (default 1; more needs a redis store)")
+    serve.add_argument("--grace-s", type=_seconds, default=30.0, metavar="S",
+                       help="on SIGTERM/SIGINT, seconds the requests in flight get to finish "
+                            "before they are cut off (default 30)")
+    serve.add_argument("--worker", help=argparse.SUPPRESS)  # I/N: set by the supervisor
     serve.set_defaults(func=_serve)
 
     check = sub.add_parser("check-config", help="validate a configuration file")
