@@ -77,7 +77,8 @@ def test_worker_slots() -> None:
 
 
 def test_uvloop_when_installed(monkeypatch: pytest.MonkeyPatch) -> None:
-    uvloop = pytest.importorskip("uvloop")
+    import uvloop  # the test extras install it, so this path is always exercised
+
     assert serve.loop_factory() is uvloop.new_event_loop
     monkeypatch.setitem(sys.modules, "uvloop", None)  # as if not installed
     assert serve.loop_factory() is None
