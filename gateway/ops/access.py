@@ -19,7 +19,10 @@ class RequestRecord:
     key_name: str = "-"
     model: str = "-"
     stream: bool = False
-    decision: str = "-"  # allow | alert | clamp | hold | deny | no-budget | unmetered
+    decision: str = "-"  # allow | alert | clamp | deny | no-budget | unmetered
+    reason: str = ""  # why a request was denied
+    usage_ratio: float = 0.0  # the highest over the matching budgets, this request included
+    reserved_tokens: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
@@ -35,6 +38,8 @@ class RequestRecord:
         return {
             "status": status, "route": self.route, "tenant": self.tenant, "key": self.key_name,
             "model": self.model, "stream": self.stream, "decision": self.decision,
+            **({"reason": self.reason} if self.reason else {}),
+            "usage_ratio": round(self.usage_ratio, 6), "reserved_tokens": self.reserved_tokens,
             "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
             "cost_usd": round(self.cost_usd, 9), "duration_ms": round(elapsed_s * 1e3, 3),
             "upstream_ms": round(self.upstream_s * 1e3, 3),

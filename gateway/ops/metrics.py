@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -72,6 +73,7 @@ class _RuntimeCollector(Collector):
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
         self.requests = Counter("gateway_requests", "Requests by tenant, model, route, status",
                                 ["tenant", "model", "route", "status"], registry=r)
@@ -96,18 +98,26 @@ class Metrics:
         self.registry.register(_RuntimeCollector(gauges))
 
     def observe(self, rec: RequestRecord, status: int, elapsed_s: float) -> None:
-        self.requests.labels(rec.tenant, rec.model, rec.route, str(status)).inc()
-        for budget, action, outcome in rec.decisions:
-            self.decisions.labels(budget, action, outcome).inc()
+        self._child(self.requests, rec.tenant, rec.model, rec.route, str(status)).inc()
+        for labels in rec.decisions:
+            self._child(self.decisions, *labels).inc()
         for budget, limit, ratio in rec.ratios:
-            self.ratio.labels(budget, limit).set(ratio)
+            self._child(self.ratio, budget, limit).set(ratio)
         if rec.input_tokens or rec.output_tokens:
-            self.tokens.labels(rec.tenant, rec.model, "input").inc(rec.input_tokens)
-            self.tokens.labels(rec.tenant, rec.model, "output").inc(rec.output_tokens)
-            self.cost.labels(rec.tenant, rec.model).inc(rec.cost_usd)
+            self._child(self.tokens, rec.tenant, rec.model, "input").inc(rec.input_tokens)
+            self._child(self.tokens, rec.tenant, rec.model, "output").inc(rec.output_tokens)
+            self._child(self.cost, rec.tenant, rec.model).inc(rec.cost_usd)
         if rec.upstream_s:
-            self.upstream.labels(rec.route).observe(rec.upstream_s)
-            self.overhead.labels(rec.route).observe(max(elapsed_s - rec.upstream_s, 0.0))
+            self._child(self.upstream, rec.route).observe(rec.upstream_s)
+            self._child(self.overhead, rec.route).observe(max(elapsed_s - rec.upstream_s, 0.0))
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(...)``, remembered: prometheus-client takes a lock per lookup."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

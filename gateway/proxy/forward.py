@@ -3,6 +3,7 @@ back, streams event by event (never buffered whole), reading usage on the way.""
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Mapping
@@ -78,11 +79,7 @@ class Forwarder:
     ) -> web.StreamResponse:
         data, hide_usage = upstream_body(target, admission)
         upstream = target.upstream
-        timeout = (
-            aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=upstream.timeout_s)
-            if target.stream
-            else aiohttp.ClientTimeout(total=upstream.timeout_s)
-        )
+        timeout = _timeout(upstream.timeout_s, target.stream)
         started = time.perf_counter()
         try:
             async with self._session.post(
@@ -195,6 +192,14 @@ class Forwarder:
             exchange.reported = meter.reported
             exchange.produced_text = meter.produced_text()
         await _write_eof_quietly(response)
+
+
+@functools.lru_cache(maxsize=64)
+def _timeout(seconds: float, stream: bool) -> aiohttp.ClientTimeout:
+    """A stream may last longer than the timeout, as long as it keeps sending."""
+    if stream:
+        return aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=seconds)
+    return aiohttp.ClientTimeout(total=seconds)
 
 
 def _is_sse(resp: aiohttp.ClientResponse) -> bool:

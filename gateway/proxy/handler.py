@@ -80,12 +80,12 @@ class Pipeline:
             _note_settlement(rec, exchange, settlement)
 
     async def _admit(self, ask: Ask, runtime: Runtime, rec: access.RequestRecord) -> Admission:
-        who = f"tenant={ask.principal.tenant} key={ask.principal.key_name} model={ask.model}"
+        """The decision goes into the request's record: its access-log line is the one line
+        per budget decision."""
         try:
             admission = await self._admitter.admit(ask, runtime.budgets)
         except BudgetExceeded as denied:
-            log.info("budget decision %s decision=deny reason=%s", who, denied.message)
-            rec.decision = "deny"
+            rec.decision, rec.reason = "deny", denied.message
             rec.decisions.append((denied.budget, denied.action, "deny"))
             raise
         except StoreError as exc:
@@ -93,12 +93,11 @@ class Pipeline:
             admission = unmetered(runtime.settings.on_store_error, slots, ask.estimate, exc)
             rec.decision = "unmetered"
             return admission
-        rec.decision = _decision(admission)
+        rec.decision, rec.usage_ratio = _decision(admission), admission.usage_ratio
+        rec.reserved_tokens = admission.estimate.total
         rec.decisions.extend(_outcomes(admission))
         rec.ratios.extend((s.budget.name, s.limit.value, r)
                           for s, r in zip(admission.slots, admission.ratios, strict=True))
-        log.info("budget decision %s decision=%s ratio=%.4f reserved=%d", who, rec.decision,
-                 admission.usage_ratio, admission.estimate.total)
         return admission
 
 

@@ -8,6 +8,7 @@ usage in time buckets plus reservations pending until settled or expired. ``snap
 
 from __future__ import annotations
 
+import math
 from collections import Counter, OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,24 +34,48 @@ class Pending:
 
 @dataclass(slots=True)
 class LineState:
+    """One line's counters, with running totals so a check costs the same whatever the
+    traffic: buckets and holds are only walked when one of them actually leaves."""
+
     buckets: dict[int, int] = field(default_factory=dict)  # settled usage per bucket
     pending: dict[str, Pending] = field(default_factory=dict)  # reservation id -> hold
+    settled_total: int = 0
+    pending_total: int = 0
+    oldest: int = -(2**62)  # buckets before this one have been dropped
+    next_expiry: float = math.inf  # the earliest expiry among the holds
 
     def purge(self, line: Line, now: float) -> None:
         oldest = line.window.oldest(now)
-        for b in [b for b in self.buckets if b < oldest]:
-            del self.buckets[b]
-        for rid in [r for r, p in self.pending.items() if p.expires_at <= now]:
-            del self.pending[rid]
+        if oldest > self.oldest:
+            for b in [b for b in self.buckets if b < oldest]:
+                self.settled_total -= self.buckets.pop(b)
+            self.oldest = oldest
+        if now >= self.next_expiry:
+            for rid in [r for r, p in self.pending.items() if p.expires_at <= now]:
+                self.pending_total -= self.pending.pop(rid).amount
+            self.next_expiry = min((p.expires_at for p in self.pending.values()),
+                                   default=math.inf)
 
     def used(self) -> int:
-        return sum(self.buckets.values()) + sum(p.amount for p in self.pending.values())
+        return self.settled_total + self.pending_total
+
+    def hold(self, rid: str, held: Pending) -> None:
+        self.pending[rid] = held
+        self.pending_total += held.amount
+        self.next_expiry = min(self.next_expiry, held.expires_at)
+
+    def release(self, rid: str) -> Pending | None:
+        held = self.pending.pop(rid, None)
+        if held is not None:
+            self.pending_total -= held.amount
+        return held
 
     def charge(self, line: Line, bucket: int, amount: int, now: float) -> None:
         """Usage lands in its reservation's bucket while that still counts, else in now's."""
         if bucket < line.window.oldest(now):
             bucket = line.window.bucket(now)
         self.buckets[bucket] = self.buckets.get(bucket, 0) + amount
+        self.settled_total += amount
 
     def snapshot(self) -> dict[str, object]:
         return {
@@ -66,13 +91,14 @@ class LineState:
             at = f"{where}.buckets[{i}]"
             bucket, amount = _pair(pair, at)
             restored.buckets[typed(bucket, int, at)] = typed(amount, int, at)
+            restored.settled_total += typed(amount, int, at)
         for rid, held in typed(fields.get("pending"), dict, f"{where}.pending").items():
             at = f"{where}.pending.{rid}"
             values = typed(held, list, at)
             if len(values) != 3:
                 raise ValueError(f"{at}: expected [amount, bucket, expires_at]")
-            restored.pending[rid] = Pending(
-                typed(values[0], int, at), typed(values[1], int, at), number(values[2], at))
+            restored.hold(rid, Pending(
+                typed(values[0], int, at), typed(values[1], int, at), number(values[2], at)))
         return restored
 
 
@@ -116,7 +142,7 @@ class MemoryStore:
             when = fits_at([(lines[i], used[i], states[i].buckets) for i in failed], now)
             return ReserveResult(False, used, failed, when)
         for line, state in zip(lines, states, strict=True):
-            state.pending[rid] = Pending(line.amount, line.window.bucket(now), now + ttl_s)
+            state.hold(rid, Pending(line.amount, line.window.bucket(now), now + ttl_s))
         return ReserveResult(True, used)
 
     async def settle(
@@ -129,7 +155,7 @@ class MemoryStore:
             self._settled.popitem(last=False)
         for line in lines:
             state = self._state(line, now)
-            held = state.pending.pop(rid, None)
+            held = state.release(rid)
             bucket = held.bucket if held is not None else line.window.bucket(now)
             state.charge(line, bucket, line.amount, now)
         if usage is not None:

@@ -241,12 +241,12 @@ def worker_pids(gateway: Proc, count: int) -> dict[int, int]:
 
 
 def pids_that_served(gateway: Proc) -> set[int]:
-    """The pid on each worker's JSON log line of a proxied request's budget decision."""
+    """The pid on each worker's access-log line of a proxied request."""
     served = set()
     for line in gateway.output().splitlines():
         if line.startswith("{"):
             entry = json.loads(line)
-            if entry.get("msg", "").startswith("budget decision"):
+            if entry.get("logger") == "gateway.access" and entry.get("decision") != "-":
                 served.add(entry["pid"])
     return served
 
