@@ -26,6 +26,7 @@ from gateway.cost.rollup import RollupRow, hour_of
 from gateway.cost.windows import Window
 from gateway.store import spend
 from gateway.store.base import BudgetDefinitions, Line, ReserveResult, StoreError
+from gateway.store.coalesce import Coalescer
 from gateway.store.redis_budgets import RedisBudgetDefinitions, budgets_key
 
 _SETTLED_MARKER_TTL_S = 86_400
@@ -85,6 +86,8 @@ class RedisStore:
         self.definitions: BudgetDefinitions = RedisBudgetDefinitions(client)
         self.failures: Counter[str] = Counter()
         self._held: dict[str, float] = {}  # this instance's reservations: id -> expires_at
+        # a cluster pipelines per node already; coalescing is for one server
+        self._batch = Coalescer(client) if isinstance(client, aioredis.Redis) else None
         self._tenants: set[str] = set()
 
     @classmethod
@@ -230,6 +233,8 @@ class RedisStore:
             self._tenants.add(tenant)
 
     async def _call(self, script: Any, keys: list[str], args: list[Any], operation: str) -> Any:
+        if self._batch is not None:
+            return await self._guarded(operation, self._batch.call(script, keys, args))
         return await self._guarded(operation, script(keys=keys, args=args))
 
     async def _guarded(self, operation: str, awaitable: Any) -> Any:
