@@ -73,12 +73,18 @@ class TiktokenEncoder:
 
     def __init__(self, encoding: tiktoken.Encoding) -> None:
         self.name = encoding.name
-        self._encoding = encoding
+        # Only the Rust core is kept: the Encoding's Python copy of the ranks (a dict of some
+        # 200,000 byte strings, ~50 MB per vocabulary) is needed for decoding, never to count.
+        self._core = encoding._core_bpe
 
     def count(self, text: str) -> int:
         # encode_ordinary: user text may legitimately contain "<|endoftext|>", which plain
         # encode() refuses; the upstream counts it as ordinary text too.
-        return len(self._encoding.encode_ordinary(text))
+        try:
+            return len(self._core.encode_ordinary(text))
+        except UnicodeEncodeError:  # lone surrogates: counted as tiktoken itself would
+            text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+            return len(self._core.encode_ordinary(text))
 
 
 class FallbackEncoder:
