@@ -59,8 +59,7 @@ for i = 1, n do
       sum = sum + amount
     end
   end
-  table.sort(buckets, function(x, y) return x[1] < y[1] end)
-  buckets_of[i] = buckets
+  buckets_of[i] = buckets  -- sorted only if this line fails (fits_at needs the order)
   used[i] = sum
 end
 
@@ -83,6 +82,7 @@ if #failed > 0 then
     end
     local excess = used[i] + line.amount - line.limit
     local freed, when = 0, line.leaves_now
+    table.sort(buckets_of[i], function(x, y) return x[1] < y[1] end)
     for _, entry in ipairs(buckets_of[i]) do
       freed = freed + entry[2]
       if freed >= excess then
