@@ -73,3 +73,12 @@ def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
         except subprocess.TimeoutExpired:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=5)
+
+
+@contextlib.contextmanager
+def mock_upstream(tmp: Path) -> Iterator[Proc]:
+    """``gateway mock-upstream`` on a free port, its log in ``tmp``."""
+    port = free_port()
+    with running(["mock-upstream", "--port", str(port)], port, "/v1/mock/stats",
+                 tmp / "mock.log") as mock:
+        yield mock

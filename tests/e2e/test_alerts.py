@@ -14,8 +14,8 @@ import aiohttp
 from aiohttp import web
 
 from tests import leaks
-from tests.e2e.test_redis_store import BODY, gateways, mock_upstream, per_request_tokens, redis
-from tests.procs import free_port
+from tests.e2e.test_redis_store import BODY, gateways, per_request_tokens, redis
+from tests.procs import free_port, mock_upstream
 
 SECRET = "sk-e2e-alerts-tenant"
 leaks.SECRETS.add(SECRET)

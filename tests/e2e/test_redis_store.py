@@ -21,7 +21,7 @@ from gateway.cost.windows import HOUR
 from gateway.store.base import Line
 from gateway.store.redis import RedisStore
 from tests import leaks
-from tests.procs import Proc, free_port, running, stop
+from tests.procs import Proc, free_port, mock_upstream, running, stop
 from tests.servers import start_redis
 
 SECRET = "sk-e2e-redis-tenant"
@@ -97,14 +97,6 @@ async def post_many(urls: list[str], count: int, body: dict[str, Any] = BODY) ->
                 return 0
 
         return await asyncio.gather(*(one(i) for i in range(count)))
-
-
-@contextlib.contextmanager
-def mock_upstream(tmp: Path) -> Iterator[Proc]:
-    port = free_port()
-    with running(["mock-upstream", "--port", str(port)], port, "/v1/mock/stats",
-                 tmp / "mock.log") as mock:
-        yield mock
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ from gateway.store.memory import MemoryStore
 from gateway.store.persist import Persister
 from gateway.store.redis import RedisStore
 from tests import leaks
-from tests.procs import Proc, free_port, running
+from tests.procs import Proc, free_port, mock_upstream, running
 from tests.servers import redis_server
 
 SECRET = "sk-e2e-shutdown-tenant"
@@ -57,14 +57,6 @@ def write_config(tmp: Path, mock: str, store: str) -> Path:
     path.write_text(CONFIG.format(store=store, mock=mock, tenant=TENANT,
                                   sha=hashlib.sha256(SECRET.encode()).hexdigest()))
     return path
-
-
-@contextlib.contextmanager
-def mock_upstream(tmp: Path) -> Iterator[Proc]:
-    port = free_port()
-    with running(["mock-upstream", "--port", str(port)], port, "/v1/mock/stats",
-                 tmp / "mock.log") as mock:
-        yield mock
 
 
 async def mock_stats(mock: Proc) -> dict[str, Any]:
