@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 
 import aiohttp
@@ -37,10 +38,12 @@ from gateway.proxy.record import Recorder
 from gateway.proxy.tenant_budgets import ApiBudgets
 from gateway.runtime import Runtime
 from gateway.settings.watch import LiveConfig
-from gateway.store.base import Store
+from gateway.store.base import Store, StoreError
 from gateway.store.buffer import SettleBuffer
 from gateway.store.factory import open_store
 from gateway.store.persist import persistence
+
+log = logging.getLogger(__name__)
 
 CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
 
@@ -79,6 +82,10 @@ def _store(given: Store | None) -> CleanupCtx:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         store = given or open_store(app[CONFIG].current.settings.store)
         app[STORE] = store
+        try:
+            await store.connect()
+        except StoreError as exc:  # serve anyway: on_store_error decides per request
+            log.warning("budget store not reachable at start-up: %s", exc)
         try:
             yield
         finally:

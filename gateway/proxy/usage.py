@@ -6,6 +6,7 @@ the client received, never as free.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,7 @@ import orjson
 
 from gateway.proxy.endpoints import Endpoint
 
+_BLANK_LINE = re.compile(rb"\r?\n\r?\n")  # the end of an event, LF or CRLF
 _FINAL_RESPONSE_EVENTS = {"response.completed", "response.incomplete", "response.failed"}
 _RESPONSE_TEXT_EVENTS = {
     "response.output_text.delta",
@@ -94,10 +96,12 @@ class SSESplitter:
         self._buffer = b""
 
     def feed(self, chunk: bytes) -> list[bytes]:
+        """The buffer stays as received, so where a chunk ends never changes the events."""
         data = self._buffer + chunk
         if b"\r" in data:
-            data = data.replace(b"\r\n", b"\n")
-        *events, self._buffer = data.split(b"\n\n")
+            *events, self._buffer = _BLANK_LINE.split(data)
+        else:
+            *events, self._buffer = data.split(b"\n\n")
         return [e + b"\n\n" for e in events]
 
     def rest(self) -> bytes:
@@ -163,5 +167,5 @@ class StreamMeter:
 
 
 def _data_of(event: bytes) -> bytes | None:
-    lines = [ln[5:].lstrip(b" ") for ln in event.split(b"\n") if ln.startswith(b"data:")]
+    lines = [ln[5:].strip(b" \r") for ln in event.split(b"\n") if ln.startswith(b"data:")]
     return b"\n".join(lines) if lines else None

@@ -10,8 +10,8 @@ import difflib
 import enum
 import math
 import re
-from collections.abc import Mapping, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import yaml
 from yaml.constructor import ConstructorError
@@ -96,6 +96,9 @@ class Reader:
             return None
         except yaml.reader.ReaderError as exc:
             self._syntax(text.count("\n", 0, exc.position) + 1, str(exc))
+            return None
+        except RecursionError:
+            self._syntax(None, "nested too deeply")
             return None
         if root is None:
             self.errors.append(ConfigError(self.source, 1, "(document)", "the file is empty"))
@@ -186,7 +189,10 @@ class Reader:
         if scalar.tag != _TAG + "int":
             self.error(node, path, f"expected an integer, got {kind(scalar)}")
             return None
-        value = self._yaml.construct_yaml_int(scalar)
+        value: int | None = self._construct(scalar, path, self._yaml.construct_yaml_int,
+                                            "an integer")
+        if value is None:
+            return None
         if value < minimum:
             self.error(node, path, f"must be >= {minimum}, got {value}")
         return value
@@ -198,12 +204,18 @@ class Reader:
         if scalar is None:
             return None
         if scalar.tag == _TAG + "int":
+            whole = self._construct(scalar, path, self._yaml.construct_yaml_int, "a number")
+            if whole is None:
+                return None
             try:
-                value = float(self._yaml.construct_yaml_int(scalar))
+                value = float(whole)
             except OverflowError:
                 value = math.inf
         elif scalar.tag == _TAG + "float":
-            value = self._yaml.construct_yaml_float(scalar)
+            fraction = self._construct(scalar, path, self._yaml.construct_yaml_float, "a number")
+            if fraction is None:
+                return None
+            value = fraction
         else:
             self.error(node, path, f"expected a number, got {kind(scalar)}")
             return None
@@ -223,7 +235,18 @@ class Reader:
         if scalar.tag != _TAG + "bool":
             self.error(node, path, f"expected true or false, got {kind(scalar)}")
             return None
-        return self._yaml.construct_yaml_bool(scalar)
+        flag: bool | None = self._construct(scalar, path, self._yaml.construct_yaml_bool,
+                                            "true or false")
+        return flag
+
+    def _construct(self, scalar: ScalarNode, path: str, construct: Callable[[ScalarNode], Any],
+                   what: str) -> Any:
+        """PyYAML tags some text as a number (``0x_``, ``!!int abc``) it cannot convert."""
+        try:
+            return construct(scalar)
+        except (ValueError, KeyError, TypeError):
+            self.error(scalar, path, f"expected {what}; this value cannot be read as one")
+            return None
 
     def choice(self, node: Node, path: str, choices: type[E]) -> E | None:
         value = self.string(node, path)

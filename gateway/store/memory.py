@@ -200,6 +200,9 @@ class MemoryStore:
     async def entries(self, tenant: str | None) -> list[Usage]:
         return [u for u in self.tracker.entries() if tenant is None or u.tenant_id == tenant]
 
+    async def connect(self) -> None:
+        return None
+
     async def ping(self) -> None:
         return None
 

@@ -44,7 +44,12 @@ _RETRIES: dict[str, Any] = {
 
 
 def _script(name: str) -> str:
-    return (resources.files("gateway.store") / "lua" / name).read_text()
+    lua = resources.files("gateway.store") / "lua"
+    prelude = (lua / "lines.lua").read_text() if name in _WITH_LINES else ""
+    return prelude + (lua / name).read_text()
+
+
+_WITH_LINES = {"reserve.lua", "settle.lua", "peek.lua"}
 
 
 def _keys(line: Line) -> tuple[str, str, str]:
@@ -219,6 +224,15 @@ class RedisStore:
             return [tenant]
         members = await self._guarded("spend", self._redis.smembers(_TENANTS_KEY))
         return sorted(_text(m) for m in members)
+
+    async def connect(self) -> None:
+        """Meets every node before traffic does: a cluster client's first burst of concurrent
+        connections otherwise races inside redis-py."""
+        if isinstance(self._redis, RedisCluster):
+            await self._guarded("ping", self._redis.initialize())
+            await self._guarded("ping", self._redis.ping(target_nodes=RedisCluster.ALL_NODES))
+        else:
+            await self.ping()
 
     async def ping(self) -> None:
         await self._guarded("ping", self._redis.ping())

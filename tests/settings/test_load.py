@@ -537,3 +537,16 @@ def test_the_file_overrides_and_extends_the_shipped_pricing() -> None:
     assert prices["gpt-4o-mini"] == Price(input=1.0, output=2.0)  # replaced whole, not merged
     assert prices["my-model-*"] == Price(input=0.5, cached_input=0.1, output=0.0)
     assert prices["gpt-4o"] == shipped_pricing()["gpt-4o"]
+
+
+@pytest.mark.parametrize("text", [
+    "max_body_bytes: 0x_",
+    "max_body_bytes: 0b_",
+    "max_body_bytes: !!int abc",
+    "default_max_output_tokens: !!float abc",
+    "[" * 2000,
+])
+def test_text_yaml_cannot_convert_is_a_config_error_not_a_crash(text: str) -> None:
+    with pytest.raises(ConfigErrors) as info:
+        parse_settings(text, "f.yaml", {})
+    assert all(e.file == "f.yaml" and e.field for e in info.value.errors)

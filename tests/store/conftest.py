@@ -50,5 +50,6 @@ async def _open(request: pytest.FixtureRequest) -> Store:
 @pytest.fixture(params=BACKENDS)
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
     backend = await _open(request)
+    await backend.connect()
     yield backend
     await backend.close()

@@ -15,10 +15,6 @@ for i = 1, #KEYS / 3 do
     local held = redis.call('HGET', pending, id)
     if held then sum = sum - tonumber(string.match(held, '^(%-?%d+)')) end
   end
-  local flat = redis.call('ZRANGE', settled, 0, -1, 'WITHSCORES')
-  for j = 1, #flat, 2 do
-    if tonumber(flat[j]) >= oldest then sum = sum + tonumber(flat[j + 1]) end
-  end
-  reply[i] = sum
+  reply[i] = sum + settled_total(settled, pending, oldest, false)
 end
 return reply

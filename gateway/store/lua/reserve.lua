@@ -25,7 +25,7 @@ if ARGV[4] ~= '' then
   end
 end
 
-local used, lines, buckets_of = {}, {}, {}
+local used, lines = {}, {}
 for i = 1, n do
   local settled, pending, expiry = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
   local base = 4 + (i - 1) * 8
@@ -46,21 +46,8 @@ for i = 1, n do
     end
     redis.call('ZREM', expiry, id)
   end
-  local sum = tonumber(redis.call('HGET', pending, '_sum') or '0')
-  local flat = redis.call('ZRANGE', settled, 0, -1, 'WITHSCORES')
-  local buckets = {}
-  for j = 1, #flat, 2 do
-    local b = tonumber(flat[j])
-    if b < line.oldest then
-      redis.call('ZREM', settled, flat[j])
-    else
-      local amount = tonumber(flat[j + 1])
-      buckets[#buckets + 1] = {b, amount}
-      sum = sum + amount
-    end
-  end
-  buckets_of[i] = buckets  -- sorted only if this line fails (fits_at needs the order)
-  used[i] = sum
+  local held_total = tonumber(redis.call('HGET', pending, '_sum') or '0')
+  used[i] = held_total + settled_total(settled, pending, line.oldest, true)
 end
 
 local failed = {}
@@ -82,8 +69,13 @@ if #failed > 0 then
     end
     local excess = used[i] + line.amount - line.limit
     local freed, when = 0, line.leaves_now
-    table.sort(buckets_of[i], function(x, y) return x[1] < y[1] end)
-    for _, entry in ipairs(buckets_of[i]) do
+    local flat = redis.call('ZRANGE', KEYS[3 * i - 2], 0, -1, 'WITHSCORES')
+    local buckets = {}
+    for j = 1, #flat, 2 do
+      buckets[#buckets + 1] = {tonumber(flat[j]), tonumber(flat[j + 1])}
+    end
+    table.sort(buckets, function(x, y) return x[1] < y[1] end)
+    for _, entry in ipairs(buckets) do
       freed = freed + entry[2]
       if freed >= excess then
         if line.width == 0 then
@@ -105,12 +97,8 @@ else
     redis.call('HINCRBY', pending, '_sum', line.amount)
     redis.call('ZADD', expiry, expires_at, rid)
     local keep = math.ceil(tonumber(expires_at) - now) + 60
-    redis.call('EXPIRE', pending, keep, 'GT')
-    redis.call('EXPIRE', expiry, keep, 'GT')
-    if redis.call('TTL', pending) < 0 then
-      redis.call('EXPIRE', pending, keep)
-      redis.call('EXPIRE', expiry, keep)
-    end
+    keep_at_least(pending, keep)
+    keep_at_least(expiry, keep)
   end
   reply = {1, '0'}
 end

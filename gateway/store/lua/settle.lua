@@ -33,8 +33,15 @@ for i = 1, n do
     if tonumber(at) >= oldest then bucket = tonumber(at) end
   end
   if amount ~= 0 then
+    local keep = tonumber(ARGV[base + 4])
     redis.call('ZINCRBY', settled, amount, bucket)
-    redis.call('EXPIRE', settled, tonumber(ARGV[base + 4]))
+    redis.call('EXPIRE', settled, keep)
+    if tonumber(redis.call('HGET', pending, '_oldest')) == oldest then
+      redis.call('HINCRBY', pending, '_settled', amount)
+    else
+      settled_total(settled, pending, oldest, true)  -- counts the amount just added
+    end
+    keep_at_least(pending, keep)
   end
 end
 local u = 2 + n * 4
