@@ -44,10 +44,11 @@ from tests.servers import start_redis
 SUT_CPU, LOAD_CPU = 0, 1
 FULL = Plan(seconds=8, rounds=4, warm_s=2, ttfb_requests=500, streams=1_000,
             keys=(10, 1_000, 100_000), budgets=(1, 5, 20), bodies=(1_000, 100_000, 1_000_000))
+SECTIONS = ("main", "key", "budget", "body", "stream")
 QUICK = dataclasses.replace(FULL, seconds=3, rounds=3, warm_s=1, ttfb_requests=150)
 
 
-def run(plan: Plan, tmp: Path, cpu: int | None) -> Results:
+def run(plan: Plan, tmp: Path, cpu: int | None, only: list[str]) -> Results:
     results = Results()
     with contextlib.ExitStack() as stack:
         upstream = stack.enter_context(nginx(tmp))
@@ -55,11 +56,8 @@ def run(plan: Plan, tmp: Path, cpu: int | None) -> Results:
         redis = start_redis(tmp, redis_port)
         stack.callback(stop, redis)
         bench = Bench(plan, tmp, results, upstream.url, redis_port, cpu)
-        bench.main_rows()
-        bench.key_rows()
-        bench.budget_rows()
-        bench.body_rows()
-        bench.stream_rows()
+        for section in only or SECTIONS:
+            getattr(bench, f"{section}_rows")()
     return results
 
 
@@ -68,6 +66,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help=f"{QUICK.seconds} s per wrk run instead of {FULL.seconds}")
     parser.add_argument("--save", type=Path, help="write the JSON here (default: a temp dir)")
+    parser.add_argument("--only", action="append", choices=SECTIONS, default=[],
+                        help="run only this section (repeatable); default: all")
     args = parser.parse_args()
     plan = QUICK if args.quick else FULL
     for binary, package in (("nginx", "nginx-light"), ("wrk", "wrk"),
@@ -80,7 +80,7 @@ def main() -> None:
     for line in header["lines"]:
         print(line, flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-run-") as tmp:
-        results = run(plan, Path(tmp), SUT_CPU if pinned else None)
+        results = run(plan, Path(tmp), SUT_CPU if pinned else None, args.only)
     rows = sections(results, f"{plan.seconds:g} s per figure in {plan.rounds} interleaved "
                              f"rounds")
     print()

@@ -67,9 +67,10 @@ def run(host: str = "127.0.0.1", port: int = 9000) -> None:
 
 
 async def _serve(host: str, port: int) -> None:
-    from gateway.cost.tokens import default_tokenizers
+    from gateway.cost.tokens import EXPECTED_SHA256, default_tokenizers
 
-    await asyncio.to_thread(default_tokenizers().preload)  # not on the first request's time
+    # Every vocabulary, not on the first request's time.
+    await asyncio.to_thread(default_tokenizers().preload, tuple(EXPECTED_SHA256))
     runner = web.AppRunner(make_app(), access_log=None, handle_signals=False)
     await runner.setup()
     try:

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from gateway.cost.tokens import Encoder, encoder_for
+from gateway.cost.tokens import Encoder, default_tokenizers, encoder_for, encoding_name_for
 from gateway.proxy.endpoints import Endpoint
 
 TOKENS_PER_MESSAGE = 3
@@ -246,6 +246,15 @@ def _gather(endpoint: Endpoint, body: Mapping[str, Any]) -> tuple[Encoder, _Tall
     return encoder_for(model if isinstance(model, str) else ""), tally
 
 
+async def _vocabulary_loaded(model: object) -> None:
+    """A vocabulary not preloaded is loaded on first use (~0.1 s) on a worker thread, so the
+    requests around it keep flowing; memory goes only to vocabularies in use."""
+    name = encoding_name_for(model) if isinstance(model, str) else None
+    tokenizers = default_tokenizers()
+    if name is not None and not tokenizers.loaded(name):
+        await asyncio.to_thread(tokenizers.encoding, name)
+
+
 def count_input_tokens(endpoint: Endpoint, body: Mapping[str, Any]) -> tuple[int, bool]:
     """Input tokens of a request and whether the count is exact; tokenizes on this thread."""
     encoder, tally = _gather(endpoint, body)
@@ -297,6 +306,7 @@ async def estimate(
     does not stall other requests; ~32 K chars of prose counts in about a millisecond, less
     than the hop to a thread and back would be worth. The fallback estimator is always quick.
     """
+    await _vocabulary_loaded(body.get("model"))
     encoder, tally = _gather(endpoint, body)
     if encoder.exact and tally.chars > offload_above_chars:
         input_tokens = await asyncio.to_thread(tally.count, encoder)

@@ -7,7 +7,14 @@ from typing import Any
 import orjson
 import pytest
 
-from gateway.cost.tokens import encoder_for
+from gateway.cost.tokens import (
+    CL100K_BASE,
+    O200K_BASE,
+    Tokenizers,
+    default_tokenizers,
+    encoder_for,
+)
+from gateway.proxy import estimate as estimate_module
 from gateway.proxy.endpoints import Endpoint
 from gateway.proxy.estimate import (
     AUDIO_PART,
@@ -410,8 +417,28 @@ async def test_big_body_is_counted_on_a_thread(thread_calls: list[Any]) -> None:
     assert result == Estimate(count_input_tokens(CHAT, body)[0], 1024, True)
 
 
+async def test_a_vocabulary_not_preloaded_loads_on_a_thread_once(
+    thread_calls: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fresh = Tokenizers()
+    monkeypatch.setattr(estimate_module, "default_tokenizers", lambda: fresh)
+    body = {"model": "text-embedding-3-small", "input": "hello world"}
+    assert not fresh.loaded(CL100K_BASE)
+    assert await estimate(EMBEDDINGS, body, 1024) == Estimate(2, 0, True)
+    assert thread_calls == [fresh.encoding] and fresh.loaded(CL100K_BASE)
+    await estimate(EMBEDDINGS, body, 1024)
+    assert len(thread_calls) == 1
+
+
+def test_only_the_current_vocabulary_is_preloaded() -> None:
+    fresh = Tokenizers()
+    fresh.preload()
+    assert fresh.loaded(O200K_BASE) and not fresh.loaded(CL100K_BASE)
+
+
 async def test_offload_threshold_is_the_collected_text_length(thread_calls: list[Any]) -> None:
     body = {"model": "text-embedding-3-small", "input": ["x" * 600, "y" * 600]}
+    default_tokenizers().encoding(CL100K_BASE)  # loaded: only counting may go to a thread
     await estimate(EMBEDDINGS, body, 1024, offload_above_chars=1_200)
     assert thread_calls == []
     await estimate(EMBEDDINGS, body, 1024, offload_above_chars=1_199)
