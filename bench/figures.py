@@ -12,6 +12,7 @@ MAX_TTFB_OVER_FORWARDER_MS = 1.5
 MAX_STREAMS_RSS_MB = 150.0
 MAX_KEYS_GROWTH_PCT = 10.0
 MAX_US_PER_BUDGET = 20.0
+MAX_LONG_RUN_GROWTH_PCT = 5.0  # "flat": RSS at the end over RSS after the first tenth
 
 Section = tuple[str, list[Row]]
 
@@ -28,6 +29,8 @@ def sections(r: Results, timing: str) -> list[Section]:
          "comparison)", _budgets(r)),
         ("request body size (1 client; +p50: over direct with the same body)", _bodies(r)),
         ("concurrent open streams (redis store; RSS: all streams open)", _streams(r)),
+        ("long run (gateway, redis store, 16 clients; RSS sampled about every tenth)",
+         _long(r)),
     ]
 
 
@@ -163,6 +166,19 @@ def _streams(r: Results) -> list[Row]:
                                     r.rss[f"{prefix}:open"], MAX_STREAMS_RSS_MB, False, " MB"))
         rows.append(row)
     return rows
+
+
+def _long(r: Results) -> list[Row]:
+    samples = r.samples.get("long", [])
+    if len(samples) < 2:
+        return []
+    served = r.sizes["long"][0]
+    first, last = samples[0][1], samples[-1][1]
+    row = Row(f"{served:,} requests, gateway redis", rss_mb=last)
+    row.notes.append("RSS " + ", ".join(f"{mb:.1f}" for _, mb in samples) + " MB")
+    row.checks.append(Check(f"RSS growth after the first {samples[0][0]:,} requests",
+                            (last / first - 1) * 100, MAX_LONG_RUN_GROWTH_PCT, False, " %"))
+    return [row]
 
 
 def _size(size: int) -> str:

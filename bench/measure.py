@@ -9,6 +9,7 @@ import collections
 import contextlib
 import dataclasses
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,8 @@ BODY_SIZE = 1_000
 GATEWAY_READY_S = 600.0  # 100,000 keys take a while to load
 OPEN_TIMEOUT_S = 120.0
 SETTLE_S = 1.0
+LONG_SLICE_S = 2  # wrk runs of the long run; RSS is read between them
+LONG_MAX_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ class Plan:
     warm_s: float  # a 16-client wrk run before a system's first measured one
     ttfb_requests: int
     streams: int
+    long_requests: int
     keys: tuple[int, ...]
     budgets: tuple[int, ...]
     bodies: tuple[int, ...]
@@ -202,6 +206,24 @@ class Bench:
             config = self.config("redis", stream_base=slow.url + JSON_PATH)
             with self.gateway("streams-gateway", config) as gw:
                 self._hold("gateway redis", gw, gw.url + JSON_PATH + CHAT, slow.url)
+
+    def long_rows(self) -> None:
+        """RSS along a run of ``long_requests`` requests (16 clients, redis store), sampled
+        after each tenth, so that growth (a leak) shows apart from the first warm-up."""
+        self.flush_redis()
+        target, served, samples = self.plan.long_requests, 0, []
+        with self.gateway("long-gateway", self.config("redis")) as gw:
+            self.warm([gw.url])
+            deadline = time.monotonic() + LONG_MAX_S
+            while served < target and time.monotonic() < deadline:
+                load = wrk(gw.url + CHAT_PATH, self.body, SECRET, 16, LONG_SLICE_S)
+                served += load.requests
+                if served >= len(samples) * target / 10:
+                    samples.append((served, gw.rss_mb()))
+        self.results.sizes["long"] = [served]
+        self.results.samples["long"] = samples
+        print(f"  long run: {served:,} requests; RSS " +
+              ", ".join(f"{mb:.1f}" for _, mb in samples) + " MB", file=sys.stderr, flush=True)
 
     def _hold(self, system: str, proc: Service, url: str, slow: str) -> None:
         rss = asyncio.run(hold_streams(url, self.headers, self.stream_body, self.plan.streams,

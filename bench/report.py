@@ -21,6 +21,7 @@ class Results:
     ttfb: dict[str, list[float]] = field(default_factory=dict)
     rss: dict[str, float] = field(default_factory=dict)  # MB
     sizes: dict[str, list[int]] = field(default_factory=dict)  # the scaling steps measured
+    samples: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # (requests, MB)
 
 
 @dataclass(frozen=True)

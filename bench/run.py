@@ -43,9 +43,11 @@ from tests.servers import start_redis
 
 SUT_CPU, LOAD_CPU = 0, 1
 FULL = Plan(seconds=8, rounds=4, warm_s=2, ttfb_requests=500, streams=1_000,
+            long_requests=100_000,
             keys=(10, 1_000, 100_000), budgets=(1, 5, 20), bodies=(1_000, 100_000, 1_000_000))
-SECTIONS = ("main", "key", "budget", "body", "stream")
-QUICK = dataclasses.replace(FULL, seconds=3, rounds=3, warm_s=1, ttfb_requests=150)
+SECTIONS = ("main", "key", "budget", "body", "stream", "long")
+QUICK = dataclasses.replace(FULL, seconds=3, rounds=3, warm_s=1, ttfb_requests=150,
+                            long_requests=20_000)
 
 
 def run(plan: Plan, tmp: Path, cpu: int | None, only: list[str]) -> Results:
