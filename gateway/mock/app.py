@@ -184,8 +184,7 @@ class MockUpstream:
         response, delivered = await _deliver(request, full(plan))
         if delivered:
             self._stats.produced_output_tokens += plan.output_tokens
-            if plan.usage:
-                self._stats.reported(plan.input_tokens, plan.output_tokens, plan.cached_tokens)
+            self._answered(plan, with_usage=plan.usage)
         return response
 
     async def _accept(self, request: web.Request) -> tuple[JSON, Fault | None]:
@@ -263,9 +262,14 @@ class MockUpstream:
             return response
         if cut < len(frames):
             _hang_up(request)
-        elif plan.usage:
-            self._stats.reported(plan.input_tokens, plan.output_tokens, plan.cached_tokens)
+        self._answered(plan, with_usage=plan.usage and cut == len(frames))
         return response
+
+    def _answered(self, plan: Plan, *, with_usage: bool) -> None:
+        if with_usage:
+            self._stats.reported(plan.input_tokens, plan.output_tokens, plan.cached_tokens)
+        else:
+            self._stats.unreported_input_tokens += plan.input_tokens
 
     async def _send(self, response: web.StreamResponse, frames: list[Frame], delay: float) -> None:
         if not delay:  # one write: cheap, and the client still sees one SSE event per frame

@@ -15,7 +15,10 @@ class MockStats:
     ``errors``: refused (bad JSON, missing model, bad key). Token totals count only usage the
     mock actually sent: not a stream that was cut before its usage frame, not ``no_usage``,
     not a stream whose client did not ask for usage. ``produced_output_tokens`` counts output
-    tokens whose text was written, reported or not.
+    tokens whose text was written, reported or not; ``unreported_input_tokens`` the input of
+    answers that went out without usage (``no_usage``, a cut stream, a stream that did not ask
+    for it), which a gateway must count itself: reported plus unreported input is what it
+    should charge, with ``produced_output_tokens`` as output.
     """
 
     requests: Counter[str] = field(default_factory=Counter)
@@ -25,6 +28,7 @@ class MockStats:
     output_tokens: int = 0
     cached_tokens: int = 0
     produced_output_tokens: int = 0
+    unreported_input_tokens: int = 0
     last_request: dict[str, Any] | None = None
 
     def reported(self, input_tokens: int, output_tokens: int, cached_tokens: int) -> None:
@@ -37,7 +41,7 @@ class MockStats:
         self.faulted.clear()
         self.errors.clear()
         self.input_tokens = self.output_tokens = self.cached_tokens = 0
-        self.produced_output_tokens = 0
+        self.produced_output_tokens = self.unreported_input_tokens = 0
         self.last_request = None
 
     def as_json(self) -> dict[str, Any]:
@@ -49,5 +53,6 @@ class MockStats:
             "output_tokens": self.output_tokens,
             "cached_tokens": self.cached_tokens,
             "produced_output_tokens": self.produced_output_tokens,
+            "unreported_input_tokens": self.unreported_input_tokens,
             "last_request": self.last_request,
         }
