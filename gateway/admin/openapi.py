@@ -229,11 +229,14 @@ def _budget_status() -> JSON:
 
 
 def _spend_report() -> JSON:
-    def totals(first: str, schema: JSON) -> JSON:
+    def totals(first: str, schema: JSON, **optional: JSON) -> JSON:
         return _object({first: schema, "cost": _usd(), "input_tokens": _count(),
-                        "output_tokens": _count(), "requests": _count()})
+                        "output_tokens": _count(), "requests": _count(), **optional},
+                       optional=optional)
 
     period = r"^\d{4}-\d{2}(-\d{2}(T\d{2}:00:00Z)?)?$"
+    per_model = _array(totals("model_key", _type("string")))
+    split = {**per_model, "description": "the period by model; its figures are their sums"}
     return _object({
         "total_cost": _usd(),
         "currency": _type("string", const="USD"),
@@ -241,8 +244,8 @@ def _spend_report() -> JSON:
         "total_output_tokens": _count(),
         "requests": _count(),
         "group_by": _enum(GroupBy),
-        "by_model": _array(totals("model_key", _type("string"))),
-        "timeseries": _array(totals("period", _type("string", pattern=period))),
+        "by_model": per_model,
+        "timeseries": _array(totals("period", _type("string", pattern=period), by_model=split)),
     })
 
 

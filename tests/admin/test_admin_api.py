@@ -123,7 +123,18 @@ async def test_report_totals_equal_upstream_usage_across_days_and_months(
         assert sum(m["input_tokens"] for m in report["by_model"]) == stats.input_tokens
         assert round(sum(p["cost"] for p in report["timeseries"]), 9) == round(
             report["total_cost"], 9)
+        for item in report["timeseries"]:  # each period split by model, summing to it
+            split = item["by_model"]
+            assert [m["model_key"] for m in split] == sorted(m["model_key"] for m in split)
+            for figure in ("input_tokens", "output_tokens", "requests"):
+                assert sum(m[figure] for m in split) == item[figure]
+            assert round(sum(m["cost"] for m in split), 9) == round(item["cost"], 9)
     by_model = {m["model_key"]: m for m in report["by_model"]}
+    for model, totals in by_model.items():  # the periods' splits add up to the per-model table
+        periods = [m for p in report["timeseries"] for m in p["by_model"]
+                   if m["model_key"] == model]
+        assert sum(m["requests"] for m in periods) == totals["requests"]
+        assert sum(m["input_tokens"] for m in periods) == totals["input_tokens"]
     assert by_model["gpt-4o"]["output_tokens"] == 6 * 11
     assert by_model["text-embedding-3-small"]["output_tokens"] == 0
     ranged = await (await call(gw, "GET", "/spend/report?from=2026-11-01&to=2026-11-02")).json()

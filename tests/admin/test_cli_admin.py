@@ -170,7 +170,10 @@ def test_spend_report_for_one_tenant_a_range_and_a_model(
         "by_model": [{"model_key": "gpt-4o-mini", "cost": 0.000249, "input_tokens": 1500,
                       "output_tokens": 40, "requests": 1}],
         "timeseries": [{"period": "2026-05", "cost": 0.000249, "input_tokens": 1500,
-                        "output_tokens": 40, "requests": 1}],
+                        "output_tokens": 40, "requests": 1,
+                        "by_model": [{"model_key": "gpt-4o-mini", "cost": 0.000249,
+                                      "input_tokens": 1500, "output_tokens": 40,
+                                      "requests": 1}]}],
     }
     code, out, _ = run(capsys, "spend", "report", "--config", str(saved), "--model", "gpt-4o",
                        "--group-by", "hour", "--json")
