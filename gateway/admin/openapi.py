@@ -216,7 +216,10 @@ def _budget_status() -> JSON:
         "used": _type("number", minimum=0, description="tokens, or USD for a cost limit"),
         "max": _type("number", minimum=0),
         "ratio": _type("number", minimum=0),
-    })
+        "resets_in_s": _nullable(_type("integer", minimum=0, description=(
+            "seconds until capacity frees up: the oldest use still counted leaves the rolling "
+            "window (the calendar month: it ends); null when nothing is counted"))),
+    }, optional=["resets_in_s"])
     return _object({
         "per_hour": binding("used_tokens", "limit_tokens", "integer"),
         "per_day": binding("used_usd", "limit_usd", "number"),
