@@ -26,6 +26,7 @@ from gateway.appkeys import (
 )
 from gateway.clock import Clock, SystemClock
 from gateway.cost.tokens import default_tokenizers
+from gateway.dashboard import routes as dashboard_routes
 from gateway.middleware import errors, observe
 from gateway.ops import routes as ops_routes
 from gateway.ops.alerts import WebhookAlerts
@@ -68,6 +69,7 @@ def create_app(
     proxy_routes.add_routes(app)
     ops_routes.add_routes(app)
     admin_routes.add_routes(app)
+    dashboard_routes.add_routes(app)
     return app
 
 

@@ -291,6 +291,11 @@ def test_the_image_command_serves_healthy_on_redis_with_uvloop_and_stops_on_its_
     url = f"http://127.0.0.1:{container.port}/readyz"
     with urllib.request.urlopen(url, timeout=5) as resp:  # the redis store is reachable
         assert resp.status == 200 and json.load(resp)["status"] == "ready"
+    for path in ("/dashboard", "/dashboard/static/dashboard.js",  # package data, installed
+                 "/dashboard/static/chart.umd.min.js"):
+        url = f"http://127.0.0.1:{container.port}{path}"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            assert resp.status == 200 and resp.read(), path
 
     python = shutil.which("python", path=container.env["PATH"])
     assert python is not None and _run([python, "-c", "import uvloop"], container).returncode == 0

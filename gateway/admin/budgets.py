@@ -33,8 +33,12 @@ def budget_json(budget: Budget) -> dict[str, Any]:
     return body
 
 
+def may_change_budgets(principal: Principal) -> bool:
+    return principal.role is not Role.MEMBER
+
+
 def require_admin(principal: Principal) -> None:
-    if principal.role is Role.MEMBER:
+    if not may_change_budgets(principal):
         raise Forbidden(
             f"Changing budgets needs an admin or owner key of tenant '{principal.tenant}'; "
             f"the key '{principal.key_name}' is a member key.",

@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.admin import report, status
-from gateway.admin.budgets import budget_json
+from gateway.admin.budgets import budget_json, may_change_budgets
 from gateway.admin.params import bound, choice
 from gateway.appkeys import ADMIN, CLOCK, CONFIG, STORE
 from gateway.proxy.auth import Principal
@@ -20,6 +20,13 @@ def _principal(request: web.Request) -> Principal:
 
 def _json(body: Any, status_code: int = 200) -> web.Response:
     return web.json_response(body, status=status_code)
+
+
+async def whoami(request: web.Request) -> web.Response:
+    principal = _principal(request)
+    return _json({"tenant": principal.tenant, "key_name": principal.key_name,
+                  "role": principal.role.value,
+                  "may_change_budgets": may_change_budgets(principal)})
 
 
 async def spend_report(request: web.Request) -> web.Response:

@@ -25,6 +25,7 @@ from gateway.cost.model import BudgetAction, Domain, Limit
 from gateway.cost.windows import window_of
 from gateway.proxy.endpoints import Endpoint
 from gateway.settings.load import MAX_COST_USD
+from gateway.settings.schema import Role
 
 JSON = dict[str, Any]
 
@@ -158,6 +159,10 @@ def _schemas() -> JSON:
                          "anyOf": [{"required": [name]} for name in limits]},
         "BudgetUpdate": _object(fields, optional=fields, closed=True),
         "BudgetStatus": _budget_status(),
+        "Caller": _object({
+            "tenant": _type("string"), "key_name": _type("string"), "role": _enum(Role),
+            "may_change_budgets": _type("boolean", description="admin or owner key"),
+        }),
         "SpendReport": _spend_report(),
         "ModelList": _object({"object": _type("string", const="list"), "data": _array(_object({
             "id": _type("string"), "object": _type("string", const="model"),
@@ -216,7 +221,10 @@ def _budget_status() -> JSON:
         "used": _type("number", minimum=0, description="tokens, or USD for a cost limit"),
         "max": _type("number", minimum=0),
         "ratio": _type("number", minimum=0),
-    })
+        "resets_in_s": _nullable(_type("integer", minimum=0, description=(
+            "seconds until capacity frees up: the oldest use still counted leaves the rolling "
+            "window (the calendar month: it ends); null when nothing is counted"))),
+    }, optional=["resets_in_s"])
     return _object({
         "per_hour": binding("used_tokens", "limit_tokens", "integer"),
         "per_day": binding("used_usd", "limit_usd", "number"),
@@ -229,11 +237,14 @@ def _budget_status() -> JSON:
 
 
 def _spend_report() -> JSON:
-    def totals(first: str, schema: JSON) -> JSON:
+    def totals(first: str, schema: JSON, **optional: JSON) -> JSON:
         return _object({first: schema, "cost": _usd(), "input_tokens": _count(),
-                        "output_tokens": _count(), "requests": _count()})
+                        "output_tokens": _count(), "requests": _count(), **optional},
+                       optional=optional)
 
     period = r"^\d{4}-\d{2}(-\d{2}(T\d{2}:00:00Z)?)?$"
+    per_model = _array(totals("model_key", _type("string")))
+    split = {**per_model, "description": "the period by model; its figures are their sums"}
     return _object({
         "total_cost": _usd(),
         "currency": _type("string", const="USD"),
@@ -241,8 +252,8 @@ def _spend_report() -> JSON:
         "total_output_tokens": _count(),
         "requests": _count(),
         "group_by": _enum(GroupBy),
-        "by_model": _array(totals("model_key", _type("string"))),
-        "timeseries": _array(totals("period", _type("string", pattern=period))),
+        "by_model": per_model,
+        "timeseries": _array(totals("period", _type("string", pattern=period), by_model=split)),
     })
 
 
@@ -330,6 +341,9 @@ def _admin_paths() -> JSON:
                  "schema": _type("string", minLength=1)}
     budget = _json("The budget.", _ref("Budget"))
     return {
+        f"{ADMIN}/me": {"get": _operation(
+            "whoami", "The caller's tenant, key and role", "budgets",
+            {"200": _json("The caller.", _ref("Caller"))}, [401])},
         f"{ADMIN}/spend/report": {"get": _operation(
             "spendReport", "Spend totals, per model and over time", "spend",
             {"200": _json("The report.", _ref("SpendReport"))}, [400, 401, 503],
@@ -388,4 +402,16 @@ def _ops_paths() -> JSON:
             "content": {"text/plain": {"schema": _type("string")}}}}),
         "/openapi.json": public("openapi", "This document", {
             "200": _json("The OpenAPI document.", _type("object", required=["openapi"]))}),
+        "/dashboard": public("dashboard", "The spend dashboard (asks for a key itself)", {
+            "200": {"description": "The page.",
+                    "content": {"text/html": {"schema": _type("string")}}}}),
+        "/dashboard/static/{name}": {
+            "parameters": [{"name": "name", "in": "path", "required": True,
+                            "schema": _type("string")}],
+            **public("dashboardStatic", "The dashboard's scripts and styles", {
+                "200": {"description": "The file.",
+                        "content": {"text/javascript": {"schema": _type("string")},
+                                    "text/css": {"schema": _type("string")}}},
+                "404": {"description": "No such file."}}),
+        },
     }

@@ -51,6 +51,7 @@ class SpendReport:
     total: Totals = field(default_factory=Totals)
     by_model: dict[str, Totals] = field(default_factory=dict)
     timeseries: dict[str, Totals] = field(default_factory=dict)
+    period_models: dict[str, dict[str, Totals]] = field(default_factory=dict)
 
     def add_all(self, rows: Iterable[RollupRow]) -> None:
         period = _PERIOD[self.group_by]
@@ -59,9 +60,13 @@ class SpendReport:
             self.by_model.setdefault(row.model, Totals()).add(row)
             stamp = dt.datetime.fromtimestamp(row.hour * HOUR_S, dt.UTC)
             self.timeseries.setdefault(period(stamp), Totals()).add(row)
+            models = self.period_models.setdefault(period(stamp), {})
+            models.setdefault(row.model, Totals()).add(row)
 
     def json(self) -> dict[str, Any]:
-        """The Cognipeer console's report shape."""
+        """The Cognipeer console's report shape, and each period's split by model
+        (``by_model`` inside a timeseries item, sorted by model; the period's figures are its
+        sums)."""
         return {
             "total_cost": nano_to_usd(self.total.cost_nano),
             "currency": "USD",
@@ -69,11 +74,15 @@ class SpendReport:
             "total_output_tokens": self.total.output_tokens,
             "requests": self.total.requests,
             "group_by": self.group_by.value,
-            "by_model": [{"model_key": model, **totals.json()}
-                         for model, totals in sorted(self.by_model.items())],
-            "timeseries": [{"period": period, **totals.json()}
+            "by_model": _per_model(self.by_model),
+            "timeseries": [{"period": period, **totals.json(),
+                            "by_model": _per_model(self.period_models[period])}
                            for period, totals in sorted(self.timeseries.items())],
         }
+
+
+def _per_model(totals: dict[str, Totals]) -> list[dict[str, Any]]:
+    return [{"model_key": model, **t.json()} for model, t in sorted(totals.items())]
 
 
 async def spend_report(

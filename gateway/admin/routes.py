@@ -10,6 +10,7 @@ PREFIX = "/api/client/v1"
 
 
 def add_routes(app: web.Application) -> None:
+    app.router.add_get(f"{PREFIX}/me", handlers.whoami)
     app.router.add_get(f"{PREFIX}/spend/report", handlers.spend_report)
     app.router.add_get(f"{PREFIX}/budgets", handlers.list_budgets)
     app.router.add_post(f"{PREFIX}/budgets", handlers.create_budget)

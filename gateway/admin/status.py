@@ -4,6 +4,7 @@ month figures (Cognipeer's per_hour / per_day / per_month)."""
 from __future__ import annotations
 
 import fnmatch
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -49,6 +50,7 @@ class LimitStatus:
     budget: Budget
     slot: Slot
     used: int  # tokens or nano-dollars
+    resets_in_s: int | None = None  # until the oldest use still counted leaves; None: no use
 
     @property
     def ratio(self) -> float:
@@ -62,16 +64,27 @@ class LimitStatus:
             "used": nano_to_usd(self.used) if cost else self.used,
             "max": nano_to_usd(self.slot.max) if cost else self.slot.max,
             "ratio": round(self.ratio, 6),
+            "resets_in_s": self.resets_in_s,
         }
 
 
 async def budget_status(
     store: Store, budgets: Sequence[Budget], status_filter: StatusFilter, now: float
 ) -> list[LimitStatus]:
-    """Every limit of every budget the filter admits, with its use now (one store read)."""
+    """Every limit of every budget the filter admits, with its use now (one store read) and
+    the whole seconds, rounded up, until that use starts to leave the window: when its oldest
+    bucket does, by the window's own rule (``Window.leaves_at``; the calendar month: at its
+    end)."""
     pairs = [(b, slot) for b in budgets if status_filter.admits(b) for slot in slots_of(b)]
-    used = await store.peek([slot.line(0, 0) for _, slot in pairs], now)
-    return [LimitStatus(b, slot, u) for (b, slot), u in zip(pairs, used, strict=True)]
+    uses = await store.peek_use([slot.line(0, 0) for _, slot in pairs], now)
+    return [LimitStatus(b, slot, use.used, _seconds_until(slot, use.oldest, now))
+            for (b, slot), use in zip(pairs, uses, strict=True)]
+
+
+def _seconds_until(slot: Slot, oldest: int | None, now: float) -> int | None:
+    if oldest is None:
+        return None
+    return max(math.ceil(slot.window.leaves_at(oldest) - now), 0)
 
 
 def status_json(limits: Sequence[LimitStatus]) -> dict[str, Any]:

@@ -58,6 +58,15 @@ def fits_at(failed: Sequence[tuple[Line, int, Mapping[int, int]]], now: float) -
     return latest
 
 
+@dataclass(frozen=True, slots=True)
+class LineUse:
+    """A line's current use, and the oldest bucket that use sits in (settled or held; None when
+    nothing counts): capacity frees up when that bucket leaves the window."""
+
+    used: int
+    oldest: int | None
+
+
 class StoreError(Exception):
     """The store could not be reached or answered nonsense; the proxy applies on_store_error."""
 
@@ -109,6 +118,10 @@ class Store(SpendSource, Protocol):
 
     async def peek(self, lines: Sequence[Line], now: float) -> list[int]:
         """Current use of each line's window, reservations included."""
+        ...
+
+    async def peek_use(self, lines: Sequence[Line], now: float) -> list[LineUse]:
+        """``peek``, and where each line's use sits in its window."""
         ...
 
     async def mark_once(self, key: str, until: float, now: float) -> bool:

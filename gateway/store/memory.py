@@ -17,7 +17,7 @@ from gateway.cost.model import Filter, Summary, Usage, usd_to_nano
 from gateway.cost.rollup import RollupRow, hour_of
 from gateway.cost.tracker import InMemoryTracker
 from gateway.store import spend
-from gateway.store.base import BudgetDefinitions, Line, ReserveResult, fits_at
+from gateway.store.base import BudgetDefinitions, Line, LineUse, ReserveResult, fits_at
 from gateway.store.memory_budgets import MemoryBudgetDefinitions
 from gateway.store.snapshot import number, rollup_from_row, typed, usage_from_row, usage_row
 
@@ -58,6 +58,13 @@ class LineState:
 
     def used(self) -> int:
         return self.settled_total + self.pending_total
+
+    def use(self) -> LineUse:
+        """After ``purge``: what counts, and its oldest bucket (a hold counts from its own
+        bucket, or from the window's start when that has left)."""
+        buckets = [b for b, amount in self.buckets.items() if amount]
+        buckets += [max(p.bucket, self.oldest) for p in self.pending.values() if p.amount]
+        return LineUse(self.used(), min(buckets, default=None))
 
     def hold(self, rid: str, held: Pending) -> None:
         self.pending[rid] = held
@@ -164,6 +171,9 @@ class MemoryStore:
 
     async def peek(self, lines: Sequence[Line], now: float) -> list[int]:
         return [self._state(line, now).used() for line in lines]
+
+    async def peek_use(self, lines: Sequence[Line], now: float) -> list[LineUse]:
+        return [self._state(line, now).use() for line in lines]
 
     async def mark_once(self, key: str, until: float, now: float) -> bool:
         if self._marks.get(key, 0.0) > now:

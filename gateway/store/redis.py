@@ -25,7 +25,7 @@ from gateway.cost.model import Filter, Summary, Usage, nano_to_usd, usd_to_nano
 from gateway.cost.rollup import RollupRow, hour_of
 from gateway.cost.windows import Window
 from gateway.store import spend
-from gateway.store.base import BudgetDefinitions, Line, ReserveResult, StoreError
+from gateway.store.base import BudgetDefinitions, Line, LineUse, ReserveResult, StoreError
 from gateway.store.coalesce import Coalescer
 from gateway.store.redis_budgets import RedisBudgetDefinitions, budgets_key
 
@@ -166,9 +166,14 @@ class RedisStore:
         await self._settle_lines(usage.tenant_id, "-", [], usage, usage.timestamp, 0)
 
     async def peek(self, lines: Sequence[Line], now: float) -> list[int]:
+        return [use.used for use in await self.peek_use(lines, now)]
+
+    async def peek_use(self, lines: Sequence[Line], now: float) -> list[LineUse]:
         keys = [k for line in lines for k in _keys(line)]
         args = [repr(now)] + [line.window.oldest(now) for line in lines]
-        return [int(u) for u in await self._call(self._peek, keys, args, "peek")]
+        reply = [int(v) for v in await self._call(self._peek, keys, args, "peek")]
+        return [LineUse(used, None if oldest < 0 else oldest)
+                for used, oldest in zip(reply[::2], reply[1::2], strict=True)]
 
     async def mark_once(self, key: str, until: float, now: float) -> bool:
         keep = max(math.ceil(until - now), 1) + 60

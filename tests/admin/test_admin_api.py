@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Any
 
 import pytest
 
 from gateway.clock import FakeClock
+from gateway.cost.windows import HOUR
 from gateway.store.base import StoreError
 from tests.proxy.conftest import KEYS, Harness, MakeHarness
 
@@ -123,7 +125,18 @@ async def test_report_totals_equal_upstream_usage_across_days_and_months(
         assert sum(m["input_tokens"] for m in report["by_model"]) == stats.input_tokens
         assert round(sum(p["cost"] for p in report["timeseries"]), 9) == round(
             report["total_cost"], 9)
+        for item in report["timeseries"]:  # each period split by model, summing to it
+            split = item["by_model"]
+            assert [m["model_key"] for m in split] == sorted(m["model_key"] for m in split)
+            for figure in ("input_tokens", "output_tokens", "requests"):
+                assert sum(m[figure] for m in split) == item[figure]
+            assert round(sum(m["cost"] for m in split), 9) == round(item["cost"], 9)
     by_model = {m["model_key"]: m for m in report["by_model"]}
+    for model, totals in by_model.items():  # the periods' splits add up to the per-model table
+        periods = [m for p in report["timeseries"] for m in p["by_model"]
+                   if m["model_key"] == model]
+        assert sum(m["requests"] for m in periods) == totals["requests"]
+        assert sum(m["input_tokens"] for m in periods) == totals["input_tokens"]
     assert by_model["gpt-4o"]["output_tokens"] == 6 * 11
     assert by_model["text-embedding-3-small"]["output_tokens"] == 0
     ranged = await (await call(gw, "GET", "/spend/report?from=2026-11-01&to=2026-11-02")).json()
@@ -201,3 +214,31 @@ async def test_a_report_to_the_last_representable_day_is_fine(gateway: MakeHarne
     gw = await gateway()
     resp = await call(gw, "GET", "/spend/report?from=0001-01-01&to=9999-12-31")
     assert resp.status == 200
+
+
+async def test_status_tells_when_each_window_frees_capacity(gateway: MakeHarness) -> None:
+    start = dt.datetime(2026, 11, 30, 22, 0, 10, tzinfo=dt.UTC).timestamp()
+    clock = FakeClock(start)
+    gw = await gateway("""
+  - {name: hourly, tenant: acme, max_tokens_per_hour: 100000, max_cost_per_month: 10.0}
+  - {name: embed-only, tenant: acme, domain: embedding, max_cost_per_day: 2.0}
+""", clock=clock)
+
+    async def resets() -> dict[tuple[str, str], Any]:
+        body = await (await call(gw, "GET", "/budgets/status")).json()
+        return {(b["name"], lim["limit"]): lim["resets_in_s"]
+                for b in body["budgets"] for lim in b["limits"]}
+
+    assert set((await resets()).values()) == {None}, "nothing counted: nothing to free"
+    assert (await gw.chat(max_tokens=10)).status == 200
+    clock.advance(1200)  # 20 minutes later, a second request: the first one still leaves first
+    assert (await gw.chat(max_tokens=10)).status == 200
+    found = await resets()
+    first_leaves = HOUR.leaves_at(HOUR.bucket(start))
+    assert found["hourly", "max_tokens_per_hour"] == math.ceil(first_leaves - clock.now())
+    month_ends = dt.datetime(2026, 12, 1, tzinfo=dt.UTC).timestamp()
+    assert found["hourly", "max_cost_per_month"] == month_ends - clock.now()
+    assert found["embed-only", "max_cost_per_day"] is None
+    clock.advance(first_leaves - clock.now())  # the first request has left the hour
+    found = await resets()
+    assert found["hourly", "max_tokens_per_hour"] == 1200

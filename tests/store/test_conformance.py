@@ -9,7 +9,7 @@ import pytest
 
 from gateway.cost.model import Budget, BudgetAction, Domain, Filter, Usage
 from gateway.cost.windows import DAY, HOUR, MONTH
-from gateway.store.base import Line, Store
+from gateway.store.base import Line, LineUse, Store
 
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 
@@ -91,6 +91,27 @@ async def test_day_and_month_windows(store: Store) -> None:
     refused = await store.reserve("t", "r2", [line(60, window=MONTH, key=month.key)], T0, 600)
     assert refused.fits_at == next_month
     assert await store.peek([month], next_month) == [0]
+
+
+async def test_peek_use_tells_the_oldest_bucket_that_still_counts(store: Store) -> None:
+    ln, empty = line(30), line(1, key="{t}:b:y:tokens")
+    assert await store.peek_use([ln, empty], T0) == [LineUse(0, None), LineUse(0, None)]
+    await store.reserve("t", "r1", [ln], T0, 600)
+    assert await store.peek_use([ln], T0) == [LineUse(30, HOUR.bucket(T0))], "a hold counts"
+    await store.settle("t", "r1", [ln], None, T0)
+    later = T0 + 10 * HOUR.width
+    await store.reserve("t", "r2", [line(20)], later, 600)  # held in a newer bucket
+    assert await store.peek_use([ln], later) == [LineUse(50, HOUR.bucket(T0))]
+    await store.settle("t", "r2", [line(20)], None, later)
+    gone = HOUR.leaves_at(HOUR.bucket(T0))  # the first bucket has left: the second is oldest
+    assert await store.peek_use([ln], gone) == [LineUse(20, HOUR.bucket(later))]
+    await store.reserve("t", "r3", [line(5)], gone, ttl_s=30)
+    assert await store.peek_use([ln], gone + 31) == [LineUse(20, HOUR.bucket(later))], (
+        "an expired hold no longer counts")
+    month = line(10, window=MONTH, key="{t}:b:x:month")
+    await store.reserve("t", "r4", [month], T0, 600)
+    await store.settle("t", "r4", [month], None, T0)
+    assert await store.peek_use([month], T0 + 86_400) == [LineUse(10, MONTH.bucket(T0))]
 
 
 async def test_expired_reservation_is_released_and_late_settle_still_charges(store: Store) -> None:

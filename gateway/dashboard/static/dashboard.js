@@ -1,0 +1,487 @@
+/* The spend dashboard: a thin client of the admin API (/api/client/v1).
+ *
+ * The tenant key lives in sessionStorage only and goes out as an Authorization header; it is
+ * never put in a URL. Everything from the API is rendered with textContent (never parsed as
+ * markup), and every rule (who may edit, what a valid budget is, how much is used) is the
+ * API's: this file shows what the API answers.
+ */
+"use strict";
+
+(function () {
+  const API = "/api/client/v1";
+  const KEY_STORE = "gateway.dashboard.key";
+  const POLL_MS = 5000;
+  const LIMITS = ["max_tokens_per_hour", "max_tokens_per_day", "max_cost_per_hour",
+                  "max_cost_per_day", "max_cost_per_month"];
+  const FORM_FIELDS = ["name", ...LIMITS, "alert_threshold", "action", "max_wait_s", "key",
+                       "model", "domain"];
+  const LIMIT_NAMES = {
+    max_tokens_per_hour: "Tokens per hour", max_tokens_per_day: "Tokens per day",
+    max_cost_per_hour: "Cost per hour", max_cost_per_day: "Cost per day",
+    max_cost_per_month: "Cost per month",
+  };
+  const COLOURS = ["#0b5cad", "#d4622b", "#2e8540", "#8a3ffc", "#b28600", "#007d79",
+                   "#c2185b", "#5a6872"];
+
+  const $ = (id) => document.getElementById(id);
+  const state = { key: null, caller: null, chart: null, timer: null, models: new Set(),
+                  editing: null, busy: false, again: false };
+
+  class ApiError extends Error {
+    constructor(status, body) {
+      const error = (body && body.error) || {};
+      super(error.message || `HTTP ${status}`);
+      this.status = status;
+      this.param = error.param || null;
+    }
+  }
+
+  async function api(path, options = {}) {
+    const headers = { Authorization: `Bearer ${state.key}` };
+    if (options.body !== undefined) headers["Content-Type"] = "application/json";
+    const response = await fetch(API + path, {
+      method: options.method || "GET", headers, cache: "no-store", credentials: "omit",
+      body: options.body === undefined ? undefined : JSON.stringify(options.body),
+    });
+    if (response.status === 204) return null;
+    let body = null;
+    try { body = await response.json(); } catch (e) { body = null; }
+    if (!response.ok) {
+      if (response.status === 401 && options.method === undefined && state.caller) {
+        signOut("The key is no longer accepted; sign in again.");
+      }
+      throw new ApiError(response.status, body);
+    }
+    return body;
+  }
+
+  // -- formatting -------------------------------------------------------------------------
+
+  const integer = new Intl.NumberFormat("en-US");
+  function usd(value) {
+    return "$" + Number(value).toLocaleString("en-US", {
+      minimumFractionDigits: 2, maximumFractionDigits: 6 });
+  }
+  function duration(seconds) {
+    if (seconds < 60) return `${seconds} s`;
+    const minutes = Math.ceil(seconds / 60);
+    if (minutes < 120) return `${minutes} min`;
+    const hours = Math.floor(minutes / 60);
+    if (hours < 48) return `${hours} h ${minutes % 60} min`;
+    return `${Math.floor(hours / 24)} d ${hours % 24} h`;
+  }
+  function setFigure(el, value, text) {
+    el.dataset.value = String(value);
+    el.textContent = text;
+  }
+  function el(tag, attrs = {}, text) {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, value);
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  // -- sign in and out --------------------------------------------------------------------
+
+  async function signIn(key) {
+    state.key = key;
+    try {
+      state.caller = await api("/me");
+    } catch (error) {
+      state.key = null;
+      state.caller = null;
+      throw error;
+    }
+    sessionStorage.setItem(KEY_STORE, key);
+    $("who-text").textContent =
+      `Tenant ${state.caller.tenant} · key ${state.caller.key_name} (${state.caller.role}` +
+      (state.caller.may_change_budgets ? ")" : ", read-only)");
+    $("who").hidden = false;
+    $("signin").hidden = true;
+    $("app").hidden = false;
+    $("new-budget").hidden = !state.caller.may_change_budgets;
+    await refresh();
+    schedule();
+    $("main").focus();
+  }
+
+  function signOut(message) {
+    sessionStorage.removeItem(KEY_STORE);
+    clearTimeout(state.timer);
+    state.timer = null;
+    state.key = null;
+    state.caller = null;
+    state.models = new Set();
+    if (state.chart) { state.chart.destroy(); state.chart = null; }
+    $("models").tBodies[0].replaceChildren();
+    $("budgets").replaceChildren();
+    closeEditor();
+    $("who").hidden = true;
+    $("app").hidden = true;
+    $("signin").hidden = false;
+    $("api-key").value = "";
+    $("api-key-error").textContent = message || "";
+    $("api-key").focus();
+  }
+
+  // -- polling ----------------------------------------------------------------------------
+
+  function schedule() {
+    clearTimeout(state.timer);
+    state.timer = setTimeout(async () => {
+      if (!state.key) return;
+      if (!document.hidden) {
+        try { await refresh(); } catch (e) { /* shown by refresh */ }
+      }
+      if (state.key) schedule();
+    }, POLL_MS);
+  }
+
+  function filters() {
+    const query = new URLSearchParams();
+    const values = { from: $("f-from").value, to: $("f-to").value,
+                     group_by: $("f-group").value, model: $("f-model").value };
+    for (const [name, value] of Object.entries(values)) if (value) query.set(name, value);
+    return query.toString();
+  }
+
+  async function refresh() {
+    if (!state.key) return;
+    if (state.busy) { state.again = true; return; }  // once the one under way is done
+    state.busy = true;
+    state.again = false;
+    try {
+      const [report, budgets, status] = await Promise.all([
+        api(`/spend/report?${filters()}`), api("/budgets"), api("/budgets/status")]);
+      $("filters-error").textContent = "";
+      renderReport(report);
+      renderBudgets(budgets.data, status.budgets);
+      $("budgets-error").textContent = "";
+      $("updated").textContent = `Updated ${new Date().toLocaleTimeString()}; refreshed every ${POLL_MS / 1000} s.`;
+    } catch (error) {
+      if (error.param === "from" || error.param === "to" || error.param === "group_by") {
+        $("filters-error").textContent = error.message;
+      } else if (state.key) {
+        $("budgets-error").textContent = `Could not refresh: ${error.message}`;
+      }
+    } finally {
+      state.busy = false;
+    }
+    if (state.again) await refresh();
+  }
+
+  // -- spend ------------------------------------------------------------------------------
+
+  function renderReport(report) {
+    setFigure($("total-cost"), report.total_cost, usd(report.total_cost));
+    setFigure($("total-requests"), report.requests, integer.format(report.requests));
+    setFigure($("total-input"), report.total_input_tokens,
+              integer.format(report.total_input_tokens));
+    setFigure($("total-output"), report.total_output_tokens,
+              integer.format(report.total_output_tokens));
+    renderModelTable(report.by_model);
+    rememberModels(report.by_model.map((m) => m.model_key));
+    renderChart(report);
+  }
+
+  function renderModelTable(rows) {
+    const body = $("models").tBodies[0];
+    body.replaceChildren();
+    if (rows.length === 0) {
+      const row = body.insertRow();
+      const cell = row.insertCell();
+      cell.colSpan = 5;
+      cell.textContent = "No spend in this range.";
+      return;
+    }
+    for (const m of rows) {
+      const row = body.insertRow();
+      row.dataset.model = m.model_key;
+      const name = el("th", { scope: "row" }, m.model_key);
+      row.appendChild(name);
+      const cells = [["cost", m.cost, usd(m.cost)],
+                     ["requests", m.requests, integer.format(m.requests)],
+                     ["input_tokens", m.input_tokens, integer.format(m.input_tokens)],
+                     ["output_tokens", m.output_tokens, integer.format(m.output_tokens)]];
+      for (const [field, value, text] of cells) {
+        const cell = el("td", { class: "num", "data-field": field });
+        setFigure(cell, value, text);
+        row.appendChild(cell);
+      }
+    }
+  }
+
+  function rememberModels(models) {
+    const select = $("f-model");
+    let added = false;
+    for (const model of models) {
+      if (!state.models.has(model)) { state.models.add(model); added = true; }
+    }
+    if (!added) return;
+    const chosen = select.value;
+    const options = [el("option", { value: "" }, "All models")];
+    for (const model of [...state.models].sort()) options.push(el("option", { value: model }, model));
+    select.replaceChildren(...options);
+    select.value = chosen;
+  }
+
+  function renderChart(report) {
+    const labels = report.timeseries.map((p) => p.period);
+    const models = report.by_model.map((m) => m.model_key);
+    const datasets = models.map((model, i) => ({
+      label: model,
+      backgroundColor: COLOURS[i % COLOURS.length],
+      data: report.timeseries.map((p) => {
+        const found = (p.by_model || []).find((m) => m.model_key === model);
+        return found ? found.cost : 0;
+      }),
+    }));
+    $("chart-caption").textContent = labels.length
+      ? `Cost per ${report.group_by}, stacked by model, ${labels[0]} to ${labels[labels.length - 1]}.`
+      : "No spend in this range.";
+    if (typeof window.Chart !== "function") return;  // the table carries the same figures
+    if (state.chart) {
+      state.chart.data.labels = labels;
+      state.chart.data.datasets = datasets;
+      state.chart.update("none");
+      return;
+    }
+    state.chart = new window.Chart($("chart"), {
+      type: "bar",
+      data: { labels, datasets },
+      options: {
+        animation: false, responsive: true, maintainAspectRatio: false,
+        scales: {
+          x: { stacked: true },
+          y: { stacked: true, beginAtZero: true, title: { display: true, text: "USD" } },
+        },
+        plugins: {
+          legend: { position: "bottom" },
+          tooltip: { callbacks: { label: (ctx) => `${ctx.dataset.label}: ${usd(ctx.parsed.y)}` } },
+        },
+      },
+    });
+  }
+
+  // -- budgets ----------------------------------------------------------------------------
+
+  function renderBudgets(budgets, statuses) {
+    const container = $("budgets");
+    const byId = new Map(statuses.map((s) => [s.id, s]));
+    const cards = budgets.map((budget) => budgetCard(budget, byId.get(budget.id)));
+    if (cards.length === 0) cards.push(el("p", { class: "help" }, "No budgets yet."));
+    container.replaceChildren(...cards);
+  }
+
+  function budgetCard(budget, status) {
+    const card = el("article", { class: "budget", "data-budget-id": budget.id,
+                                 "data-source": budget.source });
+    const titleId = `budget-${budget.id}`.replace(/[^A-Za-z0-9_-]/g, "_");
+    card.setAttribute("aria-labelledby", titleId);
+    const head = el("header");
+    head.appendChild(el("h3", { id: titleId }, budget.name));
+    head.appendChild(el("span", { class: "badge", "data-role": "source" },
+                        budget.source === "file" ? "source: file (YAML)" : "source: api"));
+    head.appendChild(el("span", { class: "badge" }, `action: ${budget.action}`));
+    card.appendChild(head);
+    const scope = [budget.key && `key ${budget.key}`, budget.model && `model ${budget.model}`,
+                   budget.domain && `domain ${budget.domain}`].filter(Boolean);
+    if (scope.length) card.appendChild(el("p", { class: "help" }, `Only ${scope.join(", ")}`));
+    for (const limit of (status ? status.limits : [])) {
+      card.appendChild(gauge(limit, budget.alert_threshold));
+    }
+    if (budget.source === "file") {
+      card.appendChild(el("p", { class: "note" },
+        "Defined in the gateway's YAML configuration: edit the file to change it (it is reloaded on save)."));
+    } else if (state.caller && state.caller.may_change_budgets) {
+      const actions = el("div", { class: "actions" });
+      const edit = el("button", { type: "button", class: "secondary", "data-action": "edit" },
+                      "Edit");
+      edit.setAttribute("aria-label", `Edit budget ${budget.name}`);
+      edit.addEventListener("click", () => openEditor(budget));
+      const remove = el("button", { type: "button", class: "danger", "data-action": "delete" },
+                        "Delete");
+      remove.setAttribute("aria-label", `Delete budget ${budget.name}`);
+      remove.addEventListener("click", () => deleteBudget(budget));
+      actions.append(edit, remove);
+      card.appendChild(actions);
+    }
+    return card;
+  }
+
+  function gauge(limit, threshold) {
+    const cost = limit.limit.startsWith("max_cost");
+    const show = (v) => (cost ? usd(v) : `${integer.format(v)} tokens`);
+    const box = el("div", { class: "limit", "data-limit": limit.limit });
+    const label = el("div", { class: "label" });
+    label.appendChild(el("span", {}, LIMIT_NAMES[limit.limit] || limit.limit));
+    const figures = el("span", { "data-role": "figures" },
+                       `${show(limit.used)} of ${show(limit.max)} (${Math.round(limit.ratio * 100)}%)`);
+    label.appendChild(figures);
+    box.appendChild(label);
+    const level = limit.ratio >= 1 ? "over"
+      : (threshold !== null && threshold !== undefined && limit.ratio >= threshold) ? "warn" : "ok";
+    const bar = el("div", {
+      class: `gauge ${level}`, role: "meter", "aria-valuemin": "0",
+      "aria-valuemax": String(limit.max), "aria-valuenow": String(Math.min(limit.used, limit.max)),
+      "aria-valuetext": `${show(limit.used)} of ${show(limit.max)}` +
+        (level === "over" ? ", limit reached" : level === "warn" ? ", past the alert threshold" : ""),
+      "aria-label": LIMIT_NAMES[limit.limit] || limit.limit, "data-level": level,
+    });
+    const fill = el("div", { class: "fill" });
+    fill.style.width = `${Math.min(limit.ratio, 1) * 100}%`;
+    bar.appendChild(fill);
+    box.appendChild(bar);
+    const span = limit.window === "month" ? "calendar month (UTC)" : `rolling ${limit.window}`;
+    const resets = limit.resets_in_s === null || limit.resets_in_s === undefined
+      ? `${span}; nothing counted yet`
+      : limit.window === "month"
+        ? `${span}; resets in ${duration(limit.resets_in_s)}`
+        : `${span}; capacity frees up in ${duration(limit.resets_in_s)}`;
+    box.appendChild(el("div", { class: "resets", "data-role": "resets" }, resets));
+    return box;
+  }
+
+  // -- the budget editor ------------------------------------------------------------------
+
+  function fieldInput(name) { return $(`b-${name}`); }
+
+  function clearErrors() {
+    for (const name of FORM_FIELDS) {
+      fieldInput(name).removeAttribute("aria-invalid");
+      $(`b-${name}-error`).textContent = "";
+    }
+    $("budget-form-error").textContent = "";
+  }
+
+  function openEditor(budget) {
+    state.editing = budget || null;
+    clearErrors();
+    for (const name of FORM_FIELDS) {
+      const input = fieldInput(name);
+      const value = budget ? budget[name] : null;
+      if (input.tagName === "SELECT") {
+        input.value = value || (name === "action" ? "reject" : "");
+      } else {
+        input.value = value === null || value === undefined ? "" : String(value);
+      }
+    }
+    $("editor-title").textContent = budget ? `Edit budget ${budget.name}` : "New budget";
+    $("budget-save").textContent = budget ? "Save changes" : "Create budget";
+    $("editor").hidden = false;
+    $("b-name").focus();
+  }
+
+  function closeEditor() {
+    state.editing = null;
+    $("editor").hidden = true;
+  }
+
+  function formBody() {
+    const body = {};
+    for (const name of FORM_FIELDS) {
+      const raw = fieldInput(name).value.trim();
+      if (raw === "") {
+        if (state.editing && name !== "action") body[name] = null;  // PATCH: clear it
+        continue;
+      }
+      const numeric = LIMITS.includes(name) || name === "alert_threshold" || name === "max_wait_s";
+      // a number when it reads as one, else the text itself: the API says what is wrong
+      body[name] = numeric && raw !== "" && Number.isFinite(Number(raw)) ? Number(raw) : raw;
+    }
+    if (state.editing && body.name === null) delete body.name;
+    if (state.editing && body.max_wait_s === null) delete body.max_wait_s;
+    return body;
+  }
+
+  async function saveBudget(event) {
+    event.preventDefault();
+    clearErrors();
+    const editing = state.editing;
+    try {
+      if (editing) {
+        await api(`/budgets/${encodeURIComponent(editing.id)}`, { method: "PATCH", body: formBody() });
+      } else {
+        await api("/budgets", { method: "POST", body: formBody() });
+      }
+    } catch (error) {
+      showError(error);
+      return;
+    }
+    closeEditor();
+    await refresh();
+    $("budgets-title").focus();
+  }
+
+  function showError(error) {
+    const param = error.param === "monthly_limit_usd" ? "max_cost_per_month"
+      : error.param === "daily_limit_usd" ? "max_cost_per_day" : error.param;
+    if (param && FORM_FIELDS.includes(param)) {
+      const input = fieldInput(param);
+      input.setAttribute("aria-invalid", "true");
+      $(`b-${param}-error`).textContent = error.message;
+      input.focus();
+    } else {
+      $("budget-form-error").textContent = error.message;
+    }
+  }
+
+  async function deleteBudget(budget) {
+    if (!window.confirm(`Delete budget ${budget.name}?`)) return;
+    try {
+      await api(`/budgets/${encodeURIComponent(budget.id)}`, { method: "DELETE" });
+    } catch (error) {
+      $("budgets-error").textContent = error.message;
+      return;
+    }
+    if (state.editing && state.editing.id === budget.id) closeEditor();
+    await refresh();
+  }
+
+  // -- wiring -----------------------------------------------------------------------------
+
+  function init() {
+    for (const name of FORM_FIELDS) {  // an error line beside every field, announced
+      const input = fieldInput(name);
+      const error = el("p", { id: `b-${name}-error`, class: "field-error", role: "alert" });
+      input.insertAdjacentElement("afterend", error);
+      input.setAttribute("aria-describedby", error.id);
+    }
+    $("b-name").closest(".field").appendChild(el("p", { class: "help" }, "Unique; defaults to the id."));
+    $("budgets-title").setAttribute("tabindex", "-1");
+    $("signin-form").addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const key = $("api-key").value.trim();
+      $("api-key-error").textContent = "";
+      $("api-key").removeAttribute("aria-invalid");
+      if (!key) {
+        $("api-key").setAttribute("aria-invalid", "true");
+        $("api-key-error").textContent = "Enter a tenant key.";
+        return;
+      }
+      try {
+        await signIn(key);
+        $("api-key").value = "";
+      } catch (error) {
+        $("api-key").setAttribute("aria-invalid", "true");
+        $("api-key-error").textContent = error.message;
+      }
+    });
+    $("sign-out").addEventListener("click", () => signOut(""));
+    $("filters").addEventListener("submit", (event) => { event.preventDefault(); refresh(); });
+    for (const id of ["f-group", "f-model"]) $(id).addEventListener("change", () => refresh());
+    $("new-budget").addEventListener("click", () => openEditor(null));
+    $("budget-form").addEventListener("submit", saveBudget);
+    $("budget-cancel").addEventListener("click", () => { closeEditor(); $("new-budget").focus(); });
+    document.addEventListener("visibilitychange", () => { if (!document.hidden) refresh(); });
+    const saved = sessionStorage.getItem(KEY_STORE);
+    if (saved) {
+      signIn(saved).catch(() => signOut("Your saved key is no longer accepted; sign in again."));
+    } else {
+      $("api-key").focus();
+    }
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
+  else init();
+})();

@@ -1,0 +1,354 @@
+"""The dashboard in headless Chromium (Debian's ``chromium`` driven by Playwright), against a
+mock upstream and a gateway running as real processes on loopback ports.
+
+A scripted run (chat requests with two models) comes first; the page must then show exactly
+what ``GET /spend/report`` answers for the same range, let an admin key create a budget that
+binds the very next proxied request, show the API's validation error beside its field, and give
+a member key no edit controls. Screenshots go to ``test-output/dashboard/`` (logged).
+
+Chromium is never downloaded (``playwright install`` cannot reach its servers): a machine
+without ``/usr/bin/chromium`` skips these tests, except in CI (``CI=true``), where they fail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import shutil
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import leaks
+from tests.procs import Proc, free_port, mock_upstream, running
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[2]
+OUTPUT = ROOT / "test-output" / "dashboard"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+UI_TIMEOUT_MS = 20_000  # one step's wait for the page; the poll is every 5 s
+LIVE_TIMEOUT_MS = 30_000  # a new request shows up within a few polls
+# the browser's own note on an answer the test asks for (the 400 of an invalid budget, the
+# 401 of a wrong key); anything else the page logs fails the test (a CSP refusal, say)
+EXPECTED_4XX = "Failed to load resource: the server responded with a status of 40"
+HTTP_TIMEOUT_S = 10.0
+
+ADMIN_KEY = "sk-dash-admin-0123456789abcdef"
+MEMBER_KEY = "sk-dash-member-0123456789abcdef"
+UPSTREAM_KEY = "sk-dash-upstream-0123456789abcdef"
+leaks.SECRETS.update([ADMIN_KEY, MEMBER_KEY, UPSTREAM_KEY])
+FILE_BUDGET = "dash-monthly"
+# (model, max_tokens) per scripted request: two models, different sizes
+SCRIPT = [("gpt-4o-mini", 20), ("gpt-4o", 30), ("gpt-4o-mini", 12), ("gpt-4o", 8),
+          ("gpt-4o-mini", 40)]
+
+
+def _sha(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _config(mock_url: str) -> str:
+    return f"""
+store: "memory://"
+upstreams:
+  mock: {{base_url: "{mock_url}/v1", api_key: "{UPSTREAM_KEY}", models: ["*"], timeout_s: 30}}
+pricing:
+  gpt-4o-mini: {{input: 0.15, cached_input: 0.075, output: 0.60}}
+  gpt-4o: {{input: 2.50, cached_input: 1.25, output: 10.00}}
+default_max_output_tokens: 64
+tenants:
+  dash:
+    keys:
+      - {{name: dash-admin, sha256: "{_sha(ADMIN_KEY)}", role: admin}}
+      - {{name: dash-member, sha256: "{_sha(MEMBER_KEY)}", role: member}}
+budgets:
+  - {{name: {FILE_BUDGET}, tenant: dash, max_cost_per_month: 50, max_tokens_per_day: 1000000,
+     alert_threshold: 0.8}}
+"""
+
+
+@dataclass
+class Gateway:
+    proc: Proc
+    tmp: Path
+    console: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return self.proc.url
+
+    def call(self, method: str, path: str, key: str = ADMIN_KEY,
+             body: dict[str, Any] | None = None) -> tuple[int, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.url + path, data=data, method=method,
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S) as resp:
+                return resp.status, json.load(resp)
+        except urllib.error.HTTPError as error:
+            with error:
+                return error.code, json.load(error)
+
+    def chat(self, model: str, max_tokens: int) -> tuple[int, Any]:
+        return self.call("POST", "/v1/chat/completions", body={
+            "model": model, "max_tokens": max_tokens,
+            "messages": [{"role": "user", "content": f"dashboard test, {model}"}]})
+
+    def report(self, **query: str) -> Any:
+        status, body = self.call("GET", "/api/client/v1/spend/report?"
+                                 + urllib.parse.urlencode(query))
+        assert status == 200, body
+        return body
+
+
+def _child_env() -> dict[str, str]:
+    """The children import ``gateway`` from this checkout whatever the working directory."""
+    path = os.environ.get("PYTHONPATH")
+    return {"PYTHONPATH": str(ROOT) if not path else f"{ROOT}{os.pathsep}{path}"}
+
+
+@pytest.fixture(scope="module")
+def chromium_path() -> str:
+    if not (os.path.exists(CHROMIUM) and shutil.which(CHROMIUM)):
+        message = f"{CHROMIUM} is missing (apt-get install chromium; .ci/run does)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        message = "playwright is not installed (pip install '.[test]')"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return CHROMIUM
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """Mock upstream + gateway, then the scripted run, all of it answered 200."""
+    tmp = tmp_path_factory.mktemp("dashboard")
+    env = _child_env()
+    with contextlib.ExitStack() as stack:
+        mock = stack.enter_context(mock_upstream(tmp))
+        config = tmp / "gateway.yaml"
+        config.write_text(_config(mock.url))
+        port = free_port()
+        proc = stack.enter_context(running(
+            ["serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port)],
+            port, "/healthz", tmp / "gateway.log", env))
+        gw = Gateway(proc, tmp)
+        for model, max_tokens in SCRIPT:
+            status, body = gw.chat(model, max_tokens)
+            assert status == 200, body
+        yield gw
+        log_text = proc.output()
+        for secret in (ADMIN_KEY, MEMBER_KEY, UPSTREAM_KEY):
+            assert secret not in log_text, "a key reached the gateway's log"
+
+
+@pytest.fixture
+def page(chromium_path: str, gateway: Gateway) -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium_path, headless=True,
+                                     args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1280, "height": 1000})
+            page = context.new_page()
+            page.set_default_timeout(UI_TIMEOUT_MS)
+            urls: list[str] = []
+            page.on("request", lambda request: urls.append(request.url))
+            page.on("console", lambda msg: gateway.console.append(f"{msg.type}: {msg.text}")
+                    if msg.type in ("error", "warning") and not msg.text.startswith(
+                        EXPECTED_4XX) else None)
+            page.on("pageerror", lambda error: gateway.console.append(f"pageerror: {error}"))
+            yield page
+            for url in urls:  # the key travels in a header only
+                assert ADMIN_KEY not in url and MEMBER_KEY not in url, url
+            assert gateway.console == [], "the page logged errors (a CSP refusal?)"
+        finally:
+            browser.close()
+
+
+def _screenshot(page: Any, name: str) -> Path:
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    path = OUTPUT / name
+    page.screenshot(path=str(path), full_page=True)
+    log.info("dashboard screenshot: %s", path)
+    print(f"dashboard screenshot: {path}")
+    return path
+
+
+def _sign_in(page: Any, gateway: Gateway, key: str) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(gateway.url + "/dashboard")
+    expect(page.get_by_label("Tenant API key")).to_be_focused()
+    page.keyboard.type(key)  # keyboard only: the field has focus, Enter submits
+    page.keyboard.press("Enter")
+    expect(page.locator("#who")).to_be_visible()
+    expect(page.locator("#signin")).to_be_hidden()
+    assert page.evaluate("() => sessionStorage.length") == 1
+
+
+def _expect_report(page: Any, report: dict[str, Any]) -> None:
+    """The totals and the per-model table hold exactly the report's figures."""
+    from playwright.sync_api import expect
+
+    expect(page.locator("#total-requests")).to_have_attribute(
+        "data-value", str(report["requests"]), timeout=LIVE_TIMEOUT_MS)
+    assert float(page.get_attribute("#total-cost", "data-value")) == report["total_cost"]
+    assert int(page.get_attribute("#total-input", "data-value")) == report[
+        "total_input_tokens"]
+    assert int(page.get_attribute("#total-output", "data-value")) == report[
+        "total_output_tokens"]
+    rows = page.locator("#models tbody tr")
+    expect(rows).to_have_count(len(report["by_model"]))
+    for i, model in enumerate(report["by_model"]):
+        row = rows.nth(i)
+        assert row.get_attribute("data-model") == model["model_key"]
+        expect(row.locator("th")).to_have_text(model["model_key"])
+        for figure in ("cost", "requests", "input_tokens", "output_tokens"):
+            value = row.locator(f'td[data-field="{figure}"]').get_attribute("data-value")
+            assert float(value) == model[figure], (model["model_key"], figure)
+
+
+def _chart(page: Any) -> dict[str, Any]:
+    chart: dict[str, Any] = page.evaluate("""() => {
+        const chart = window.Chart.getChart('chart');
+        return {labels: chart.data.labels, stacked: chart.options.scales.y.stacked,
+                datasets: chart.data.datasets.map(d => ({label: d.label, data: d.data}))};
+    }""")
+    return chart
+
+
+def test_admin_sees_the_run_and_manages_budgets(page: Any, gateway: Gateway) -> None:
+    from playwright.sync_api import expect
+
+    _sign_in(page, gateway, ADMIN_KEY)
+    expect(page.locator("#who-text")).to_contain_text("dash-admin")
+    _expect_report(page, gateway.report(group_by="day"))
+    assert {m["model_key"] for m in gateway.report()["by_model"]} == {"gpt-4o", "gpt-4o-mini"}
+
+    # the chart: one stacked series per model, whose periods sum to the report's
+    report = gateway.report(group_by="day")
+    chart = _chart(page)
+    assert chart["stacked"] is True
+    assert chart["labels"] == [p["period"] for p in report["timeseries"]]
+    assert [d["label"] for d in chart["datasets"]] == [m["model_key"] for m in report["by_model"]]
+    for i, period in enumerate(report["timeseries"]):
+        assert sum(d["data"][i] for d in chart["datasets"]) == pytest.approx(period["cost"])
+
+    # a range and a model, as the report answers for the same query
+    today = dt.datetime.now(dt.UTC).date().isoformat()
+    page.get_by_label("From", exact=True).fill(today)
+    page.get_by_label("To", exact=True).fill(today)
+    page.get_by_label("Group by", exact=True).select_option("hour")
+    page.get_by_label("Model", exact=True).select_option("gpt-4o")
+    page.get_by_role("button", name="Apply").click()
+    narrowed = gateway.report(**{"from": today, "to": today, "group_by": "hour",
+                                 "model": "gpt-4o"})
+    assert [m["model_key"] for m in narrowed["by_model"]] in ([], ["gpt-4o"])  # (at midnight)
+    _expect_report(page, narrowed)
+    page.get_by_label("Model", exact=True).select_option("")
+    page.get_by_role("button", name="Apply").click()
+
+    # live: a request made now shows up without a reload
+    assert gateway.chat("gpt-4o-mini", 16)[0] == 200
+    _expect_report(page, gateway.report(group_by="hour", **{"from": today, "to": today}))
+
+    # the YAML budget: its gauges, read-only
+    yaml_card = page.locator(f'article[data-budget-id="{FILE_BUDGET}"]')
+    expect(yaml_card).to_contain_text("source: file")
+    expect(yaml_card).to_contain_text("edit the file")
+    expect(yaml_card.locator("button")).to_have_count(0)
+    expect(yaml_card.get_by_role("meter")).to_have_count(2)
+    expect(yaml_card.locator('[data-limit="max_cost_per_month"] [data-role="resets"]')
+           ).to_contain_text("resets in")
+
+    # an invalid value: the API's 400, beside the field it names
+    page.get_by_role("button", name="New budget").click()
+    page.get_by_label("Name", exact=True).fill("dash-cap")
+    page.get_by_label("Max cost per day (USD)").fill("-5")
+    page.get_by_role("button", name="Create budget").click()
+    error = page.locator("#b-max_cost_per_day-error")
+    expect(error).to_contain_text("max_cost_per_day")
+    expect(page.get_by_label("Max cost per day (USD)")).to_have_attribute("aria-invalid", "true")
+    status, listed = gateway.call("GET", "/api/client/v1/budgets")
+    assert [b["name"] for b in listed["data"]] == [FILE_BUDGET], "nothing was created"
+
+    # a valid one: created from the page, and the next over-budget request is refused
+    page.get_by_label("Max cost per day (USD)").fill("")
+    page.get_by_label("Max tokens per hour").fill("10")
+    page.get_by_role("button", name="Create budget").click()
+    card = page.locator('article[data-source="api"]', has_text="dash-cap")
+    expect(card).to_be_visible()
+    expect(card).to_contain_text("source: api")
+    expect(page.locator("#editor")).to_be_hidden()
+    status, body = gateway.chat("gpt-4o-mini", 50)
+    assert status == 429, body
+    assert "dash-cap" in body["error"]["message"]
+    _screenshot(page, "dashboard-admin.png")
+
+    # edit it roomy from the page, then delete it
+    card.get_by_role("button", name="Edit budget dash-cap").click()
+    page.get_by_label("Max tokens per hour").fill("1000000")
+    page.get_by_role("button", name="Save changes").click()
+    expect(card.locator('[data-limit="max_tokens_per_hour"] [data-role="figures"]')
+           ).to_contain_text("1,000,000 tokens")
+    assert gateway.chat("gpt-4o-mini", 50)[0] == 200
+    page.once("dialog", lambda dialog: dialog.accept())
+    card.get_by_role("button", name="Delete budget dash-cap").click()
+    expect(card).to_have_count(0)
+
+    # signing out forgets the key
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.locator("#signin")).to_be_visible()
+    expect(page.locator("#app")).to_be_hidden()
+    assert page.evaluate("() => sessionStorage.length") == 0
+
+
+def test_member_reads_without_edit_controls(page: Any, gateway: Gateway) -> None:
+    from playwright.sync_api import expect
+
+    page.set_viewport_size({"width": 390, "height": 844})  # a phone
+    _sign_in(page, gateway, MEMBER_KEY)
+    expect(page.locator("#who-text")).to_contain_text("read-only")
+    _expect_report(page, gateway.report(group_by="day"))
+    expect(page.locator(f'article[data-budget-id="{FILE_BUDGET}"]')).to_be_visible()
+    expect(page.locator("#new-budget")).to_be_hidden()
+    expect(page.locator("#editor")).to_be_hidden()
+    expect(page.locator("#budgets button")).to_have_count(0)
+    visible = [b.inner_text() for b in page.get_by_role("button").all() if b.is_visible()]
+    assert sorted(visible) == ["Apply", "Sign out"]
+    width = page.evaluate("() => document.documentElement.scrollWidth")
+    assert width <= 390, "no sideways scrolling on a phone"
+    _screenshot(page, "dashboard-member-phone.png")
+
+
+def test_a_wrong_key_is_refused_beside_the_field(page: Any, gateway: Gateway) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(gateway.url + "/dashboard")
+    page.get_by_label("Tenant API key").fill("sk-not-a-key-0123456789")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#api-key-error")).to_contain_text("Incorrect API key")
+    expect(page.locator("#app")).to_be_hidden()
+    assert page.evaluate("() => sessionStorage.length") == 0
