@@ -81,6 +81,15 @@ class PayloadTooLarge(GatewayError):
     code = "request_too_large"
 
 
+class ClientClosedRequest(GatewayError):
+    """The client went away before its request was read: nobody to answer, nothing to meter.
+    499, as nginx logs it, so access logs and metrics do not count it as a server error."""
+
+    status = 499
+    type = "invalid_request_error"
+    code = "client_closed_request"
+
+
 class BudgetExceeded(GatewayError):
     status = 429
     type = "budget_exceeded"

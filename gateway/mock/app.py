@@ -146,7 +146,7 @@ class MockUpstream:
         reported = fault is None or not fault.no_usage
         shown = input_tokens if reported else None
         answer = shapes.embeddings(body["model"], count, dims, b64=b64, input_tokens=shown)
-        response, delivered = await _deliver(request, answer)
+        response, delivered = await _deliver(request, answer, fault)
         if delivered and reported:
             self._stats.reported(input_tokens, 0, 0)
         return response
@@ -181,7 +181,7 @@ class MockUpstream:
         full, streamed = _RENDER[endpoint]
         if stream:
             return await self._stream(request, streamed(plan), plan, fault)
-        response, delivered = await _deliver(request, full(plan))
+        response, delivered = await _deliver(request, full(plan), fault)
         if delivered:
             self._stats.produced_output_tokens += plan.output_tokens
             self._answered(plan, with_usage=plan.usage)
@@ -243,7 +243,7 @@ class MockUpstream:
         if fault.delay_s:
             await asyncio.sleep(fault.delay_s)
         if fault.status is not None:
-            return _error(fault.error())
+            return _fault_error(fault)
         if fault.reset_after is not None and not stream:
             _hang_up(request)
             return web.Response()
@@ -257,7 +257,7 @@ class MockUpstream:
         reset_after = None if fault is None else fault.reset_after
         cut = len(frames) if reset_after is None else _cut(frames, reset_after)
         try:
-            await self._send(response, frames[:cut], 0.0 if fault is None else fault.chunk_delay_s)
+            await self._send(response, _faulty_frames(frames[:cut], fault), fault)
         except ConnectionError:  # the client went away: nothing more to send or report
             return response
         if cut < len(frames):
@@ -271,15 +271,21 @@ class MockUpstream:
         else:
             self._stats.unreported_input_tokens += plan.input_tokens
 
-    async def _send(self, response: web.StreamResponse, frames: list[Frame], delay: float) -> None:
-        if not delay:  # one write: cheap, and the client still sees one SSE event per frame
+    async def _send(
+        self, response: web.StreamResponse, frames: list[Frame], fault: Fault | None
+    ) -> None:
+        delay = 0.0 if fault is None else fault.chunk_delay_s
+        drip = None if fault is None else fault.drip_s
+        if fault is not None and fault.body_delay_s:
+            await asyncio.sleep(fault.body_delay_s)
+        if not delay and drip is None:  # one write: cheap, the client still sees every event
             await response.write(b"".join(frame.data for frame in frames))
             self._stats.produced_output_tokens += sum(frame.tokens for frame in frames)
             return
         for i, frame in enumerate(frames):
-            if i:
+            if i and delay:
                 await asyncio.sleep(delay)
-            await response.write(frame.data)
+            await _write(response, frame.data, drip)
             self._stats.produced_output_tokens += frame.tokens
 
     # -- small parts -----------------------------------------------------------------------
@@ -308,20 +314,73 @@ def _json(body: bytes) -> web.Response:
     return web.Response(body=body, headers=_JSON_HEADERS)
 
 
-async def _deliver(request: web.Request, body: bytes) -> tuple[web.Response, bool]:
+async def _deliver(
+    request: web.Request, body: bytes, fault: Fault | None
+) -> tuple[web.StreamResponse, bool]:
     """Send a JSON answer now, so the caller knows whether it went out (the client may have
     left during a ``timeout`` fault) before counting its usage as reported."""
-    response = _json(body)
+    response = web.StreamResponse(headers=_JSON_HEADERS)
+    response.content_length = len(body)
     try:
         await response.prepare(request)
+        if fault is not None and fault.body_delay_s:
+            await asyncio.sleep(fault.body_delay_s)
+        if fault is not None and fault.short_body:
+            await response.write(body[: len(body) // 2])
+            _hang_up(request)
+            return response, False
+        await _write(response, body, None if fault is None else fault.drip_s)
         await response.write_eof()
     except ConnectionError:
         return response, False
     return response, True
 
 
+async def _write(response: web.StreamResponse, data: bytes, drip_s: float | None) -> None:
+    """All at once, or (``drip``) one byte per write."""
+    if drip_s is None:
+        await response.write(data)
+        return
+    for i in range(len(data)):
+        await response.write(data[i : i + 1])
+        await asyncio.sleep(drip_s)
+
+
 def _error(exc: MockError) -> web.Response:
     return web.Response(status=exc.status, body=exc.body(), headers=_JSON_HEADERS)
+
+
+def _fault_error(fault: Fault) -> web.Response:
+    """An injected error status: OpenAI-shaped JSON, or (``plain``) text; ``Retry-After``."""
+    exc = fault.error()
+    headers = {} if fault.retry_after is None else {"Retry-After": str(fault.retry_after)}
+    if fault.plain:
+        return web.Response(status=exc.status, text=f"{exc.message}\n", headers=headers)
+    return web.Response(status=exc.status, body=exc.body(), headers={**_JSON_HEADERS, **headers})
+
+
+_JUNK_FRAMES = (
+    b": a comment line\n\n",
+    b"a line with no field\n\n",
+    b"data: {not json\n\n",
+    b"event: ping\ndata: {}\n\n",
+    b"data:[1,2,3]\n\n",
+    b"\n\n",
+)
+
+
+def _faulty_frames(frames: list[Frame], fault: Fault | None) -> list[Frame]:
+    """``double_usage`` and ``bad_sse`` applied to a stream's frames."""
+    if fault is None:
+        return frames
+    if fault.double_usage:
+        frames = [f for frame in frames
+                  for f in ((frame, frame) if b'"usage":{' in frame.data else (frame,))]
+    if fault.bad_sse and frames:
+        last = frames[-1]
+        frames = [*(Frame(junk, 0) for junk in _JUNK_FRAMES), *frames[:-1],
+                  Frame(last.data.rstrip(b"\n"), last.tokens)]
+    return frames
 
 
 def _hang_up(request: web.Request) -> None:

@@ -154,11 +154,14 @@ class Forwarder:
                 code="upstream_auth_failed",
             )
             return _error(error, headers)
+        out = _response_headers(resp, headers)
+        if not _is_openai_error(body):  # a proxy's HTML page, a plain-text 503...
+            body = orjson.dumps(_unshaped_error(target, resp.status).body())
+            out["Content-Type"] = "application/json"
         key = target.upstream.api_key.encode()
         if key and key in body:
             body = body.replace(key, _SECRET_REPLACEMENT)
-        return web.Response(body=body, status=resp.status,
-                            headers=_response_headers(resp, headers))
+        return web.Response(body=body, status=resp.status, headers=out)
 
     async def _stream(
         self,
@@ -174,8 +177,8 @@ class Forwarder:
         meter = StreamMeter(target.endpoint, hide_usage)
         splitter = SSESplitter()
         exchange.response, exchange.ok = response, True
-        await response.prepare(request)
         try:
+            await response.prepare(request)  # the client may have left while we waited
             async for chunk in resp.content.iter_any():
                 out = [b for e in splitter.feed(chunk) if (b := meter.feed(e)) is not None]
                 if out:
@@ -184,14 +187,15 @@ class Forwarder:
             if tail.strip() and (out_tail := meter.feed(tail)) is not None:
                 await response.write(out_tail)
         except ConnectionResetError:
-            log.debug("client went away mid-stream")
+            log.debug("client went away before or during the stream")
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("upstream stream broke off: %s", type(exc).__name__)
             await _write_quietly(response, _stream_error(target))
         finally:
             exchange.reported = meter.reported
             exchange.produced_text = meter.produced_text()
-        await _write_eof_quietly(response)
+        if response.prepared:
+            await _write_eof_quietly(response)
 
 
 @functools.lru_cache(maxsize=64)
@@ -210,6 +214,25 @@ def _response_headers(resp: aiohttp.ClientResponse, extra: Mapping[str, str]) ->
     headers = {k: v for k, v in resp.headers.items() if k.lower() not in _DROPPED_RESPONSE_HEADERS}
     headers.update(extra)
     return headers
+
+
+def _is_openai_error(body: bytes) -> bool:
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(parsed, dict) and isinstance(parsed.get("error"), dict)
+
+
+def _unshaped_error(target: Target, status: int) -> UpstreamError:
+    """An upstream error whose body is not OpenAI's shape, said in that shape: clients (the
+    openai SDK) read ``error.message``; the status (and any Retry-After) stays the upstream's."""
+    error = UpstreamError(
+        f"The upstream '{target.upstream.name}' answered HTTP {status} without an error body.",
+        code="rate_limit_exceeded" if status == 429 else "upstream_error",
+    )
+    error.status = status
+    return error
 
 
 def _error(error: GatewayError, headers: Mapping[str, str]) -> web.Response:

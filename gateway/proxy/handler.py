@@ -13,7 +13,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from gateway import log as gateway_log
-from gateway.errors import BudgetExceeded, PayloadTooLarge, StoreUnavailable
+from gateway.errors import BudgetExceeded, ClientClosedRequest, PayloadTooLarge, StoreUnavailable
 from gateway.ops import access
 from gateway.proxy import estimate as estimate_stage
 from gateway.proxy.budget_index import Slot
@@ -168,9 +168,14 @@ async def read_body(request: web.Request, limit: int) -> bytes:
         raise too_large
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_chunked(_READ_CHUNK):
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
+    try:
+        async for chunk in request.content.iter_chunked(_READ_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+    except ConnectionResetError:
+        raise ClientClosedRequest(
+            "The client closed the connection before its body was sent."
+        ) from None
     return b"".join(chunks)

@@ -16,6 +16,10 @@ from gateway.proxy.auth import Principal
 from gateway.proxy.endpoints import Endpoint
 from gateway.settings.schema import TenantSettings, UpstreamSettings
 
+MAX_DEPTH = 255
+"""The deepest nesting accepted: what orjson can write back (the gateway re-writes a body to ask
+for streamed usage or to clamp max_tokens), and what the estimate stage walks safely."""
+
 _REQUIRED: dict[Endpoint, tuple[str, tuple[type, ...]]] = {
     Endpoint.CHAT: ("messages", (list,)),
     Endpoint.COMPLETIONS: ("prompt", (str, list)),
@@ -89,7 +93,22 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         raise InvalidRequest(
             f"The request body must be a JSON object, not a JSON {_json_type(body)}."
         )
+    _check_depth(raw, body)
     return body
+
+
+def _check_depth(raw: bytes, body: dict[str, Any]) -> None:
+    """orjson reads any depth but writes at most ``MAX_DEPTH``: a body it cannot write back is
+    refused here, before any stage holds a reservation for it. Bodies with fewer brackets than
+    that (nearly all) are not walked at all."""
+    if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
+        return
+    try:
+        orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        raise InvalidRequest(
+            f"The request body is nested too deeply (more than {MAX_DEPTH} levels)."
+        ) from None
 
 
 def resolve(

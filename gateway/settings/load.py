@@ -69,8 +69,10 @@ SHIPPED_PRICING = "default_pricing.yaml"
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 
 
-# Counters are integer nano-dollars, exact in Redis's Lua numbers (doubles) up to 2**53.
+# Counters are integer nano-dollars and tokens, exact in Redis's Lua numbers (doubles) up to
+# 2**53; a larger limit would also let reservations overflow Redis's 64-bit integers.
 MAX_COST_USD = 9_000_000.0
+MAX_TOKENS = 2**53
 
 
 def load_settings(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Settings:
@@ -325,8 +327,8 @@ def _budget(budget: Fields, name: str, tenant: str, key: str | None) -> Budget:
         key=key,
         model=budget.string("model"),
         domain=budget.choice("domain", Domain),
-        max_tokens_per_hour=budget.integer("max_tokens_per_hour", minimum=0),
-        max_tokens_per_day=budget.integer("max_tokens_per_day", minimum=0),
+        max_tokens_per_hour=budget.integer("max_tokens_per_hour", minimum=0, maximum=MAX_TOKENS),
+        max_tokens_per_day=budget.integer("max_tokens_per_day", minimum=0, maximum=MAX_TOKENS),
         max_cost_per_hour=budget.number("max_cost_per_hour", maximum=MAX_COST_USD),
         max_cost_per_day=budget.number("max_cost_per_day", maximum=MAX_COST_USD),
         max_cost_per_month=budget.number("max_cost_per_month", maximum=MAX_COST_USD),

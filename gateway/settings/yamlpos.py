@@ -182,7 +182,9 @@ class Reader:
         values = [self.string(item, index(path, i)) for i, item in enumerate(items)]
         return tuple(v for v in values if v is not None)
 
-    def integer(self, node: Node, path: str, *, minimum: int) -> int | None:
+    def integer(
+        self, node: Node, path: str, *, minimum: int, maximum: int | None = None
+    ) -> int | None:
         scalar = self._scalar(node, path, "an integer", retag=True)
         if scalar is None:
             return None
@@ -195,6 +197,8 @@ class Reader:
             return None
         if value < minimum:
             self.error(node, path, f"must be >= {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            self.error(node, path, f"must be <= {maximum}, got {value}")
         return value
 
     def number(
@@ -349,9 +353,11 @@ class Fields:
             return None
         return self.reader.strings(node, self.path(name), empty_ok=empty_ok)
 
-    def integer(self, name: str, *, minimum: int) -> int | None:
+    def integer(self, name: str, *, minimum: int, maximum: int | None = None) -> int | None:
         node = self.values.get(name)
-        return None if node is None else self.reader.integer(node, self.path(name), minimum=minimum)
+        if node is None:
+            return None
+        return self.reader.integer(node, self.path(name), minimum=minimum, maximum=maximum)
 
     def number(
         self,

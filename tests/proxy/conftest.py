@@ -31,10 +31,11 @@ def sha(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def config_text(mock_url: str, budgets: str = "", extra: str = "") -> str:
+def config_text(mock_url: str, budgets: str = "", extra: str = "",
+                max_body_bytes: int = 4096) -> str:
     return f"""
 store: "memory://"
-max_body_bytes: 4096
+max_body_bytes: {max_body_bytes}
 upstreams:
   mock:
     base_url: "{mock_url}/v1"
@@ -97,11 +98,13 @@ async def gateway(
     aiohttp_client: Any, aiohttp_server: Any, tmp_path: Path
 ) -> MakeHarness:
     async def make(budgets: str = "", extra: str = "", clock: Clock | None = None,
-                   watch_interval_s: float | None = None) -> Harness:
+                   watch_interval_s: float | None = None,
+                   max_body_bytes: int = 4096) -> Harness:
         mock_app = make_app()
         mock: TestServer = await aiohttp_server(mock_app)
         path = tmp_path / "gateway.yaml"
-        path.write_text(config_text(str(mock.make_url("")).rstrip("/"), budgets, extra))
+        path.write_text(config_text(str(mock.make_url("")).rstrip("/"), budgets, extra,
+                                     max_body_bytes))
         config = load_live(str(path), Runtime.build)
         app = create_app(config, clock=clock, watch_interval_s=watch_interval_s)
         client = await aiohttp_client(app, trace_configs=[leaks.trace_config()])

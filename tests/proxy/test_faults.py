@@ -124,3 +124,18 @@ async def test_a_last_event_without_its_blank_line_still_reaches_the_client(
     assert '"total_tokens":5' in text
     summary = await client.app[STORE].query(Filter())
     assert (summary.total_input_tokens, summary.total_output_tokens) == (3, 2)
+
+
+async def test_upstream_error_without_an_openai_body_is_said_in_that_shape(
+    gateway: MakeHarness,
+) -> None:
+    """A plain-text 503 (a proxy's page, an overloaded balancer): the client still gets
+    OpenAI-shaped JSON, with the upstream's status and Retry-After, and nothing is charged."""
+    gw = await gateway(BUDGET)
+    resp = await gw.chat(**faulty("503,plain,retry_after:4"))
+    assert resp.status == 503 and resp.headers["Retry-After"] == "4"
+    assert resp.headers["Content-Type"].startswith("application/json")
+    error = (await resp.json())["error"]
+    assert error["code"] == "upstream_error" and "HTTP 503" in error["message"]
+    assert await gw.in_flight() == 0
+    assert (await gw.store.query(Filter())).entry_count == 0

@@ -335,6 +335,12 @@ REFUSED = [
         4,
         id="negative-tokens",
     ),
+    pytest.param(  # past 2**53: not exact in Redis's Lua numbers, and reservations overflow
+        "budgets:\n  - name: b\n    tenant: acme\n    max_tokens_per_day: 9223372036854775808\n",
+        "budgets[0].max_tokens_per_day",
+        4,
+        id="tokens-beyond-redis",
+    ),
     pytest.param(
         "budgets:\n  - name: b\n    tenant: acme\n    max_cost_per_month: -0.01\n",
         "budgets[0].max_cost_per_month",
