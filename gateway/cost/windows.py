@@ -33,7 +33,12 @@ class Window:
 
     def oldest(self, now: float) -> int:
         """The oldest bucket index still inside the window at ``now``."""
-        return self.bucket(now) - self.count + 1
+        return self.buckets(now)[1]
+
+    def buckets(self, now: float) -> tuple[int, int]:
+        """The current and the oldest bucket index inside the window at ``now``."""
+        bucket = self.bucket(now)
+        return bucket, bucket - self.count + 1
 
     def leaves_at(self, bucket: int) -> float:
         """When ``bucket`` stops counting: the time its usage frees up."""

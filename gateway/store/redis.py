@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
+import hiredis
 import orjson
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
@@ -20,7 +21,6 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
-from redis.connection import HiredisRespSerializer
 from redis.exceptions import RedisError
 
 from gateway.cost.model import Filter, Summary, Usage, nano_to_usd, usd_to_nano
@@ -45,19 +45,18 @@ _RETRIES: dict[str, Any] = {
 }
 
 
-_PACKER = HiredisRespSerializer()
-
-
 def hiredis_packing(connection: type[AbstractConnection]) -> type[AbstractConnection]:
     """``connection`` (plain, TLS or Unix socket, as the URL chose) packing commands with
-    hiredis, in C, as redis-py's synchronous client already does: its asyncio connection packs
-    in Python, argument by argument, which for a script call carrying its keys and per-line
+    hiredis, in C, as redis-py's synchronous client does: its asyncio connection packs in
+    Python, argument by argument, which for a script call carrying its keys and per-line
     arguments cost more than Redis took to run the script."""
 
     class Packed(connection):  # type: ignore[valid-type,misc]
         def pack_command(self, *args: Any) -> list[bytes]:
-            packed: list[bytes] = _PACKER.pack(*args)
-            return packed
+            first = args[0]
+            if isinstance(first, str) and " " in first:  # "SCRIPT LOAD": one word per arg
+                args = (*first.split(), *args[1:])
+            return [hiredis.pack_command(args)]
 
     Packed.__name__ = Packed.__qualname__ = f"Hiredis{connection.__name__}"
     return Packed
@@ -74,6 +73,16 @@ _WITH_LINES = {"reserve.lua", "settle.lua", "peek.lua"}
 
 def _keys(line: Line) -> tuple[str, str, str]:
     return line.key, line.key + ":p", line.key + ":x"
+
+
+def _spans(lines: Sequence[Line], now: float) -> dict[Window, tuple[int, int]]:
+    """Each window's current and oldest bucket, worked out once per call: a request's lines
+    share a few windows (hour, day, month)."""
+    spans: dict[Window, tuple[int, int]] = {}
+    for line in lines:
+        if line.window not in spans:
+            spans[line.window] = line.window.buckets(now)
+    return spans
 
 
 def _keep_s(window: Window) -> int:
@@ -134,10 +143,12 @@ class RedisStore:
     ) -> ReserveResult:
         keys = [k for line in lines for k in _keys(line)] + [budgets_key(tenant)]
         args: list[Any] = [repr(now), repr(now + ttl_s), rid, "" if version is None else version]
+        spans = _spans(lines, now)
         for line in lines:
             w = line.window
-            args += [line.limit, line.amount, int(line.enforce), w.bucket(now), w.oldest(now),
-                     w.width, w.count, repr(w.leaves_at(w.bucket(now)))]
+            bucket, oldest = spans[w]
+            args += [line.limit, line.amount, int(line.enforce), bucket, oldest, w.width,
+                     w.count, repr(w.leaves_at(bucket))]
         reply = await self._call(self._reserve, keys, args, "reserve")
         if reply[1] == b"stale":
             return ReserveResult(False, (), stale=True)
@@ -160,9 +171,9 @@ class RedisStore:
     ) -> bool:
         keys = [f"{{{tenant}}}:s:{rid}"] + [k for line in lines for k in _keys(line)]
         args: list[Any] = [rid, marker_ttl_s]
+        spans = _spans(lines, now)
         for line in lines:
-            w = line.window
-            args += [line.amount, w.bucket(now), w.oldest(now), _keep_s(w)]
+            args += [line.amount, *spans[line.window], _keep_s(line.window)]
         hour = hour_of(usage.timestamp if usage is not None else now)
         keys += [f"{{{tenant}}}:usage", f"{{{tenant}}}:r:{hour}", f"{{{tenant}}}:r:hours"]
         args += [*self._usage_args(usage), hour]
