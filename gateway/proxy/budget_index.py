@@ -27,15 +27,16 @@ class Slot:
     max: int  # tokens or nano-dollars
     key: str
     enforce: bool  # False for alert-only budgets
+    is_cost: bool  # the limit's, kept here: read for every line of every request
 
     def amount(self, tokens: int, cost_nano: int) -> int:
-        return cost_nano if self.limit.is_cost else tokens
+        return cost_nano if self.is_cost else tokens
 
     def line(self, tokens: int, cost_nano: int) -> Line:
         return Line(self.key, self.window, self.max, self.amount(tokens, cost_nano), self.enforce)
 
     def describe(self, value: int) -> str:
-        if self.limit.is_cost:
+        if self.is_cost:
             return f"${nano_to_usd(value):.6f}".rstrip("0").rstrip(".")
         return f"{value} tokens"
 
@@ -69,7 +70,7 @@ class BudgetIndex:
 def slots_of(budget: Budget) -> tuple[Slot, ...]:
     enforce = budget.action is not BudgetAction.ALERT
     return tuple(
-        Slot(budget, limit, window_of(limit), value, _key(budget, limit), enforce)
+        Slot(budget, limit, window_of(limit), value, _key(budget, limit), enforce, limit.is_cost)
         for limit, value in budget.limits()
     )
 

@@ -193,7 +193,7 @@ def _clamp_fit(
         if not line.enforce:
             continue
         headroom = line.limit - used
-        if slot.limit.is_cost:
+        if slot.is_cost:
             room = min(room, max_output_within(price, headroom, estimate.input_tokens))
         else:
             room = min(room, headroom - estimate.input_tokens)
