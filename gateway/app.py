@@ -75,7 +75,10 @@ def create_app(
 
 async def _session(app: web.Application) -> AsyncIterator[None]:
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=60)
-    async with aiohttp.ClientSession(connector=connector, auto_decompress=True) as session:
+    # No cookie jar: one session carries every tenant's requests, so a cookie the upstream sets
+    # on one answer must not ride along on the next tenant's request.
+    async with aiohttp.ClientSession(connector=connector, auto_decompress=True,
+                                     cookie_jar=aiohttp.DummyCookieJar()) as session:
         app[SESSION] = session
         yield
 

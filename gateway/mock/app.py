@@ -34,8 +34,12 @@ _MAX_DIMENSIONS = 8192
 _MAX_BODY = 64 * 1024 * 1024
 _MODELS_CREATED = 1_700_000_000
 _MODELS = "/models"
-_JSON_HEADERS = {"Content-Type": "application/json"}
-_SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
+# OpenAI's edge sets a cookie on every answer; a gateway must neither pass it to its tenants
+# nor replay it upstream on another tenant's request.
+_COOKIE = "__cf_bm=mock-upstream-cookie; path=/; HttpOnly; SameSite=None"
+_JSON_HEADERS = {"Content-Type": "application/json", "Set-Cookie": _COOKIE}
+_SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
+                "Set-Cookie": _COOKIE}
 _RENDER: dict[Endpoint, tuple[Callable[[Plan], bytes], Callable[[Plan], list[Frame]]]] = {
     Endpoint.CHAT: (shapes.chat_completion, shapes.chat_stream),
     Endpoint.COMPLETIONS: (shapes.text_completion, shapes.text_completion_stream),

@@ -99,12 +99,12 @@ async def gateway(
 ) -> MakeHarness:
     async def make(budgets: str = "", extra: str = "", clock: Clock | None = None,
                    watch_interval_s: float | None = None,
-                   max_body_bytes: int = 4096) -> Harness:
+                   max_body_bytes: int = 4096, mock_host: str = "127.0.0.1") -> Harness:
         mock_app = make_app()
         mock: TestServer = await aiohttp_server(mock_app)
         path = tmp_path / "gateway.yaml"
-        path.write_text(config_text(str(mock.make_url("")).rstrip("/"), budgets, extra,
-                                     max_body_bytes))
+        mock_url = str(mock.make_url("").with_host(mock_host)).rstrip("/")
+        path.write_text(config_text(mock_url, budgets, extra, max_body_bytes))
         config = load_live(str(path), Runtime.build)
         app = create_app(config, clock=clock, watch_interval_s=watch_interval_s)
         client = await aiohttp_client(app, trace_configs=[leaks.trace_config()])

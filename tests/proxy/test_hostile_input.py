@@ -420,6 +420,20 @@ async def test_client_credentials_and_hop_headers_never_reach_the_upstream(
     await assert_metered(gw)
 
 
+async def test_upstream_cookies_reach_neither_clients_nor_other_tenants(
+    gateway: MakeHarness,
+) -> None:
+    gw = await gateway(SMALL, mock_host="localhost")  # a name: cookie jars refuse IP hosts
+    TRIED.append("upstream Set-Cookie replayed on another tenant's request")
+    for key in ("ci", "other"):
+        resp = await gw.chat(headers={"Authorization": f"Bearer {KEYS[key]}"})
+        assert resp.status == 200, await resp.text()
+        assert "Set-Cookie" not in resp.headers
+        await resp.read()
+        seen = gw.stats.last_request
+        assert seen is not None and "cookie" not in seen["headers"]
+
+
 async def test_transfer_encoding_from_the_client_is_not_forwarded(gateway: MakeHarness) -> None:
     gw = await gateway(SMALL)
     TRIED.append("header: Transfer-Encoding: chunked")
