@@ -45,6 +45,20 @@ def index(path: str, i: int) -> str:
     return f"{path}[{i}]"
 
 
+def _compose(text: str) -> Node | None:
+    """libyaml's parser when PyYAML has it: a 100,000-key file composes several times faster
+    and with a fraction of the memory. A file it refuses is parsed again by the pure-Python
+    parser, whose messages (and positions) are the ones ops see."""
+    fast = getattr(yaml, "CSafeLoader", None)
+    if fast is not None:
+        try:
+            node: Node | None = yaml.compose(text, Loader=fast)
+            return node
+        except yaml.YAMLError:
+            pass
+    return yaml.compose(text, Loader=yaml.SafeLoader)
+
+
 def line_of(node: Node) -> int | None:
     return node.start_mark.line + 1 if node.start_mark is not None else None
 
@@ -88,7 +102,7 @@ class Reader:
     def document(self, text: str, allowed: Sequence[str]) -> Fields | None:
         """The top-level mapping, or ``None`` when the text is not YAML or not a mapping."""
         try:
-            root = yaml.compose(text, Loader=yaml.SafeLoader)
+            root = _compose(text)
         except yaml.MarkedYAMLError as exc:
             mark = exc.problem_mark or exc.context_mark
             problem = " ".join(p for p in (exc.context, exc.problem) if p)
@@ -279,7 +293,7 @@ class Reader:
         if value is None:
             return None
         tag = node.tag
-        if retag and node.style is None:
+        if retag and not node.style:  # plain: None from PyYAML's parser, "" from libyaml's
             # PyYAML's resolver is untyped in the stubs; it returns the tag as a str.
             tag = str(self._yaml.resolve(ScalarNode, value, (True, False)))  # type: ignore[no-untyped-call]
         return ScalarNode(tag, value, node.start_mark, node.end_mark, style=node.style)
