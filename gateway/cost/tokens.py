@@ -207,6 +207,7 @@ def _encoding_spec(name: str, ranks: dict[bytes, int], sha256: str) -> dict[str,
     return spec
 
 
+@functools.lru_cache(maxsize=1024)  # asked once per request; bounded, as names come from clients
 def encoding_name_for(model: str) -> str | None:
     """The offline vocabulary a model uses, or None when it has none (fallback estimate).
 
