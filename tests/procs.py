@@ -17,6 +17,13 @@ from pathlib import Path
 from tests import leaks
 
 READY_TIMEOUT_S = 20.0
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _checkout_env() -> dict[str, str]:
+    """Children import ``gateway`` from this checkout, whatever their working directory."""
+    path = os.environ.get("PYTHONPATH")
+    return {"PYTHONPATH": str(ROOT) if not path else f"{ROOT}{os.pathsep}{path}"}
 
 
 def free_port() -> int:
@@ -55,7 +62,8 @@ def running(args: Sequence[str], port: int, probe_path: str, log: Path,
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", *args],
-            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
+            stdout=out, stderr=subprocess.STDOUT,
+            env={**os.environ, **_checkout_env(), **(env or {})},
         )
     try:
         url = f"http://127.0.0.1:{port}"
@@ -82,3 +90,13 @@ def mock_upstream(tmp: Path) -> Iterator[Proc]:
     with running(["mock-upstream", "--port", str(port)], port, "/v1/mock/stats",
                  tmp / "mock.log") as mock:
         yield mock
+
+
+@contextlib.contextmanager
+def gateway_process(config: Path, log: Path, *extra: str,
+            env: dict[str, str] | None = None) -> Iterator[Proc]:
+    """``gateway serve --config CONFIG`` on a free loopback port until the block ends."""
+    port = free_port()
+    args = ["serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port), *extra]
+    with running(args, port, "/healthz", log, env) as proc:
+        yield proc

@@ -26,7 +26,7 @@ from gateway.client import (
     SyncClient,
     error_from,
 )
-from tests.procs import free_port, running
+from tests.procs import free_port, gateway_process, mock_upstream
 from tests.proxy import conftest as harness
 from tests.proxy.conftest import KEYS, MakeHarness
 
@@ -136,18 +136,15 @@ budgets:
 
 
 @pytest.fixture(scope="module")
-def gateway_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A mock upstream and a gateway, real processes; yields the gateway's root URL after one
     chat request has been charged."""
     tmp = tmp_path_factory.mktemp("client")
-    mock_port, gw_port = free_port(), free_port()
-    with running(["mock-upstream", "--port", str(mock_port)], mock_port, "/v1/mock/stats",
-                 tmp / "mock.log") as mock:
+    with mock_upstream(tmp) as mock:
         config = tmp / "gateway.yaml"
         hashes = {role: hashlib.sha256(s.encode()).hexdigest() for role, s in SECRETS.items()}
         config.write_text(CONFIG.format(mock=mock.url, **hashes))
-        with running(["serve", "--config", str(config), "--port", str(gw_port)], gw_port,
-                     "/healthz", tmp / "gateway.log") as gw:
+        with gateway_process(config, tmp / "gateway.log") as gw:
             _chat(gw.url)
             yield gw.url
 
@@ -167,8 +164,8 @@ def _client_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name == "gateway-client"]
 
 
-def test_sync_client_round_trips_every_call(gateway_process: str) -> None:
-    with SyncClient(gateway_process, SECRETS["admin"]) as client:
+def test_sync_client_round_trips_every_call(served: str) -> None:
+    with SyncClient(served, SECRETS["admin"]) as client:
         report = client.spend.report(group_by="day")
         assert report["requests"] == 1 and report["total_cost"] > 0
         assert report["timeseries"][0]["period"] == dt.datetime.now(dt.UTC).date().isoformat()
@@ -190,14 +187,14 @@ def test_sync_client_round_trips_every_call(gateway_process: str) -> None:
     assert not _client_threads(), "close() ends the client's thread"
 
 
-def test_sync_client_raises_the_same_typed_errors(gateway_process: str) -> None:
-    with SyncClient(gateway_process, SECRETS["member"]) as member:
+def test_sync_client_raises_the_same_typed_errors(served: str) -> None:
+    with SyncClient(served, SECRETS["member"]) as member:
         with pytest.raises(PermissionDeniedError) as denied:
             member.budgets.create(monthly_limit_usd=1)
         assert "'app' is a member key" in denied.value.message
         with pytest.raises(BadRequestError):
             member.spend.report(from_="yesterday")
-    with SyncClient(gateway_process, SECRETS["admin"]) as admin:
+    with SyncClient(served, SECRETS["admin"]) as admin:
         with pytest.raises(NotFoundError):
             admin.budgets.delete("bud_missing")
         with pytest.raises(ConflictError):
@@ -206,11 +203,11 @@ def test_sync_client_raises_the_same_typed_errors(gateway_process: str) -> None:
         member.budgets.list()
 
 
-def test_sync_client_works_where_an_event_loop_is_running(gateway_process: str) -> None:
+def test_sync_client_works_where_an_event_loop_is_running(served: str) -> None:
     """Called from inside a coroutine (as in a notebook), it still blocks correctly."""
 
     async def inside_a_loop() -> int:
-        with SyncClient(gateway_process, SECRETS["member"]) as client:
+        with SyncClient(served, SECRETS["member"]) as client:
             requests: int = client.spend.report()["requests"]
             return requests
 

@@ -24,7 +24,7 @@ from gateway.cost.model import Usage
 from gateway.store.memory import MemoryStore
 from gateway.store.persist import Persister
 from gateway.store.redis import RedisStore
-from tests.procs import free_port, running, stop
+from tests.procs import free_port, gateway_process, mock_upstream, stop
 from tests.servers import redis_server
 
 SECRETS = {"app": "sk-cli-admin-app", "boss": "sk-cli-admin-boss"}
@@ -311,13 +311,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """A gateway on ``memory://?persist=`` served three requests and one API budget, was asked
     for its report and status, and stopped (saving its state)."""
     tmp = tmp_path_factory.mktemp("served")
-    mock_port, gw_port = free_port(), free_port()
-    with running(["mock-upstream", "--port", str(mock_port)], mock_port, "/v1/mock/stats",
-                 tmp / "mock.log") as mock:
+    with mock_upstream(tmp) as mock:
         config = write_config(tmp / "gateway.yaml", f"memory://?persist={tmp / 'state.json'}",
                               mock.url)
-        with running(["serve", "--config", str(config), "--port", str(gw_port)], gw_port,
-                     "/healthz", tmp / "gateway.log") as gw:
+        with gateway_process(config, tmp / "gateway.log") as gw:
             for model in ("gpt-4o", "gpt-4o", "gpt-4o-mini"):
                 _chat(gw.url, model)
             with SyncClient(gw.url, SECRETS["boss"]) as api:

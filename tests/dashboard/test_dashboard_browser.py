@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 
 from tests import leaks
-from tests.procs import Proc, free_port, mock_upstream, running
+from tests.procs import Proc, gateway_process, mock_upstream
 
 log = logging.getLogger(__name__)
 
@@ -116,12 +116,6 @@ class Gateway:
         return body
 
 
-def _child_env() -> dict[str, str]:
-    """The children import ``gateway`` from this checkout whatever the working directory."""
-    path = os.environ.get("PYTHONPATH")
-    return {"PYTHONPATH": str(ROOT) if not path else f"{ROOT}{os.pathsep}{path}"}
-
-
 @pytest.fixture(scope="module")
 def chromium_path() -> str:
     """A missing browser fails the tests, as a missing redis-server does: never a skip."""
@@ -134,15 +128,11 @@ def chromium_path() -> str:
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     """Mock upstream + gateway, then the scripted run, all of it answered 200."""
     tmp = tmp_path_factory.mktemp("dashboard")
-    env = _child_env()
     with contextlib.ExitStack() as stack:
         mock = stack.enter_context(mock_upstream(tmp))
         config = tmp / "gateway.yaml"
         config.write_text(_config(mock.url))
-        port = free_port()
-        proc = stack.enter_context(running(
-            ["serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port)],
-            port, "/healthz", tmp / "gateway.log", env))
+        proc = stack.enter_context(gateway_process(config, tmp / "gateway.log"))
         gw = Gateway(proc, tmp)
         for model, max_tokens in SCRIPT:
             status, body = gw.chat(model, max_tokens)

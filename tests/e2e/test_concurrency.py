@@ -9,7 +9,7 @@ from pathlib import Path
 import aiohttp
 
 from tests import leaks
-from tests.procs import free_port, running
+from tests.procs import gateway_process, mock_upstream
 
 SECRET = "sk-e2e-concurrency-tenant"
 leaks.SECRETS.add(SECRET)
@@ -41,9 +41,7 @@ async def _post_all(url: str, count: int) -> list[int]:
 
 
 async def test_two_hundred_at_once_exactly_twenty_succeed(tmp_path: Path) -> None:
-    mock_port, gw_port = free_port(), free_port()
-    with running(["mock-upstream", "--port", str(mock_port)], mock_port, "/v1/mock/stats",
-                 tmp_path / "mock.log") as mock:
+    with mock_upstream(tmp_path) as mock:
         # one request's exact size: the mock reports the gateway's own input count
         per_request = 0
         async with aiohttp.ClientSession() as session:
@@ -53,8 +51,7 @@ async def test_two_hundred_at_once_exactly_twenty_succeed(tmp_path: Path) -> Non
         config = tmp_path / "gateway.yaml"
         config.write_text(CONFIG.format(mock=mock.url, limit=20 * per_request,
                                         sha=hashlib.sha256(SECRET.encode()).hexdigest()))
-        with running(["serve", "--config", str(config), "--port", str(gw_port)], gw_port,
-                     "/healthz", tmp_path / "gateway.log") as gateway:
+        with gateway_process(config, tmp_path / "gateway.log") as gateway:
             statuses = await _post_all(gateway.url, 200)
             async with aiohttp.ClientSession() as session, session.get(
                 f"{mock.url}/v1/mock/stats"

@@ -30,8 +30,7 @@ import pytest
 
 from gateway.store.redis import RedisStore
 from tests import leaks
-from tests.e2e.conftest import _child_env
-from tests.procs import Proc, free_port, running, stop
+from tests.procs import Proc, free_port, gateway_process, mock_upstream, stop
 from tests.servers import start_redis
 
 SECRET = "sk-fault-suite-tenant-0123456789"
@@ -169,18 +168,14 @@ def write_config(path: Path, mock: str, store: str, policy: str = "reject") -> P
 
 
 def serve(tmp: Path, config: Path, name: str) -> contextlib.AbstractContextManager[Proc]:
-    port = free_port()
-    return running(["serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port)],
-                   port, "/healthz", tmp / f"{name}.log", _child_env())
+    return gateway_process(config, tmp / f"{name}.log")
 
 
 @pytest.fixture(scope="module")
 def procs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Procs]:
     """The mock and the gateway (memory store), for the whole module."""
     tmp = tmp_path_factory.mktemp("faults")
-    port = free_port()
-    with running(["mock-upstream", "--host", "127.0.0.1", "--port", str(port)], port,
-                 "/v1/mock/stats", tmp / "mock.log", _child_env()) as mock:
+    with mock_upstream(tmp) as mock:
         config = write_config(tmp / "memory.yaml", mock.url, "memory://")
         with serve(tmp, config, "gateway-memory") as gateway:
             yield Procs(mock, gateway, tmp)

@@ -21,7 +21,7 @@ from gateway.cost.windows import HOUR
 from gateway.store.base import Line
 from gateway.store.redis import RedisStore
 from tests import leaks
-from tests.procs import Proc, free_port, mock_upstream, running, stop
+from tests.procs import Proc, free_port, gateway_process, mock_upstream, stop
 from tests.servers import start_redis
 
 SECRET = "sk-e2e-redis-tenant"
@@ -59,10 +59,7 @@ def gateways(tmp: Path, configs: list[Path]) -> Iterator[list[Proc]]:
     with contextlib.ExitStack() as stack:
         procs = []
         for i, config in enumerate(configs):
-            port = free_port()
-            procs.append(stack.enter_context(running(
-                ["serve", "--config", str(config), "--port", str(port)], port, "/healthz",
-                tmp / f"gateway-{i}.log")))
+            procs.append(stack.enter_context(gateway_process(config, tmp / f"gateway-{i}.log")))
         yield procs
 
 

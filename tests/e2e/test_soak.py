@@ -27,7 +27,7 @@ import redis.asyncio as aioredis
 from gateway.cost.model import Filter
 from gateway.store.redis import RedisStore
 from tests import leaks
-from tests.procs import Proc, free_port, mock_upstream, running
+from tests.procs import Proc, gateway_process, mock_upstream
 from tests.servers import redis_server
 
 REQUESTS = int(os.environ.get("SOAK_REQUESTS", "20000"))
@@ -229,10 +229,8 @@ def stack(tmp: Path) -> Iterator[tuple[Proc, list[Proc], str]]:
         gateways = []
         for i in range(2):
             config = write_config(tmp / f"soak-{i}.yaml", mock.url, store)
-            port = free_port()
-            gateways.append(stack.enter_context(running(
-                ["serve", "--config", str(config), "--port", str(port)], port, "/healthz",
-                tmp / f"soak-gateway-{i}.log")))
+            gateways.append(stack.enter_context(
+                gateway_process(config, tmp / f"soak-gateway-{i}.log")))
         yield mock, gateways, store
 
 

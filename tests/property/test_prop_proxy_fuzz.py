@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests import leaks
-from tests.procs import Proc, free_port, mock_upstream, running
+from tests.procs import Proc, gateway_process, mock_upstream
 
 SECRET = "sk-fuzz-tenant-0123456789abcdef"
 ADMIN = "sk-fuzz-admin-0123456789abcdef"
@@ -120,9 +120,7 @@ def stack(tmp: Path) -> Iterator[tuple[Proc, Proc]]:
         config.write_text(CONFIG.format(
             mock=mock.url, sha=hashlib.sha256(SECRET.encode()).hexdigest(),
             admin_sha=hashlib.sha256(ADMIN.encode()).hexdigest()))
-        port = free_port()
-        with running(["serve", "--config", str(config), "--port", str(port)], port, "/healthz",
-                     tmp / "fuzz-gateway.log") as gateway:
+        with gateway_process(config, tmp / "fuzz-gateway.log") as gateway:
             yield mock, gateway
 
 
