@@ -32,21 +32,22 @@ def chat_body(model: str, size: int, *, stream: bool = False) -> bytes:
         return orjson.dumps(body)
 
     room = size - len(render(MARKER + " "))
-    text = _text(max(room, 0), random.Random(size))
+    text = fill(random.Random(size), WORDS, max(room, 0), " ")
     body = render(f"{MARKER} {text}")
     if len(body) != max(size, len(render(MARKER + " "))):
         raise AssertionError(f"body of {len(body)} bytes, wanted {size}")
     return body
 
 
-def _text(length: int, rng: random.Random) -> str:
-    words: list[str] = []
-    total = 0
-    while total < length:
-        word = rng.choice(WORDS)
-        words.append(word)
-        total += len(word) + 1
-    return " ".join(words)[:length]
+def fill(rng: random.Random, pieces: list[str], chars: int, sep: str) -> str:
+    """Exactly ``chars`` characters of ``pieces`` drawn at random, joined by ``sep``."""
+    out: list[str] = []
+    size = 0
+    while size < chars:
+        piece = rng.choice(pieces)
+        out.append(piece)
+        size += len(piece) + len(sep)
+    return sep.join(out)[:chars]
 
 
 def write_body(directory: Path, name: str, body: bytes) -> Path:

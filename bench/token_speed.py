@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 import orjson
 
+from bench.bodies import fill
 from gateway.cost.tokens import (
     CL100K_BASE,
     EXPECTED_SHA256,
@@ -83,7 +84,7 @@ def english(rng: random.Random, chars: int) -> str:
         and getattr(obj, "__module__", None) == module.__name__
         and (doc := inspect.getdoc(obj))
     ]
-    return _fill(rng, docs, chars)
+    return fill(rng, docs, chars, "\n\n")
 
 
 def code(rng: random.Random, chars: int) -> str:
@@ -94,17 +95,7 @@ def code(rng: random.Random, chars: int) -> str:
         for name, obj in sorted(vars(module).items())
         if inspect.isfunction(obj) and obj.__module__ == module.__name__
     ]
-    return _fill(rng, blocks, chars)
-
-
-def _fill(rng: random.Random, pieces: list[str], chars: int) -> str:
-    out: list[str] = []
-    size = 0
-    while size < chars:
-        piece = rng.choice(pieces)
-        out.append(piece)
-        size += len(piece) + 2
-    return "\n\n".join(out)[:chars]
+    return fill(rng, blocks, chars, "\n\n")
 
 
 def json_text(rng: random.Random, chars: int) -> str:
