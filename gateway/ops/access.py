@@ -26,6 +26,7 @@ class RequestRecord:
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
+    usage_exact: bool = True  # False: charged from the gateway's count or the reservation
     upstream_s: float = 0.0  # time spent waiting on the upstream
     decisions: list[tuple[str, str, str]] = field(default_factory=list)  # budget, action, outcome
     ratios: list[tuple[str, str, float]] = field(default_factory=list)  # budget, limit, ratio
@@ -41,7 +42,9 @@ class RequestRecord:
             **({"reason": self.reason} if self.reason else {}),
             "usage_ratio": round(self.usage_ratio, 6), "reserved_tokens": self.reserved_tokens,
             "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
-            "cost_usd": round(self.cost_usd, 9), "duration_ms": round(elapsed_s * 1e3, 3),
+            "cost_usd": round(self.cost_usd, 9),
+            **({} if self.usage_exact else {"usage": "estimate"}),
+            "duration_ms": round(elapsed_s * 1e3, 3),
             "upstream_ms": round(self.upstream_s * 1e3, 3),
             "overhead_ms": round(max(elapsed_s - self.upstream_s, 0.0) * 1e3, 3),
         }

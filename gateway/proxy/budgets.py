@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from gateway.clock import Clock
 from gateway.cost.model import BudgetAction, Domain
-from gateway.cost.pricing import Price, max_output_within
+from gateway.cost.pricing import Price
 from gateway.cost.windows import Window
 from gateway.errors import BudgetExceeded
 from gateway.ops.alerts import Alert, AlertSink
@@ -41,7 +41,6 @@ class Ask:
     domain: Domain
     estimate: Estimate
     price: Price
-    n: int  # completions generated per request
     ttl_s: float  # how long a reservation may be held
 
 
@@ -99,9 +98,7 @@ class Admitter:
 
     async def _reserve(self, ask: Ask, slots: tuple[Slot, ...], version: int) -> Admission | None:
         """None: the view of the API budgets was stale and nothing was reserved."""
-        principal, estimate, price, n, ttl_s = (
-            ask.principal, ask.estimate, ask.price, ask.n, ask.ttl_s
-        )
+        principal, estimate, price, ttl_s = ask.principal, ask.estimate, ask.price, ask.ttl_s
         if not slots:  # nothing to reserve, but the version must still be current
             now = self._clock.now()
             result = await self._store.reserve(principal.tenant, "-", [], now, ttl_s, version)
@@ -112,7 +109,7 @@ class Admitter:
         attempt = 0
         while True:
             now = self._clock.now()
-            cost = price.cost_nano(estimate.input_tokens, estimate.output_tokens)
+            cost = reserved_cost(price, estimate)
             lines = [slot.line(estimate.total, cost) for slot in slots]
             result = await self._store.reserve(principal.tenant, rid, lines, now, ttl_s, version)
             if result.stale:
@@ -120,11 +117,11 @@ class Admitter:
             if result.ok:
                 return await self._admitted(rid, slots, lines, result, estimate, clamped, now)
             failing = [slots[i] for i in result.failed]
-            fit = _clamp_fit(slots, lines, result, estimate, price, n, attempt)
+            fit = _clamp_fit(slots, lines, result, estimate, price, attempt)
             attempt += 1
             if fit is not None and all(s.budget.clamp_max_tokens for s in failing):
                 clamped = fit
-                estimate = estimate.with_output(fit * n)
+                estimate = estimate.with_output(fit)
                 continue
             if deadline is None:
                 deadline = now + min(s.budget.max_wait_s for s in failing)
@@ -176,29 +173,39 @@ class Admitter:
             return True
 
 
+def reserved_cost(price: Price, estimate: Estimate) -> int:
+    """The most the request may cost: its bounds at the dearest tier it may be served at."""
+    return price.bound_nano(estimate.input_tokens, estimate.output_tokens, estimate.calls,
+                            estimate.bounds.tiers)
+
+
 def _clamp_fit(
     slots: tuple[Slot, ...],
     lines: list[Line],
     result: ReserveResult,
     estimate: Estimate,
     price: Price,
-    n: int,
     attempt: int,
 ) -> int | None:
-    """The per-choice max tokens that would make every enforced line fit, if at least 1."""
-    if attempt >= _CLAMP_TRIES or not any(slots[i].budget.clamp_max_tokens for i in result.failed):
+    """The per-choice output cap that would make every enforced line fit, if the endpoint
+    accepts it. Not for hidden input: a lower cap lets the upstream take more input."""
+    if attempt >= _CLAMP_TRIES or estimate.hidden:
         return None
+    if not any(slots[i].budget.clamp_max_tokens for i in result.failed):
+        return None
+    bounds, inp = estimate.bounds, estimate.input_tokens
+    worst = price.worst(inp, bounds.tiers)
     room = estimate.output_tokens
     for slot, line, used in zip(slots, lines, result.used, strict=True):
         if not line.enforce:
             continue
         headroom = line.limit - used
         if slot.is_cost:
-            room = min(room, max_output_within(price, headroom, estimate.input_tokens))
+            room = min(room, worst.max_output_within(headroom, inp, bounds.calls))
         else:
-            room = min(room, headroom - estimate.input_tokens)
-    per_choice = room // max(n, 1)
-    return per_choice if per_choice >= 1 else None
+            room = min(room, headroom - inp)
+    per_choice = (room - bounds.predicted) // max(bounds.choices, 1)
+    return per_choice if per_choice >= bounds.minimum else None
 
 
 def _throttle_wait(

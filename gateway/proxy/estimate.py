@@ -1,11 +1,11 @@
-"""The estimate stage: how many tokens a request may consume, known before it is admitted.
+"""The estimate stage: the most a request may bill, known before it is admitted.
 
-Input is counted as OpenAI bills it: exact BPE counts plus the chat format's framing (the
-OpenAI cookbook's 3 tokens per message, 1 per ``name``, 3 to prime the reply). Where the true
-count cannot be known offline (images of unknown size, audio, files) we reserve a generous
-fixed amount: settlement replaces every reservation with the upstream's reported usage, so an
-overestimate only holds budget for the length of one call, while an underestimate lets
-concurrent calls overshoot a budget.
+Visible input is counted as OpenAI bills it: exact BPE counts plus the chat format's framing
+(the OpenAI cookbook's 3 tokens per message, 1 per ``name``, 3 to prime the reply); a model with
+no offline vocabulary is counted at one token per UTF-8 byte, which no byte-level BPE exceeds.
+Images are counted at the most one image can bill. Whatever the gateway cannot size (files,
+audio, earlier responses, conversations, stored prompts) makes the input "hidden", bounded in
+``bounds.py`` by the model's context window. Output is bounded there too.
 
 The body has passed the resolve stage's type checks, but this walk stays defensive anyway:
 shapes it does not know are skipped (or their ``text`` field counted), never an exception.
@@ -21,25 +21,22 @@ from typing import Any
 
 import orjson
 
+from gateway.cost.pricing import Price
 from gateway.cost.tokens import Encoder, default_tokenizers, encoder_for, encoding_name_for
+from gateway.proxy.bounds import Bounds, Defaults, input_bound, output_bounds
 from gateway.proxy.endpoints import Endpoint
 
 TOKENS_PER_MESSAGE = 3
 TOKENS_PER_NAME = 1
 REPLY_PRIMING = 3
 
-IMAGE_LOW_DETAIL = 85
-IMAGE_WORST_CASE = 85 + 170 * 8
-"""``high``/``auto`` detail with the image size unknown (we do not decode images): the image is
-fitted in 2048x2048, then its short side scaled to 768, so at most 2x4 tiles of 512 px."""
+IMAGE_MOST = 12_288
+"""An image of unknown size at the most a model bills for one: patch-based models bill up to
+1,536 patches times their multiplier (2.46 for gpt-4.1-nano), tile-based ones 85 + 170 per
+512 px tile; ``detail`` and the image's size are not known here, so the most is reserved."""
 
-AUDIO_PART = 2_000
-"""An ``input_audio`` part: its duration is not decoded here, so a flat amount sized for a
-clip of a few minutes; a longer one is under-reserved until settlement."""
-
-FILE_PART = 4_000
-"""A ``file``/``input_file`` part (e.g. a PDF: its text plus an image per page), sized for a
-few pages; a long document is under-reserved until settlement."""
+IMAGE_MOST_4O_MINI = 2_833 + 5_667 * 8
+"""gpt-4o-mini bills images at 2,833 base + 5,667 per tile (priced to match gpt-4o)."""
 
 TOOLS_OVERHEAD = 12
 """Tool definitions are counted as their JSON, which is longer than the compact form the
@@ -47,22 +44,42 @@ upstream renders them in; this covers the wrapper text around them."""
 
 SCHEMA_OVERHEAD = 8
 
+# Responses fields that make the upstream read context this request does not carry.
+_HIDDEN_FIELDS = ("previous_response_id", "conversation", "prompt")
+
 
 @dataclass(frozen=True, slots=True)
 class Estimate:
-    """What a request may use; ``exact`` is False when input was estimated, not tokenized."""
+    """The most a request may bill. ``exact`` is False when visible input was bounded by its
+    bytes rather than tokenized; ``hidden`` when part of the input is bounded by the context
+    window (``context``), so that a lower output cap raises the input bound."""
 
     input_tokens: int
-    output_tokens: int
-    exact: bool
+    bounds: Bounds
+    exact: bool = True
+    hidden: bool = False
+    visible: int = 0
+    context: int | None = None
+
+    @property
+    def output_tokens(self) -> int:
+        return self.bounds.output_tokens
 
     @property
     def total(self) -> int:
         return self.input_tokens + self.output_tokens
 
-    def with_output(self, n: int) -> Estimate:
-        """The same request with its output cap lowered (budget clamping)."""
-        return dataclasses.replace(self, output_tokens=n)
+    @property
+    def calls(self) -> int:
+        return self.bounds.calls
+
+    def with_output(self, cap: int) -> Estimate:
+        """The same request with its per-choice output cap lowered (budget clamping)."""
+        bounds = dataclasses.replace(self.bounds, cap=cap)
+        return dataclasses.replace(
+            self, bounds=bounds,
+            input_tokens=input_bound(self.visible, self.hidden, bounds, self.context, ""),
+        )
 
 
 @dataclass(slots=True)
@@ -75,6 +92,8 @@ class _Tally:
     texts: list[str] = field(default_factory=list)
     fixed: int = 0
     chars: int = 0
+    images: int = 0
+    hidden: bool = False  # some input is not in the body (a file, audio, a reference)
 
     def text(self, value: object) -> None:
         if isinstance(value, str) and value:
@@ -91,13 +110,13 @@ class _Tally:
             self.text(str(value))
         self.fixed += overhead
 
-    def count(self, encoder: Encoder) -> int:
-        return self.fixed + sum(map(encoder.count, self.texts))
+    def count(self, encoder: Encoder, image: int) -> int:
+        return self.fixed + self.images * image + sum(map(encoder.count, self.texts))
 
 
 # Content parts (chat and Responses): the field holding their text, or their fixed cost.
 _PART_TEXT = {"text": "text", "input_text": "text", "output_text": "text", "refusal": "refusal"}
-_PART_FIXED = {"input_audio": AUDIO_PART, "file": FILE_PART, "input_file": FILE_PART}
+_PART_HIDDEN = frozenset({"input_audio", "file", "input_file", "item_reference"})
 
 # Responses API input items: the fields that carry what the model reads.
 _ITEM_FIELDS = {
@@ -110,10 +129,6 @@ _ITEM_FIELDS = {
 }
 
 
-def _image(detail: object) -> int:
-    return IMAGE_LOW_DETAIL if detail == "low" else IMAGE_WORST_CASE
-
-
 def _part(part: object, tally: _Tally) -> None:
     if isinstance(part, str):
         tally.text(part)
@@ -122,13 +137,10 @@ def _part(part: object, tally: _Tally) -> None:
         return
     kind = part.get("type")
     kind = kind if isinstance(kind, str) else ""
-    if kind == "image_url":
-        image = part.get("image_url")
-        tally.fixed += _image(image.get("detail") if isinstance(image, Mapping) else None)
-    elif kind == "input_image":
-        tally.fixed += _image(part.get("detail"))
-    elif kind in _PART_FIXED:
-        tally.fixed += _PART_FIXED[kind]
+    if kind in ("image_url", "input_image"):
+        tally.images += 1
+    elif kind in _PART_HIDDEN:
+        tally.hidden = True
     else:
         tally.text(part.get(_PART_TEXT.get(kind, "text")))
 
@@ -207,6 +219,9 @@ def _response_item(item: object, tally: _Tally) -> None:
         _part(item, tally)
         return
     kind = item.get("type", "message")
+    if kind in _PART_HIDDEN:
+        tally.hidden = True
+        return
     fields = _ITEM_FIELDS.get(kind, ("text",)) if isinstance(kind, str) else ("text",)
     tally.fixed += TOKENS_PER_MESSAGE
     for key in fields:
@@ -214,6 +229,8 @@ def _response_item(item: object, tally: _Tally) -> None:
 
 
 def _responses(body: Mapping[str, Any], tally: _Tally) -> None:
+    if any(body.get(name) is not None for name in _HIDDEN_FIELDS):
+        tally.hidden = True
     instructions = body.get("instructions")
     if isinstance(instructions, str):  # sent to the model as a developer message
         _response_item({"role": "developer", "content": instructions}, tally)
@@ -246,6 +263,10 @@ def _gather(endpoint: Endpoint, body: Mapping[str, Any]) -> tuple[Encoder, _Tall
     return encoder_for(model if isinstance(model, str) else ""), tally
 
 
+def image_most(model: str) -> int:
+    return IMAGE_MOST_4O_MINI if model.startswith("gpt-4o-mini") else IMAGE_MOST
+
+
 async def _vocabulary_loaded(model: object) -> None:
     """A vocabulary not preloaded is loaded on first use (~0.1 s) on a worker thread, so the
     requests around it keep flowing; memory goes only to vocabularies in use."""
@@ -256,46 +277,28 @@ async def _vocabulary_loaded(model: object) -> None:
 
 
 def count_input_tokens(endpoint: Endpoint, body: Mapping[str, Any]) -> tuple[int, bool]:
-    """Input tokens of a request and whether the count is exact; tokenizes on this thread."""
+    """Visible input tokens of a request and whether the count is exact; on this thread."""
     encoder, tally = _gather(endpoint, body)
-    return tally.count(encoder), encoder.exact
+    model = body.get("model")
+    return tally.count(encoder, image_most(model if isinstance(model, str) else "")), encoder.exact
 
 
-def _positive_int(value: object) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        return None
-    return value
-
-
-def requested_output_tokens(endpoint: Endpoint, body: Mapping[str, Any], default: int) -> int:
-    """The output cap the upstream will honour, times every choice it will generate.
-
-    Completions' ``best_of`` generates (and bills) that many candidates even when ``n`` are
-    returned, so the larger of the two counts.
-    """
-    if endpoint is Endpoint.EMBEDDINGS:
+def predicted_tokens(endpoint: Endpoint, body: Mapping[str, Any]) -> int:
+    """Chat's predicted output: tokens of it that the model does not use are billed as output."""
+    prediction = body.get("prediction")
+    if endpoint is not Endpoint.CHAT or not isinstance(prediction, Mapping):
         return 0
-    cap = next(
-        (v for v in map(_positive_int, map(body.get, endpoint.output_fields)) if v is not None),
-        default,
-    )
-    return cap * choices(endpoint, body)
-
-
-def choices(endpoint: Endpoint, body: Mapping[str, Any]) -> int:
-    """How many completions the upstream generates (and bills) for one request."""
-    count = 1
-    if endpoint in (Endpoint.CHAT, Endpoint.COMPLETIONS):
-        count = _positive_int(body.get("n")) or 1
-    if endpoint is Endpoint.COMPLETIONS:
-        count = max(count, _positive_int(body.get("best_of")) or 1)
-    return count
+    tally = _Tally()
+    _content(prediction.get("content"), tally)
+    model = body.get("model")
+    return tally.count(encoder_for(model if isinstance(model, str) else ""), 0)
 
 
 async def estimate(
     endpoint: Endpoint,
     body: Mapping[str, Any],
-    default_max_output_tokens: int,
+    price: Price,
+    defaults: Defaults,
     *,
     offload_above_chars: int = 32_768,
 ) -> Estimate:
@@ -304,13 +307,22 @@ async def estimate(
     The size test is the total length of the strings the walk collected, known before any
     tokenizing. tiktoken releases the GIL, so a 700 KB prompt counted on a thread (~20 ms)
     does not stall other requests; ~32 K chars of prose counts in about a millisecond, less
-    than the hop to a thread and back would be worth. The fallback estimator is always quick.
+    than the hop to a thread and back would be worth. The fallback count is always quick.
     """
-    await _vocabulary_loaded(body.get("model"))
+    model = body.get("model")
+    model = model if isinstance(model, str) else ""
+    await _vocabulary_loaded(model)
     encoder, tally = _gather(endpoint, body)
+    image = image_most(model)
     if encoder.exact and tally.chars > offload_above_chars:
-        input_tokens = await asyncio.to_thread(tally.count, encoder)
+        visible = await asyncio.to_thread(tally.count, encoder, image)
     else:
-        input_tokens = tally.count(encoder)
-    output_tokens = requested_output_tokens(endpoint, body, default_max_output_tokens)
-    return Estimate(input_tokens, output_tokens, encoder.exact)
+        visible = tally.count(encoder, image)
+    bounds = output_bounds(endpoint, body, price, defaults, visible_input=visible,
+                           hidden=tally.hidden)
+    predicted = predicted_tokens(endpoint, body)
+    if predicted:
+        bounds = dataclasses.replace(bounds, predicted=predicted)
+    context = price.context_window
+    return Estimate(input_bound(visible, tally.hidden, bounds, context, model), bounds,
+                    encoder.exact, tally.hidden, visible, context)

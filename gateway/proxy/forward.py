@@ -3,6 +3,7 @@ back, streams event by event (never buffered whole), reading usage on the way.""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -41,6 +42,7 @@ class Exchange:
 
     response: web.StreamResponse | None = None
     ok: bool = False  # the upstream answered with success
+    lost: bool = False  # the request reached the upstream but its answer did not come back
     reported: Reported | None = None
     produced_text: str = ""  # what the client received, counted when usage is missing
     upstream_s: float = 0.0  # from sending the request to the end of the answer
@@ -48,21 +50,28 @@ class Exchange:
 
 def upstream_body(target: Target, admission: Admission) -> tuple[bytes, bool]:
     """The bytes to send, re-serialised only when they must change; and whether to hide the
-    usage chunk the gateway asked for."""
-    body: dict[str, Any] | None = None
+    usage chunk the gateway asked for. What changes: the bounds the reservation assumed and
+    the request left out (output cap, tool-call cap, service tier), a clamped output cap, and
+    the request for streamed usage."""
+    changes: dict[str, Any] = {}
     hide_usage = False
     if target.stream and target.endpoint in (Endpoint.CHAT, Endpoint.COMPLETIONS):
         options = target.body.get("stream_options") or {}
         if options.get("include_usage") is not True:
-            body = dict(target.body)
-            body["stream_options"] = {**options, "include_usage": True}
+            changes["stream_options"] = {**options, "include_usage": True}
             hide_usage = True
-    if admission.clamped_output is not None:
-        body = dict(body or target.body)
-        fields = target.endpoint.output_fields
-        name = next((f for f in fields if body.get(f) is not None), fields[0])
-        body[name] = admission.clamped_output
-    return (target.raw if body is None else orjson.dumps(body)), hide_usage
+    bounds = admission.estimate.bounds
+    fields = target.endpoint.output_fields
+    if admission.clamped_output is not None or bounds.set_cap:
+        name = next((f for f in fields if target.body.get(f) is not None), fields[0])
+        changes[name] = bounds.cap
+    if bounds.set_calls:
+        changes["max_tool_calls"] = bounds.calls
+    if bounds.set_tier is not None:
+        changes["service_tier"] = bounds.set_tier
+    if not changes:
+        return target.raw, hide_usage
+    return orjson.dumps({**target.body, **changes}), hide_usage
 
 
 class Forwarder:
@@ -95,10 +104,15 @@ class Forwarder:
                 assert exchange.response is not None
                 return exchange.response
         except TimeoutError:
+            exchange.lost = True
             raise UpstreamTimeout(
                 f"The upstream '{upstream.name}' did not answer within {upstream.timeout_s:g} s."
             ) from None
+        except asyncio.CancelledError:  # the client left while the upstream worked on it
+            exchange.lost = exchange.response is None
+            raise
         except aiohttp.ClientError as exc:
+            exchange.lost = not isinstance(exc, aiohttp.ClientConnectorError)
             raise UpstreamError(
                 f"The upstream '{upstream.name}' could not be reached: {type(exc).__name__}."
             ) from None
@@ -190,6 +204,7 @@ class Forwarder:
             log.debug("client went away before or during the stream")
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("upstream stream broke off: %s", type(exc).__name__)
+            exchange.lost = True
             await _write_quietly(response, _stream_error(target))
         finally:
             exchange.reported = meter.reported

@@ -56,11 +56,10 @@ class Pipeline:
         target = resolve(principal, endpoint, raw, runtime.router)
         rec.model, rec.stream = target.model, target.stream
         estimate = await estimate_stage.estimate(
-            endpoint, target.body, runtime.settings.default_max_output_tokens
+            endpoint, target.body, target.price, runtime.defaults
         )
         ask = Ask(
             principal, target.model, endpoint.domain, estimate, target.price,
-            n=estimate_stage.choices(endpoint, target.body),
             ttl_s=target.upstream.timeout_s + _EXPIRY_MARGIN_S,  # reserved after any hold
         )
         admission = await self._admit(ask, runtime, rec)
@@ -108,6 +107,7 @@ def _note_settlement(rec: access.RequestRecord, exchange: Exchange, settlement: 
         rec.input_tokens = settlement.usage.input_tokens
         rec.output_tokens = settlement.usage.output_tokens
         rec.cost_usd = settlement.usage.cost
+        rec.usage_exact = settlement.exact
 
 
 def _outcomes(admission: Admission) -> list[tuple[str, str, str]]:

@@ -1,7 +1,13 @@
 """Stage 7: replace the reservation by what was actually used, and record the usage.
 
-Upstream error: the reservation is released and nothing is charged. A stream that broke off:
-what the client received is charged (counted), never nothing. Settling is idempotent.
+Upstream error: the reservation is released and nothing is charged. An answer lost (a timeout, a
+connection cut after the request was sent, an upstream stream that broke off): the upstream
+bills the work, so the reservation is charged, as an estimate. A client that left mid-stream:
+what it received is charged (counted), never nothing. Settling is idempotent.
+
+Nothing is ever charged to a budget above what was reserved for it: an upstream that bills more
+than the bound is charged at the bound, logged as an error and counted, so a test or an alert
+can tell a bound that did not hold.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from gateway.clock import Clock
 from gateway.cost.model import Usage, nano_to_usd
 from gateway.cost.tokens import encoder_for
 from gateway.proxy.auth import Principal
-from gateway.proxy.budgets import Admission
+from gateway.proxy.budgets import Admission, reserved_cost
 from gateway.proxy.forward import Exchange
 from gateway.proxy.resolve import Target
 from gateway.proxy.usage import Reported
@@ -35,6 +41,7 @@ class Recorder:
         self._store = store
         self._clock = clock
         self._buffer = buffer
+        self.over_reservation = 0  # settlements the upstream billed above their bound
 
     async def settle(
         self, principal: Principal, target: Target, admission: Admission, exchange: Exchange
@@ -46,10 +53,21 @@ class Recorder:
                 await self._write(Deferred(principal.tenant, admission.rid,
                                            admission.lines(0, 0), None, now))
             return Settlement(None, 0, True)
-        cost = target.price.cost_nano(
-            reported.input_tokens, reported.output_tokens, reported.cached_tokens
-        )
-        tokens = reported.input_tokens + reported.output_tokens
+        estimate = admission.estimate
+        bound_tokens, bound_cost = estimate.total, reserved_cost(target.price, estimate)
+        if reported is RESERVATION:
+            tokens, cost = bound_tokens, bound_cost
+            reported = Reported(estimate.input_tokens, estimate.output_tokens, exact=False,
+                                web_searches=estimate.calls)
+        else:
+            tier = reported.tier or estimate.bounds.tiers[0]
+            cost = target.price.charge_nano(reported.billed(), tier)
+            tokens = reported.input_tokens + reported.output_tokens
+        if tokens > bound_tokens or cost > bound_cost:
+            self.over_reservation += 1
+            log.error("upstream billed above the reservation, charged at its bound: model=%s "
+                      "tokens=%d/%d cost_nano=%d/%d", target.model, tokens, bound_tokens,
+                      cost, bound_cost)
         usage = Usage(
             input_tokens=reported.input_tokens,
             output_tokens=reported.output_tokens,
@@ -61,7 +79,7 @@ class Recorder:
             tenant_id=principal.tenant,
             timestamp=now,
         )
-        lines = admission.lines(tokens, cost)
+        lines = admission.lines(min(tokens, bound_tokens), min(cost, bound_cost))
         await self._write(Deferred(principal.tenant, admission.rid, lines, usage, now))
         return Settlement(usage, cost, reported.exact)
 
@@ -74,11 +92,18 @@ class Recorder:
             self._buffer.add(item)
 
 
+RESERVATION = Reported(0, 0, exact=False)
+"""Charge the whole reservation: the upstream did the work but its answer was lost."""
+
+
 def charged(target: Target, admission: Admission, exchange: Exchange) -> Reported | None:
-    """The usage to charge: the upstream's word when it gave one, else counted."""
+    """The usage to charge: the upstream's word when it gave one; the reservation when the
+    answer was lost (a timeout: the upstream bills it); else counted from what was sent."""
+    if exchange.reported is not None and (exchange.ok or exchange.lost):
+        return exchange.reported
+    if exchange.lost:
+        return RESERVATION
     if not exchange.ok:
         return None
-    if exchange.reported is not None:
-        return exchange.reported
     output = encoder_for(target.model).count(exchange.produced_text)
     return Reported(admission.estimate.input_tokens, output, 0, exact=False)

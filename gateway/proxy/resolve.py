@@ -125,16 +125,27 @@ def resolve(
     return Target(endpoint, model, body, raw, body.get("stream") is True, upstream, price)
 
 
+# A Responses request may take all its input from a stored prompt or an earlier turn.
+_INPUT_FROM = ("prompt", "previous_response_id", "conversation")
+
+
 def _check_types(endpoint: Endpoint, body: Mapping[str, Any]) -> None:
     field, kinds = _REQUIRED[endpoint]
     if field not in body:
+        if endpoint is Endpoint.RESPONSES and any(body.get(k) for k in _INPUT_FROM):
+            return _check_options(endpoint, body)
         raise InvalidRequest(f"Missing required parameter: '{field}'.", param=field)
     if not isinstance(body[field], kinds):
         what = "an array" if kinds == (list,) else "a string or array"
         raise _wrong_type(field, body[field], what)
+    _check_options(endpoint, body)
+
+
+def _check_options(endpoint: Endpoint, body: Mapping[str, Any]) -> None:
     _optional(body, "stream", bool, "a boolean")
     _optional(body, "stream_options", dict, "an object")
-    for name in (*endpoint.output_fields, "n", "best_of"):
+    _optional(body, "service_tier", str, "a string")
+    for name in (*endpoint.output_fields, "n", "best_of", "max_tool_calls"):
         _optional(body, name, int, "an integer")
         value = body.get(name)
         if isinstance(value, int) and (value < 1 or isinstance(value, bool)):

@@ -6,6 +6,7 @@ the client received, never as free.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from gateway.cost.pricing import Billed
 from gateway.proxy.endpoints import Endpoint
 
 _BLANK_LINE = re.compile(rb"\r?\n\r?\n")  # the end of an event, LF or CRLF
@@ -26,35 +28,83 @@ _RESPONSE_TEXT_EVENTS = {
 
 @dataclass(frozen=True, slots=True)
 class Reported:
+    """Every billed count of one call, nested as OpenAI nests them (a part within its whole)."""
+
     input_tokens: int
     output_tokens: int
     cached_tokens: int = 0
     exact: bool = True  # False: counted by the gateway because the upstream did not say
+    cache_write_tokens: int = 0
+    input_audio_tokens: int = 0
+    cached_audio_tokens: int = 0
+    output_audio_tokens: int = 0
+    web_searches: int = 0
+    file_searches: int = 0
+    tier: str | None = None  # the service tier the upstream says it served the call at
+
+    def billed(self) -> Billed:
+        return Billed(
+            self.input_tokens, self.output_tokens, self.cached_tokens, self.cache_write_tokens,
+            self.input_audio_tokens, self.cached_audio_tokens, self.output_audio_tokens,
+            self.web_searches, self.file_searches,
+        )
 
 
 def _int(value: object) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
+def _details(usage: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    details = usage.get(name)
+    return details if isinstance(details, Mapping) else {}
+
+
 def from_usage(usage: object) -> Reported | None:
     """Both shapes: chat/completions/embeddings (prompt_/completion_tokens) and Responses
-    (input_/output_tokens). Cached tokens are inside input tokens, reasoning inside output."""
+    (input_/output_tokens). Cached, cache-write and audio tokens are inside input tokens,
+    reasoning and audio inside output; a part is never counted above its whole."""
     if not isinstance(usage, Mapping):
         return None
     if "input_tokens" in usage:
-        details = usage.get("input_tokens_details") or {}
         inp, out = _int(usage.get("input_tokens")), _int(usage.get("output_tokens"))
+        into, outof = _details(usage, "input_tokens_details"), _details(
+            usage, "output_tokens_details")
     elif "prompt_tokens" in usage:
-        details = usage.get("prompt_tokens_details") or {}
         inp, out = _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))
+        into, outof = _details(usage, "prompt_tokens_details"), _details(
+            usage, "completion_tokens_details")
     else:
         return None
-    cached = _int(details.get("cached_tokens")) if isinstance(details, Mapping) else 0
-    return Reported(inp, out, min(cached, inp))
+    cached = min(_int(into.get("cached_tokens")), inp)
+    audio = min(_int(into.get("audio_tokens")), inp)
+    cached_audio = _details(into, "cached_tokens_details").get("audio_tokens")
+    return Reported(
+        inp, out, cached,
+        cache_write_tokens=min(_int(into.get("cache_write_tokens")), inp),
+        input_audio_tokens=audio,
+        cached_audio_tokens=min(_int(cached_audio), audio, cached),
+        output_audio_tokens=min(_int(outof.get("audio_tokens")), out),
+    )
+
+
+def _with_call_fees(reported: Reported | None, body: Mapping[str, Any]) -> Reported | None:
+    """The response's service tier and its built-in tool calls (each may carry a fee)."""
+    if reported is None:
+        return None
+    tier = body.get("service_tier")
+    output = body.get("output")
+    kinds = [item.get("type") for item in output if isinstance(item, Mapping)] if isinstance(
+        output, list) else []
+    return dataclasses.replace(
+        reported,
+        tier=tier if isinstance(tier, str) else None,
+        web_searches=kinds.count("web_search_call"),
+        file_searches=kinds.count("file_search_call"),
+    )
 
 
 def from_body(body: Mapping[str, Any]) -> Reported | None:
-    return from_usage(body.get("usage"))
+    return _with_call_fees(from_usage(body.get("usage")), body)
 
 
 def text_of_body(endpoint: Endpoint, body: Mapping[str, Any]) -> str:
@@ -116,6 +166,7 @@ class StreamMeter:
         self._endpoint = endpoint
         self._hide_usage = hide_usage
         self._text: list[str] = []
+        self._tier: str | None = None  # chat chunks each carry the tier
         self.reported: Reported | None = None
 
     def feed(self, event: bytes) -> bytes | None:
@@ -143,7 +194,7 @@ class StreamMeter:
         elif kind in _FINAL_RESPONSE_EVENTS:
             response = obj.get("response")
             if isinstance(response, Mapping):
-                self.reported = from_usage(response.get("usage"))
+                self.reported = from_body(response)
 
     def _read_chunk(self, obj: dict[str, Any], event: bytes) -> bytes | None:
         choices = obj.get("choices")
@@ -151,10 +202,13 @@ class StreamMeter:
             if isinstance(choice, Mapping):
                 delta = choice.get("delta")
                 self._text.extend(_strings(delta if isinstance(delta, Mapping) else choice))
+        tier = obj.get("service_tier")
+        if isinstance(tier, str):
+            self._tier = tier
         usage = obj.get("usage")
         if usage is None:
             return event
-        self.reported = from_usage(usage)
+        self.reported = _with_call_fees(from_usage(usage), {"service_tier": self._tier})
         if not self._hide_usage:
             return event
         if not choices:

@@ -10,7 +10,7 @@ import io
 import os
 import re
 from collections.abc import Mapping
-from importlib import resources
+from dataclasses import replace
 from types import MappingProxyType
 from typing import TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -42,12 +42,18 @@ TOP_LEVEL = (
     "upstreams",
     "pricing",
     "default_max_output_tokens",
+    "default_max_tool_calls",
+    "service_tier",
     "tenants",
     "budgets",
     "alerts",
 )
 UPSTREAM_FIELDS = ("base_url", "api_key", "models", "timeout_s")
-PRICE_FIELDS = ("input", "cached_input", "output")
+# USD per 1M tokens, per 1,000 calls for the tool fees (as OpenAI quotes them).
+RATE_FIELDS = ("input", "cached_input", "output", "cache_write", "input_audio",
+               "cached_audio_input", "output_audio", "web_search", "file_search")
+SIZE_FIELDS = ("context_window", "max_output_tokens", "default_max_output_tokens")
+PRICE_FIELDS = (*RATE_FIELDS, *SIZE_FIELDS, "tiers")
 TENANT_FIELDS = ("models", "keys")
 KEY_FIELDS = ("name", "sha256", "role")
 LIMIT_FIELDS = tuple(limit.value for limit in Limit)
@@ -64,7 +70,6 @@ BUDGET_FIELDS = (
     "clamp_max_tokens",
 )
 STORE_SCHEMES = ("memory", "redis", "rediss", "redis+cluster")
-SHIPPED_PRICING = "default_pricing.yaml"
 
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 
@@ -98,17 +103,6 @@ def parse_settings(text: str, source: str, env: Mapping[str, str] | None = None)
     return settings
 
 
-def shipped_pricing() -> dict[str, Price]:
-    """The list prices shipped with the gateway; a config's ``pricing:`` overrides them by key."""
-    resource = resources.files("gateway.settings").joinpath(SHIPPED_PRICING)
-    reader = Reader(f"gateway/settings/{SHIPPED_PRICING}", env={})
-    top = reader.document(resource.read_text(encoding="utf-8"), ("pricing",))
-    prices = _pricing(top) if top is not None else {}
-    if reader.errors:  # a packaging bug, not an ops mistake: say exactly where
-        raise ConfigErrors(reader.errors)
-    return prices
-
-
 def _or(value: T | None, default: T) -> T:
     return default if value is None else value
 
@@ -129,10 +123,12 @@ def _settings(top: Fields) -> Settings:
         on_store_error=_or(top.choice("on_store_error", StoreErrorPolicy), defaults.on_store_error),
         max_body_bytes=_or(top.integer("max_body_bytes", minimum=1), defaults.max_body_bytes),
         upstreams=_upstreams(top),
-        pricing=MappingProxyType(shipped_pricing() | _pricing(top)),
-        default_max_output_tokens=_or(
-            top.integer("default_max_output_tokens", minimum=1), defaults.default_max_output_tokens
+        pricing=MappingProxyType(_pricing(top)),
+        default_max_output_tokens=top.integer("default_max_output_tokens", minimum=1),
+        default_max_tool_calls=_or(
+            top.integer("default_max_tool_calls", minimum=1), defaults.default_max_tool_calls
         ),
+        service_tier=_or(top.string("service_tier"), defaults.service_tier),
         tenants=MappingProxyType(tenants),
         budgets=_budgets(top, key_names),
         alerts=_alerts(top),
@@ -211,18 +207,40 @@ def _upstreams(top: Fields) -> tuple[UpstreamSettings, ...]:
 
 
 def _pricing(top: Fields) -> dict[str, Price]:
+    """The config's prices; each entry replaces the shipped data's for the models it matches
+    (sizes it leaves out are still the shipped ones)."""
     prices = {}
     for model, key_node, node in top.pairs("pricing") or ():
-        price = top.reader.fields(node, join("pricing", model), PRICE_FIELDS, at=key_node)
-        if price is None:
+        entry = top.reader.fields(node, join("pricing", model), PRICE_FIELDS, at=key_node)
+        if entry is None:
             continue
-        price.require("input")
-        prices[model] = Price(
-            input=_or(price.number("input"), 0.0),
-            cached_input=price.number("cached_input"),
-            output=_or(price.number("output"), 0.0),
+        entry.require("input")
+        tiers = {}
+        for tier, tier_key, tier_node in entry.pairs("tiers") or ():
+            rates = top.reader.fields(tier_node, join(entry.path("tiers"), tier), RATE_FIELDS,
+                                      at=tier_key)
+            if rates is not None:
+                rates.require("input")
+                tiers[tier] = _rates(rates).rates
+        prices[model] = replace(
+            _rates(entry),
+            tiers=MappingProxyType(tiers),
+            context_window=entry.integer("context_window", minimum=1),
+            max_output_tokens=entry.integer("max_output_tokens", minimum=1),
+            default_max_output_tokens=entry.integer("default_max_output_tokens", minimum=1),
         )
     return prices
+
+
+def _rates(entry: Fields) -> Price:
+    rates = {name: entry.number(name) for name in RATE_FIELDS}
+    return Price.per_million(
+        input=_or(rates.pop("input"), 0.0),
+        cached_input=rates.pop("cached_input"),
+        output=_or(rates.pop("output"), 0.0),
+        cache_audio_read=rates.pop("cached_audio_input"),
+        **rates,
+    )
 
 
 def _tenants(top: Fields) -> tuple[dict[str, TenantSettings], dict[str, set[str]]]:

@@ -57,8 +57,10 @@ class Settings:
     on_store_error: StoreErrorPolicy = StoreErrorPolicy.REJECT
     max_body_bytes: int = 32 * 1024 * 1024
     upstreams: tuple[UpstreamSettings, ...] = ()
-    pricing: Mapping[str, Price] = field(default_factory=dict)  # shipped defaults merged in
-    default_max_output_tokens: int = 1024
+    pricing: Mapping[str, Price] = field(default_factory=dict)  # over the shipped price data
+    default_max_output_tokens: int | None = None  # None: the model's own maximum output
+    default_max_tool_calls: int = 4  # built-in tool calls allowed when a request sets none
+    service_tier: str = "default"  # asked for when a request names none (or "auto")
     tenants: Mapping[str, TenantSettings] = field(default_factory=dict)
     budgets: tuple[Budget, ...] = ()
     alerts: AlertSettings = AlertSettings()

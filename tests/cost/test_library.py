@@ -76,20 +76,21 @@ async def test_checker_hour_tokens_then_day_cost() -> None:
 
 
 def test_pricing_exact_then_most_specific_glob() -> None:
-    table = PriceTable({"gpt-4o": Price(2.5, 1.25, 10), "gpt-4o-*": Price(1, None, 1),
-                        "gpt-4o-mini*": Price(0.15, 0.075, 0.6), "*": Price(100)})
-    assert table.lookup("gpt-4o") == Price(2.5, 1.25, 10)
-    assert table.lookup("gpt-4o-mini-2024-07-18") == Price(0.15, 0.075, 0.6)
-    assert table.lookup("gpt-4o-2024-08-06") == Price(1, None, 1)
-    assert table.lookup("other") == Price(100)
+    per_million = Price.per_million
+    table = PriceTable({"gpt-4o": per_million(2.5, 1.25, 10), "gpt-4o-*": per_million(1, None, 1),
+                        "gpt-4o-mini*": per_million(0.15, 0.075, 0.6), "*": per_million(100)})
+    assert table.lookup("gpt-4o") == Price.per_million(2.5, 1.25, 10)
+    assert table.lookup("gpt-4o-mini-2024-07-18") == Price.per_million(0.15, 0.075, 0.6)
+    assert table.lookup("gpt-4o-2024-08-06") == Price.per_million(1, None, 1)
+    assert table.lookup("other") == Price.per_million(100)
 
 
 def test_cost_counts_cached_tokens_once_and_rounds_up_to_a_nano_dollar() -> None:
-    price = Price(input=0.15, cached_input=0.075, output=0.60)
+    price = Price.per_million(input=0.15, cached_input=0.075, output=0.60)
     # 800 uncached x 0.15 + 200 cached x 0.075 + 500 x 0.60 (per 1M) = 435,000 nano-dollars
     assert price.cost_nano(1000, 500, cached_tokens=200) == 435_000
-    assert Price(input=0.02).cost_nano(10, 0) == 200  # an embedding: 0.2 micro-dollars
-    assert Price(input=0.0001).cost_nano(1, 0) == 1  # a fraction of a nano-dollar rounds up
+    assert Price.per_million(input=0.02).cost_nano(10, 0) == 200  # an embedding: 0.2 micro-dollars
+    assert Price.per_million(input=0.0001).cost_nano(1, 0) == 1  # a fraction of a nano rounds up
 
 
 async def test_registry_redis_backend_records_and_queries(

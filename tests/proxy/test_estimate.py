@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
+from gateway.cost.pricing import Price
 from gateway.cost.tokens import (
     CL100K_BASE,
     O200K_BASE,
@@ -15,12 +16,11 @@ from gateway.cost.tokens import (
     encoder_for,
 )
 from gateway.proxy import estimate as estimate_module
+from gateway.proxy.bounds import Bounds, Defaults
 from gateway.proxy.endpoints import Endpoint
 from gateway.proxy.estimate import (
-    AUDIO_PART,
-    FILE_PART,
-    IMAGE_LOW_DETAIL,
-    IMAGE_WORST_CASE,
+    IMAGE_MOST,
+    IMAGE_MOST_4O_MINI,
     REPLY_PRIMING,
     SCHEMA_OVERHEAD,
     TOKENS_PER_MESSAGE,
@@ -28,7 +28,6 @@ from gateway.proxy.estimate import (
     Estimate,
     count_input_tokens,
     estimate,
-    requested_output_tokens,
 )
 
 CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES = (
@@ -161,22 +160,29 @@ def test_chat_text_parts_count_their_text() -> None:
 @pytest.mark.parametrize(
     ("image_url", "expected"),
     [
-        ({"url": "https://x/cat.png", "detail": "low"}, IMAGE_LOW_DETAIL),
-        ({"url": "https://x/cat.png", "detail": "high"}, IMAGE_WORST_CASE),
-        ({"url": "https://x/cat.png", "detail": "auto"}, IMAGE_WORST_CASE),
-        ({"url": "https://x/cat.png"}, IMAGE_WORST_CASE),
-        ("https://x/cat.png", IMAGE_WORST_CASE),
+        ({"url": "https://x/cat.png", "detail": "low"}, IMAGE_MOST),
+        ({"url": "https://x/cat.png", "detail": "high"}, IMAGE_MOST),
+        ({"url": "https://x/cat.png", "detail": "auto"}, IMAGE_MOST),
+        ({"url": "https://x/cat.png"}, IMAGE_MOST),
+        ("https://x/cat.png", IMAGE_MOST),
     ],
 )
-def test_chat_image_parts(image_url: object, expected: int) -> None:
+def test_chat_image_parts_count_the_most_one_image_bills(image_url: object,
+                                                          expected: int) -> None:
     assert user([{"type": "image_url", "image_url": image_url}]) == BARE_USER + expected
-    assert IMAGE_WORST_CASE == 1445
+    mini = {"model": "gpt-4o-mini", "messages": [
+        {"role": "user", "content": [{"type": "image_url", "image_url": image_url}]}]}
+    assert count_input_tokens(CHAT, mini)[0] == BARE_USER + IMAGE_MOST_4O_MINI
 
 
-def test_chat_audio_and_file_parts_reserve_fixed_amounts() -> None:
+async def test_chat_audio_and_file_parts_are_hidden_input_bounded_by_the_context() -> None:
     audio = {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}
     file = {"type": "file", "file": {"file_id": "file-1"}}
-    assert user([audio, file]) == BARE_USER + AUDIO_PART + FILE_PART
+    assert user([audio, file]) == BARE_USER
+    body = {"model": "gpt-4o", "max_tokens": 100,
+            "messages": [{"role": "user", "content": [audio, file]}]}
+    result = await estimate(CHAT, body, PRICE, DEFAULTS)
+    assert result.hidden and result.input_tokens == PRICE.context_window - 100
 
 
 def test_chat_tool_calls_count_name_and_arguments() -> None:
@@ -317,15 +323,13 @@ def test_responses_items() -> None:
         {"type": "item_reference", "id": "msg_1"},
     ]
     expected = (
-        len(items) * TOKENS_PER_MESSAGE
+        (len(items) - 1) * TOKENS_PER_MESSAGE  # the item reference is hidden, not framed
         + REPLY_PRIMING
         + 4 * tokens("user")
         + tokens("hello world")
         + tokens("assistant")
         + tokens("hi")
-        + IMAGE_LOW_DETAIL
-        + IMAGE_WORST_CASE
-        + FILE_PART
+        + 2 * IMAGE_MOST
         + tokens("lookup")
         + tokens('{"q": 1}')
         + tokens("found it")
@@ -352,39 +356,22 @@ def test_unexpected_responses_shapes_do_not_crash(items: object) -> None:
     assert responses({"input": items, "instructions": None, "text": "x"}) >= REPLY_PRIMING
 
 
-# --- output reservation -------------------------------------------------------------------
+# --- the estimate ---------------------------------------------------------------------
 
-
-@pytest.mark.parametrize(
-    ("endpoint", "body", "expected"),
-    [
-        (CHAT, {}, 1000),
-        (CHAT, {"max_tokens": 50}, 50),
-        (CHAT, {"max_completion_tokens": 70, "max_tokens": 50}, 70),
-        (CHAT, {"max_completion_tokens": None, "max_tokens": 50}, 50),
-        (CHAT, {"max_tokens": 50, "n": 3}, 150),
-        (CHAT, {"n": 2}, 2000),
-        (CHAT, {"max_tokens": 0}, 1000),
-        (CHAT, {"max_tokens": True}, 1000),
-        (CHAT, {"max_tokens": "50", "n": "2"}, 1000),
-        (COMPLETIONS, {"max_tokens": 16, "n": 2}, 32),
-        (COMPLETIONS, {"max_tokens": 16, "n": 2, "best_of": 5}, 80),
-        (COMPLETIONS, {"max_tokens": 16, "n": 4, "best_of": 1}, 64),
-        (RESPONSES, {"max_output_tokens": 300}, 300),
-        (RESPONSES, {"max_output_tokens": 300, "n": 4}, 300),
-        (RESPONSES, {"max_tokens": 300}, 1000),
-        (EMBEDDINGS, {"max_tokens": 300}, 0),
-        (EMBEDDINGS, {}, 0),
-    ],
-)
-def test_requested_output_tokens(endpoint: Endpoint, body: dict[str, Any], expected: int) -> None:
-    assert requested_output_tokens(endpoint, body, 1000) == expected
+PRICE = Price(Price.per_million(1.0, 0.5, 4.0).rates, context_window=1_000_000,
+              max_output_tokens=16_384)
+DEFAULTS = Defaults()
 
 
 def test_estimate_value() -> None:
-    e = Estimate(input_tokens=10, output_tokens=90, exact=True)
-    assert e.total == 100
-    assert e.with_output(5) == Estimate(10, 5, True)
+    e = Estimate(10, Bounds(cap=30, choices=3), visible=10)
+    assert (e.output_tokens, e.total) == (90, 100)
+    assert e.with_output(5).total == 25
+
+
+def test_a_lower_cap_raises_a_hidden_input_bound() -> None:
+    e = Estimate(1000 - 30, Bounds(cap=30), hidden=True, visible=10, context=1000)
+    assert e.with_output(5).input_tokens == 995
 
 
 # --- the async stage ----------------------------------------------------------------------
@@ -405,16 +392,18 @@ def thread_calls(monkeypatch: pytest.MonkeyPatch) -> list[Callable[..., Any]]:
 
 async def test_small_body_is_counted_on_the_loop(thread_calls: list[Any]) -> None:
     body = {"model": "gpt-4o", "messages": COOKBOOK_MESSAGES, "max_tokens": 10, "n": 2}
-    assert await estimate(CHAT, body, 1024) == Estimate(124, 20, True)
+    result = await estimate(CHAT, body, PRICE, DEFAULTS)
+    assert (result.input_tokens, result.output_tokens, result.exact) == (124, 20, True)
     assert thread_calls == []
 
 
 async def test_big_body_is_counted_on_a_thread(thread_calls: list[Any]) -> None:
     prose = "The quick brown fox jumps over the lazy dog; budgets hold. " * 12_000  # ~700 KB
     body = {"model": "gpt-4o", "messages": [{"role": "user", "content": prose}]}
-    result = await estimate(CHAT, body, 1024)
+    result = await estimate(CHAT, body, PRICE, Defaults(max_output_tokens=1024))
     assert len(thread_calls) == 1
-    assert result == Estimate(count_input_tokens(CHAT, body)[0], 1024, True)
+    assert (result.input_tokens, result.output_tokens) == (count_input_tokens(CHAT, body)[0],
+                                                           1024)
 
 
 async def test_a_vocabulary_not_preloaded_loads_on_a_thread_once(
@@ -424,9 +413,10 @@ async def test_a_vocabulary_not_preloaded_loads_on_a_thread_once(
     monkeypatch.setattr(estimate_module, "default_tokenizers", lambda: fresh)
     body = {"model": "text-embedding-3-small", "input": "hello world"}
     assert not fresh.loaded(CL100K_BASE)
-    assert await estimate(EMBEDDINGS, body, 1024) == Estimate(2, 0, True)
+    result = await estimate(EMBEDDINGS, body, PRICE, DEFAULTS)
+    assert (result.input_tokens, result.output_tokens) == (2, 0)
     assert thread_calls == [fresh.encoding] and fresh.loaded(CL100K_BASE)
-    await estimate(EMBEDDINGS, body, 1024)
+    await estimate(EMBEDDINGS, body, PRICE, DEFAULTS)
     assert len(thread_calls) == 1
 
 
@@ -439,14 +429,15 @@ def test_only_the_current_vocabulary_is_preloaded() -> None:
 async def test_offload_threshold_is_the_collected_text_length(thread_calls: list[Any]) -> None:
     body = {"model": "text-embedding-3-small", "input": ["x" * 600, "y" * 600]}
     default_tokenizers().encoding(CL100K_BASE)  # loaded: only counting may go to a thread
-    await estimate(EMBEDDINGS, body, 1024, offload_above_chars=1_200)
+    await estimate(EMBEDDINGS, body, PRICE, DEFAULTS, offload_above_chars=1_200)
     assert thread_calls == []
-    await estimate(EMBEDDINGS, body, 1024, offload_above_chars=1_199)
+    await estimate(EMBEDDINGS, body, PRICE, DEFAULTS, offload_above_chars=1_199)
     assert len(thread_calls) == 1
 
 
 async def test_estimated_models_are_never_offloaded(thread_calls: list[Any]) -> None:
     body = {"model": "llama-3", "prompt": "word " * 200_000}
-    result = await estimate(COMPLETIONS, body, 16)
-    assert result == Estimate(250_000, 16, False)
+    unbounded = Price(PRICE.rates)  # no context window: the byte count stands
+    result = await estimate(COMPLETIONS, body, unbounded, DEFAULTS)
+    assert (result.input_tokens, result.output_tokens, result.exact) == (1_000_000, 16, False)
     assert thread_calls == []

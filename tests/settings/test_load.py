@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from gateway.cost.model import Budget, BudgetAction, Domain
-from gateway.cost.pricing import Price, PriceTable
+from gateway.cost.price_data import shipped_table
+from gateway.cost.pricing import Item, Price
 from gateway.errors import ConfigError, ConfigErrors
-from gateway.settings.load import load_settings, parse_settings, shipped_pricing
+from gateway.settings.load import load_settings, parse_settings
 from gateway.settings.schema import Role, StoreErrorPolicy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,12 +72,6 @@ def test_the_example_config_loads() -> None:
     monthly = next(b for b in settings.budgets if b.name == "acme-monthly")
     assert monthly.max_cost_per_month == 100.0
     assert monthly.alert_threshold == 0.8
-
-
-def test_the_pricing_symlink_in_config_is_the_shipped_file() -> None:
-    link = ROOT / "config" / "pricing.yaml"
-    assert link.is_symlink()
-    assert link.resolve() == (ROOT / "gateway" / "settings" / "default_pricing.yaml").resolve()
 
 
 def test_a_full_file_becomes_typed_settings() -> None:
@@ -522,13 +517,14 @@ SHIPPED_MODELS = [
 
 
 def test_the_shipped_pricing_covers_the_common_models() -> None:
-    prices = shipped_pricing()
+    table = shipped_table({})
     for model in SHIPPED_MODELS:
-        assert prices[model].input > 0, model
-    table = PriceTable(prices)
-    assert table.lookup("gpt-4o-mini-2024-07-18") == prices["gpt-4o-mini"]
-    assert table.lookup("gpt-4o-2024-05-13") != prices["gpt-4o"]  # the launch snapshot cost more
-    assert prices["text-embedding-3-small"].output == 0.0
+        price = table.lookup(model)
+        assert price is not None and price.rates[Item.INPUT].pico > 0, model
+    assert table.lookup("gpt-4o-mini-2024-07-18") == table.lookup("gpt-4o-mini")
+    assert table.lookup("gpt-4o-2024-05-13") != table.lookup("gpt-4o")  # launch price was higher
+    embedding = table.lookup("text-embedding-3-small")
+    assert embedding is not None and embedding.rates[Item.OUTPUT].pico == 0
 
 
 def test_the_file_overrides_and_extends_the_shipped_pricing() -> None:
@@ -540,9 +536,9 @@ def test_the_file_overrides_and_extends_the_shipped_pricing() -> None:
         """
     )
     prices = parse_settings(text, "t.yaml", env={}).pricing
-    assert prices["gpt-4o-mini"] == Price(input=1.0, output=2.0)  # replaced whole, not merged
-    assert prices["my-model-*"] == Price(input=0.5, cached_input=0.1, output=0.0)
-    assert prices["gpt-4o"] == shipped_pricing()["gpt-4o"]
+    assert prices["gpt-4o-mini"] == Price.per_million(input=1.0, output=2.0)  # whole, not merged
+    assert prices["my-model-*"] == Price.per_million(input=0.5, cached_input=0.1, output=0.0)
+    assert "gpt-4o" not in prices  # the shipped data answers for it
 
 
 @pytest.mark.parametrize("text", [

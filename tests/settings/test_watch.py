@@ -76,7 +76,8 @@ async def test_a_valid_edit_is_picked_up_and_an_invalid_one_refused(
     assert errors == [
         f"config reload refused: {path}:6: bogus_field: unknown field 'bogus_field'"
         "; expected one of: listen, store, on_store_error, max_body_bytes, "
-        "upstreams, pricing, default_max_output_tokens, tenants, budgets, alerts"
+        "upstreams, pricing, default_max_output_tokens, default_max_tool_calls, service_tier, "
+        "tenants, budgets, alerts"
     ]
 
 
