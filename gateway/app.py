@@ -20,9 +20,11 @@ from gateway.appkeys import (
     CLOCK,
     CONFIG,
     METRICS,
+    MODELS,
     PIPELINE,
     SESSION,
     STORE,
+    STORED_RESPONSES,
 )
 from gateway.clock import Clock, SystemClock
 from gateway.cost.tokens import default_tokenizers
@@ -35,7 +37,9 @@ from gateway.proxy import routes as proxy_routes
 from gateway.proxy.budgets import Admitter
 from gateway.proxy.forward import Forwarder
 from gateway.proxy.handler import Pipeline
+from gateway.proxy.models import ModelCatalog
 from gateway.proxy.record import Recorder
+from gateway.proxy.responses import BackgroundResponses, ResponseOwners, StoredResponseRoutes
 from gateway.proxy.tenant_budgets import ApiBudgets
 from gateway.runtime import Runtime
 from gateway.settings.watch import LiveConfig
@@ -112,12 +116,19 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
     buffer = app[BUFFER] = SettleBuffer(store, clock)
     api_budgets = app[API_BUDGETS] = ApiBudgets(store.definitions)
     app[ADMIN] = BudgetAdmin(store, lambda: config.current, api_budgets)
+    recorder = Recorder(store, clock, buffer)
+    owners = ResponseOwners(store.objects, clock)
+    background = BackgroundResponses(app[SESSION], recorder, owners, clock)
     app[PIPELINE] = Pipeline(
         lambda: config.current,
         Admitter(store, clock, alerts, app[API_BUDGETS]),
         Forwarder(app[SESSION]),
-        Recorder(store, clock, buffer),
+        recorder,
+        owners,
+        background,
     )
+    app[STORED_RESPONSES] = StoredResponseRoutes(lambda: config.current, owners, app[SESSION])
+    app[MODELS] = ModelCatalog(app[SESSION], clock)
     app[METRICS].watch(RuntimeGauges(
         in_flight=lambda: app[PIPELINE].in_flight,
         buffered=lambda: len(buffer),
@@ -131,6 +142,7 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
     ))
     flusher = asyncio.create_task(buffer.run())
     yield
+    await background.close()  # still running: charged their reservations, never released
     flusher.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await flusher

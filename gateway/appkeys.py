@@ -9,6 +9,8 @@ from gateway.admin.budgets import BudgetAdmin
 from gateway.clock import Clock
 from gateway.ops.metrics import Metrics
 from gateway.proxy.handler import Pipeline
+from gateway.proxy.models import ModelCatalog
+from gateway.proxy.responses import StoredResponseRoutes
 from gateway.proxy.tenant_budgets import ApiBudgets
 from gateway.runtime import Runtime
 from gateway.settings.watch import LiveConfig
@@ -20,6 +22,8 @@ CLOCK = web.AppKey("clock", Clock)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 STORE = web.AppKey("store", Store)
 PIPELINE = web.AppKey("pipeline", Pipeline)
+MODELS = web.AppKey("models", ModelCatalog)
+STORED_RESPONSES = web.AppKey("stored_responses", StoredResponseRoutes)
 BUFFER = web.AppKey("buffer", SettleBuffer)
 API_BUDGETS = web.AppKey("api_budgets", ApiBudgets)
 ADMIN = web.AppKey("admin", BudgetAdmin)

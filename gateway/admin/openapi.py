@@ -164,10 +164,12 @@ def _schemas() -> JSON:
             "may_change_budgets": _type("boolean", description="admin or owner key"),
         }),
         "SpendReport": _spend_report(),
-        "ModelList": _object({"object": _type("string", const="list"), "data": _array(_object({
+        "Model": _object({
             "id": _type("string"), "object": _type("string", const="model"),
             "created": _type("integer"), "owned_by": _type("string"),
-        }))}),
+        }),
+        "ModelList": _object({"object": _type("string", const="list"),
+                              "data": _array(_ref("Model"))}),
     }
 
 
@@ -303,10 +305,33 @@ def _query(name: str, schema: JSON, description: str) -> JSON:
 
 
 def _proxy_paths() -> JSON:
-    paths = {f"/v1{endpoint.value}": {"post": _metered(endpoint)} for endpoint in Endpoint}
+    paths: JSON = {f"/v1{endpoint.value}": {"post": _metered(endpoint)} for endpoint in Endpoint}
     paths["/v1/models"] = {"get": _operation(
         "listModels", "The models the caller's tenant may use", "proxy",
         {"200": _json("The models.", _ref("ModelList"))}, [401])}
+    paths["/v1/models/{id}"] = {
+        "parameters": [{"name": "id", "in": "path", "required": True,
+                        "schema": _type("string", minLength=1)}],
+        "get": _operation("retrieveModel", "One model the caller's tenant may use", "proxy",
+                          {"200": _json("The model.", _ref("Model"))}, [401, 404]),
+    }
+    stored = _json("The upstream's answer for a response this tenant created.", _type("object"))
+    one = "/v1/responses/{response_id}"
+    paths[one] = {
+        "parameters": [{"name": "response_id", "in": "path", "required": True,
+                        "schema": _type("string", minLength=1)}],
+        "get": _operation("retrieveResponse", "A response the caller's tenant created", "proxy",
+                          {"200": stored}, [401, 404]),
+        "delete": _operation("deleteResponse", "Delete a response the tenant created", "proxy",
+                             {"200": stored}, [401, 404]),
+    }
+    for suffix, method, op_id, summary in (
+        ("/cancel", "post", "cancelResponse", "Cancel a background response the tenant created"),
+        ("/input_items", "get", "listResponseInputItems", "The input items of a response"),
+    ):
+        paths[one + suffix] = {"parameters": paths[one]["parameters"],
+                               method: _operation(op_id, summary, "proxy", {"200": stored},
+                                                  [401, 404])}
     return paths
 
 

@@ -148,7 +148,8 @@ class Price:
 
         ``items``: any other :class:`Item` by its name in lower case (``cache_write``,
         ``input_audio``, ``web_search`` in USD per 1,000 calls, ...)."""
-        rates = {Item.INPUT: usd_rate(Item.INPUT, input), Item.OUTPUT: usd_rate(Item.OUTPUT, output)}
+        rates = {Item.INPUT: usd_rate(Item.INPUT, input),
+                 Item.OUTPUT: usd_rate(Item.OUTPUT, output)}
         if cached_input is not None:
             rates[Item.CACHE_READ] = usd_rate(Item.CACHE_READ, cached_input)
         for name, usd in items.items():

@@ -45,7 +45,7 @@ upstream renders them in; this covers the wrapper text around them."""
 SCHEMA_OVERHEAD = 8
 
 # Responses fields that make the upstream read context this request does not carry.
-_HIDDEN_FIELDS = ("previous_response_id", "conversation", "prompt")
+_HIDDEN_FIELDS = ("conversation", "prompt")
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +94,7 @@ class _Tally:
     chars: int = 0
     images: int = 0
     hidden: bool = False  # some input is not in the body (a file, audio, a reference)
+    prior: bool = False  # it continues an earlier response (previous_response_id)
 
     def text(self, value: object) -> None:
         if isinstance(value, str) and value:
@@ -231,6 +232,7 @@ def _response_item(item: object, tally: _Tally) -> None:
 def _responses(body: Mapping[str, Any], tally: _Tally) -> None:
     if any(body.get(name) is not None for name in _HIDDEN_FIELDS):
         tally.hidden = True
+    tally.prior = body.get("previous_response_id") is not None
     instructions = body.get("instructions")
     if isinstance(instructions, str):  # sent to the model as a developer message
         _response_item({"role": "developer", "content": instructions}, tally)
@@ -300,6 +302,7 @@ async def estimate(
     price: Price,
     defaults: Defaults,
     *,
+    prior: int | None = None,
     offload_above_chars: int = 32_768,
 ) -> Estimate:
     """Count on the event loop when it is quick, on a worker thread when it is not.
@@ -318,6 +321,9 @@ async def estimate(
         visible = await asyncio.to_thread(tally.count, encoder, image)
     else:
         visible = tally.count(encoder, image)
+    if tally.prior:
+        tally.hidden |= prior is None
+        visible += prior or 0
     bounds = output_bounds(endpoint, body, price, defaults, visible_input=visible,
                            hidden=tally.hidden)
     predicted = predicted_tokens(endpoint, body)

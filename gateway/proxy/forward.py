@@ -45,6 +45,8 @@ class Exchange:
     lost: bool = False  # the request reached the upstream but its answer did not come back
     reported: Reported | None = None
     produced_text: str = ""  # what the client received, counted when usage is missing
+    response_id: str | None = None  # a Responses API answer's id (the tenant will own it)
+    status: str | None = None  # its status, when the answer said (background: "queued")
     upstream_s: float = 0.0  # from sending the request to the end of the answer
 
 
@@ -149,6 +151,8 @@ class Forwarder:
         except orjson.JSONDecodeError:
             parsed = None
         if isinstance(parsed, dict):
+            if target.endpoint is Endpoint.RESPONSES:
+                _note_response(parsed, exchange)
             exchange.reported = from_body(parsed)
             if exchange.reported is None:
                 exchange.produced_text = text_of_body(target.endpoint, parsed)
@@ -209,8 +213,18 @@ class Forwarder:
         finally:
             exchange.reported = meter.reported
             exchange.produced_text = meter.produced_text()
+            if meter.response is not None:
+                _note_response(meter.response, exchange)
         if response.prepared:
             await _write_eof_quietly(response)
+
+
+def _note_response(response: Mapping[str, Any], exchange: Exchange) -> None:
+    oid, status = response.get("id"), response.get("status")
+    if isinstance(oid, str) and oid:
+        exchange.response_id = oid[:256]
+    if isinstance(status, str):
+        exchange.status = status
 
 
 @functools.lru_cache(maxsize=64)

@@ -16,13 +16,15 @@ from gateway import log as gateway_log
 from gateway.errors import BudgetExceeded, ClientClosedRequest, PayloadTooLarge, StoreUnavailable
 from gateway.ops import access
 from gateway.proxy import estimate as estimate_stage
+from gateway.proxy.auth import Principal
 from gateway.proxy.budget_index import Slot
 from gateway.proxy.budgets import Admission, Admitter, Ask
 from gateway.proxy.endpoints import Endpoint
 from gateway.proxy.estimate import Estimate
 from gateway.proxy.forward import Exchange, Forwarder
 from gateway.proxy.record import Recorder, Settlement
-from gateway.proxy.resolve import resolve
+from gateway.proxy.resolve import Target, resolve
+from gateway.proxy.responses import BackgroundResponses, ResponseOwners
 from gateway.runtime import Runtime
 from gateway.settings.schema import StoreErrorPolicy
 from gateway.store.base import StoreError
@@ -40,11 +42,15 @@ class Pipeline:
         admitter: Admitter,
         forwarder: Forwarder,
         recorder: Recorder,
+        owners: ResponseOwners,
+        background: BackgroundResponses,
     ) -> None:
         self._config = config
         self._admitter = admitter
         self._forwarder = forwarder
         self._recorder = recorder
+        self._owners = owners
+        self._background = background
         self.in_flight = 0  # requests holding a reservation, for /metrics
 
     async def handle(self, endpoint: Endpoint, request: web.Request) -> web.StreamResponse:
@@ -55,28 +61,46 @@ class Pipeline:
         raw = await read_body(request, runtime.settings.max_body_bytes)
         target = resolve(principal, endpoint, raw, runtime.router)
         rec.model, rec.stream = target.model, target.stream
+        background = endpoint is Endpoint.RESPONSES and target.body.get("background") is True
+        if background:
+            self._background.check_room()
+        prior = await self._owners.prior_context(principal, target.body,
+                                                 runtime.settings.on_store_error)
         estimate = await estimate_stage.estimate(
-            endpoint, target.body, target.price, runtime.defaults
+            endpoint, target.body, target.price, runtime.defaults, prior=prior
         )
-        ask = Ask(
+        ask = Ask(  # reserved after any hold; a background response also for its polling
             principal, target.model, endpoint.domain, estimate, target.price,
-            ttl_s=target.upstream.timeout_s + _EXPIRY_MARGIN_S,  # reserved after any hold
+            ttl_s=target.upstream.timeout_s * (1 + background) + _EXPIRY_MARGIN_S,
         )
         admission = await self._admit(ask, runtime, rec)
         exchange = Exchange()
         held = admission.rid is not None
         self.in_flight += held
         try:
-            return await self._forwarder.forward(
+            response = await self._forwarder.forward(
                 request, target, admission, budget_headers(admission), exchange
             )
+            if _stored(target, exchange):  # the tenant's before the client can name it
+                await self._owners.remember(principal, target, exchange.response_id or "", None)
+            return response
         finally:
-            settling = asyncio.ensure_future(
-                self._recorder.settle(principal, target, admission, exchange)
-            )
-            settlement = await asyncio.shield(settling)  # a cancelled handler still settles
             self.in_flight -= held
-            _note_settlement(rec, exchange, settlement)
+            if background and _still_running(exchange):
+                self._background.adopt(principal, target, admission, exchange.response_id or "")
+            else:
+                await self._settle(principal, target, admission, exchange, rec)
+
+    async def _settle(self, principal: Principal, target: Target, admission: Admission,
+                      exchange: Exchange, rec: access.RequestRecord) -> None:
+        settling = asyncio.ensure_future(
+            self._recorder.settle(principal, target, admission, exchange)
+        )
+        settlement = await asyncio.shield(settling)  # a cancelled handler still settles
+        _note_settlement(rec, exchange, settlement)
+        if _stored(target, exchange) and settlement.usage is not None:
+            await asyncio.shield(self._owners.remember(
+                principal, target, exchange.response_id or "", settlement.usage.total_tokens))
 
     async def _admit(self, ask: Ask, runtime: Runtime, rec: access.RequestRecord) -> Admission:
         """The decision goes into the request's record: its access-log line is the one line
@@ -98,6 +122,17 @@ class Pipeline:
         rec.ratios.extend((s.budget.name, s.limit.value, r)
                           for s, r in zip(admission.slots, admission.ratios, strict=True))
         return admission
+
+
+def _stored(target: Target, exchange: Exchange) -> bool:
+    """A Responses answer the upstream keeps (``store`` defaults to true)."""
+    stored = target.body.get("store") is not False
+    return exchange.ok and exchange.response_id is not None and stored
+
+
+def _still_running(exchange: Exchange) -> bool:
+    """A background response that answered without its final usage: settled when it ends."""
+    return exchange.ok and exchange.response_id is not None and exchange.reported is None
 
 
 def _note_settlement(rec: access.RequestRecord, exchange: Exchange, settlement: Settlement

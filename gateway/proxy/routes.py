@@ -3,12 +3,10 @@ not metered is not forwarded."""
 
 from __future__ import annotations
 
-import time
-
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from gateway.appkeys import CONFIG, PIPELINE
+from gateway.appkeys import CONFIG, MODELS, PIPELINE, STORED_RESPONSES
 from gateway.proxy.endpoints import Endpoint
 
 
@@ -22,15 +20,34 @@ def _metered(endpoint: Endpoint) -> Handler:
 async def list_models(request: web.Request) -> web.Response:
     runtime = request.app[CONFIG].current
     principal = runtime.keyring.authenticate(request.headers.get("Authorization"))
-    created = int(time.time())
-    data = [
-        {"id": name, "object": "model", "created": created, "owned_by": "gateway"}
-        for name in runtime.models_for(principal.tenant)
-    ]
-    return web.json_response({"object": "list", "data": data})
+    entries = await request.app[MODELS].list(runtime, principal.tenant)
+    return web.json_response({"object": "list", "data": [e.as_json() for e in entries]})
+
+
+async def retrieve_model(request: web.Request) -> web.Response:
+    runtime = request.app[CONFIG].current
+    principal = runtime.keyring.authenticate(request.headers.get("Authorization"))
+    model = request.match_info["id"]
+    entry = await request.app[MODELS].get(runtime, principal.tenant, model)
+    return web.json_response(entry.as_json())
+
+
+def _stored_response(method: str, suffix: str = "") -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return await request.app[STORED_RESPONSES].handle(request, method, suffix)
+
+    return handle
 
 
 def add_routes(app: web.Application) -> None:
     for endpoint in Endpoint:
         app.router.add_post("/v1" + endpoint.value, _metered(endpoint))
     app.router.add_get("/v1/models", list_models)
+    # ``.+``: ids such as "org/model" arrive with the slash as it is or as %2F
+    app.router.add_get("/v1/models/{id:.+}", retrieve_model)
+    # a stored response, for the tenant that created it through the gateway only
+    app.router.add_get("/v1/responses/{response_id}", _stored_response("GET"))
+    app.router.add_delete("/v1/responses/{response_id}", _stored_response("DELETE"))
+    app.router.add_post("/v1/responses/{response_id}/cancel", _stored_response("POST", "/cancel"))
+    app.router.add_get("/v1/responses/{response_id}/input_items",
+                       _stored_response("GET", "/input_items"))

@@ -168,6 +168,7 @@ class StreamMeter:
         self._text: list[str] = []
         self._tier: str | None = None  # chat chunks each carry the tier
         self.reported: Reported | None = None
+        self.response: Mapping[str, Any] | None = None  # Responses: the latest response object
 
     def feed(self, event: bytes) -> bytes | None:
         """The bytes to send the client for this event (None: send nothing)."""
@@ -191,10 +192,13 @@ class StreamMeter:
         kind = obj.get("type")
         if kind in _RESPONSE_TEXT_EVENTS and isinstance(obj.get("delta"), str):
             self._text.append(obj["delta"])
-        elif kind in _FINAL_RESPONSE_EVENTS:
-            response = obj.get("response")
-            if isinstance(response, Mapping):
-                self.reported = from_body(response)
+            return
+        response = obj.get("response")
+        if not isinstance(response, Mapping):
+            return
+        self.response = response
+        if kind in _FINAL_RESPONSE_EVENTS:
+            self.reported = from_body(response)
 
     def _read_chunk(self, obj: dict[str, Any], event: bytes) -> bytes | None:
         choices = obj.get("choices")

@@ -12,6 +12,7 @@ from typing import Protocol
 
 from gateway.cost.model import Budget, Filter, Summary, Usage
 from gateway.cost.windows import Window
+from gateway.store.objects import ObjectOwners
 from gateway.store.spend import SpendSource
 
 
@@ -97,6 +98,7 @@ class Store(SpendSource, Protocol):
     definitions: BudgetDefinitions
     failures: Counter[str]  # StoreErrors raised so far, by operation
 
+    objects: ObjectOwners  # who created which response, and its context size
     async def reserve(
         self, tenant: str, rid: str, lines: Sequence[Line], now: float, ttl_s: float,
         version: int | None = None,

@@ -19,6 +19,7 @@ from gateway.cost.tracker import InMemoryTracker
 from gateway.store import spend
 from gateway.store.base import BudgetDefinitions, Line, LineUse, ReserveResult, fits_at
 from gateway.store.memory_budgets import MemoryBudgetDefinitions
+from gateway.store.objects import MemoryObjects, ObjectOwners
 from gateway.store.snapshot import number, rollup_from_row, typed, usage_from_row, usage_row
 
 _SETTLED_KEPT = 100_000  # settle ids remembered for idempotency, newest first
@@ -123,6 +124,7 @@ class MemoryStore:
         self._settled: OrderedDict[str, None] = OrderedDict()
         self._marks: dict[str, float] = {}
         self._budgets = MemoryBudgetDefinitions()
+        self.objects: ObjectOwners = MemoryObjects()
         self.definitions: BudgetDefinitions = self._budgets  # the same object, as the protocol
         self._rollups: dict[tuple[str, int, str, str], list[int]] = {}
         self.failures: Counter[str] = Counter()  # in one process nothing fails; kept for metrics

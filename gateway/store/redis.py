@@ -29,6 +29,7 @@ from gateway.cost.windows import Window
 from gateway.store import spend
 from gateway.store.base import BudgetDefinitions, Line, LineUse, ReserveResult, StoreError
 from gateway.store.coalesce import Coalescer
+from gateway.store.objects import ObjectOwners, RedisObjects
 from gateway.store.redis_budgets import RedisBudgetDefinitions, budgets_key
 
 _SETTLED_MARKER_TTL_S = 86_400
@@ -120,6 +121,7 @@ class RedisStore:
         self.definitions: BudgetDefinitions = RedisBudgetDefinitions(client)
         self.failures: Counter[str] = Counter()
         self._held: dict[str, float] = {}  # this instance's reservations: id -> expires_at
+        self.objects: ObjectOwners = RedisObjects(client, self._guarded)
         # a cluster pipelines per node already; coalescing is for one server
         self._batch = Coalescer(client) if isinstance(client, aioredis.Redis) else None
         self._tenants: set[str] = set()

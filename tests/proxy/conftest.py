@@ -43,6 +43,7 @@ upstreams:
     timeout_s: 2
 pricing:
   gpt-4o-mini: {{input: 0.15, cached_input: 0.075, output: 0.60}}
+  "gpt-4o-2024-*": {{input: 2.5, cached_input: 1.25, output: 10.0}}
   unpriced-*: null
 tenants:
   acme:

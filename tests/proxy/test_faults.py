@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
+import pytest
 from aiohttp import web
 
 from gateway.app import create_app
 from gateway.appkeys import STORE
 from gateway.cost.model import Filter
+from gateway.log import FIELDS
 from gateway.runtime import Runtime
 from gateway.settings.watch import load_live
 from tests.proxy.conftest import KEYS, MakeHarness, config_text
@@ -37,17 +40,27 @@ async def test_upstream_500_releases_and_charges_nothing(gateway: MakeHarness) -
     assert float(ok.headers["x-budget-usage-ratio"]) < 0.001
 
 
-async def test_upstream_timeout_is_504_and_released(gateway: MakeHarness) -> None:
+async def test_upstream_timeout_is_504_and_charged_its_reservation(
+    gateway: MakeHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The upstream bills work whose answer never came back: the reservation is charged, as
+    an estimate, never $0."""
     gw = await gateway(BUDGET)  # timeout_s: 2
-    resp = await gw.chat(**faulty("timeout:5"))
+    caplog.set_level(logging.INFO, "gateway.access")
+    resp = await gw.chat(max_tokens=20, **faulty("timeout:5"))
     assert resp.status == 504
     body = await resp.json()
     assert body["error"]["code"] == "upstream_timeout"
     assert await gw.in_flight() == 0
-    assert (await gw.store.query(Filter())).entry_count == 0
+    summary = await gw.store.query(Filter())
+    assert summary.entry_count == 1 and summary.total_output_tokens == 20
+    lines = [getattr(r, FIELDS) for r in caplog.records if r.name == "gateway.access"]
+    assert lines[-1]["usage"] == "estimate" and lines[-1]["output_tokens"] == 20
 
 
-async def test_upstream_reset_mid_stream_charges_what_was_sent(gateway: MakeHarness) -> None:
+async def test_upstream_reset_mid_stream_charges_the_reservation(gateway: MakeHarness) -> None:
+    """An upstream stream that broke off is a lost answer: what it billed is unknown, so the
+    reservation is charged (the client received 4 tokens of up to 20)."""
     gw = await gateway(BUDGET)
     resp = await gw.chat(max_tokens=20, stream=True, **faulty("reset_after:4"))
     text = await resp.text()
@@ -55,7 +68,8 @@ async def test_upstream_reset_mid_stream_charges_what_was_sent(gateway: MakeHarn
     assert await gw.in_flight() == 0
     summary = await gw.store.query(Filter())
     assert summary.entry_count == 1
-    assert summary.total_output_tokens == 4 == gw.stats.produced_output_tokens
+    assert gw.stats.produced_output_tokens == 4
+    assert summary.total_output_tokens == 20
 
 
 async def test_client_gone_mid_stream_is_charged_what_it_received(gateway: MakeHarness) -> None:
