@@ -1,9 +1,11 @@
 """Time windows as buckets: bounded memory per limit whatever the request rate.
 
-A rolling window of ``count`` buckets of ``width`` seconds holds the current bucket and the
-``count - 1`` before it, so it is exact to within one bucket. The calendar month is one bucket
-that ends at the next month's first second (UTC). The same arithmetic is passed to every store
-(the Redis Lua scripts receive these numbers in ARGV), so backends agree to the unit.
+A rolling window of ``count`` buckets of ``width`` seconds counts the current bucket and the
+``count`` before it: a bucket counts until every request in it is older than the window
+(``length_s``), so usage never leaves early and the bucketed use is never below the exact
+rolling sum; it may stay up to one bucket late. The calendar month is one bucket that ends at
+the next month's first second (UTC). The same arithmetic is passed to every store (the Redis
+Lua scripts receive these numbers in ARGV), so backends agree to the unit.
 """
 
 from __future__ import annotations
@@ -36,16 +38,19 @@ class Window:
         return self.buckets(now)[1]
 
     def buckets(self, now: float) -> tuple[int, int]:
-        """The current and the oldest bucket index inside the window at ``now``."""
+        """The current and the oldest bucket index inside the window at ``now``: a rolling
+        window keeps ``count`` buckets behind the current one, as the oldest of them may still
+        hold requests younger than ``length_s`` (the month: only its own bucket)."""
         bucket = self.bucket(now)
-        return bucket, bucket - self.count + 1
+        return bucket, bucket - self.count if self.width else bucket
 
     def leaves_at(self, bucket: int) -> float:
-        """When ``bucket`` stops counting: the time its usage frees up."""
+        """When ``bucket`` stops counting: ``length_s`` after the bucket ends, so only once
+        every request in it has left the exact window."""
         if self.width == 0:
             year, month0 = divmod(bucket + 1, 12)
             return float(calendar.timegm((year, month0 + 1, 1, 0, 0, 0)))
-        return float((bucket + self.count) * self.width)
+        return float((bucket + 1) * self.width + self.length_s)
 
     def period_id(self, now: float) -> int:
         """Identifies the window a crossing belongs to, for once-per-window alerts."""

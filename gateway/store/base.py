@@ -41,8 +41,10 @@ def fits_at(failed: Sequence[tuple[Line, int, Mapping[int, int]]], now: float) -
     """When every failed line would fit, judging by its settled buckets leaving the window.
 
     ``failed``: (line, used, settled amount per bucket). None: never (the request alone is over
-    a limit). When settled buckets alone cannot free enough, reservations in flight must settle
-    too: the answer is then when the newest bucket leaves, the whole window's length.
+    a limit). A bucket frees at ``Window.leaves_at``, never before its requests have left the
+    exact window, so the answer is never too early. When settled buckets alone cannot free
+    enough, reservations in flight must settle too: the answer is then when the current bucket
+    leaves, at least a whole window's length away.
     """
     latest = now
     for line, used, buckets in failed:

@@ -87,7 +87,9 @@ def _spans(lines: Sequence[Line], now: float) -> dict[Window, tuple[int, int]]:
 
 
 def _keep_s(window: Window) -> int:
-    return 40 * 86_400 if window.width == 0 else window.length_s + 3600
+    """How long a line's settled buckets live after a settle: a bucket settled now counts
+    until ``leaves_at``, up to a window and one bucket away; an hour to spare."""
+    return 40 * 86_400 if window.width == 0 else window.length_s + window.width + 3600
 
 
 def _text(value: bytes | str) -> str:
@@ -150,7 +152,7 @@ class RedisStore:
             w = line.window
             bucket, oldest = spans[w]
             args += [line.limit, line.amount, int(line.enforce), bucket, oldest, w.width,
-                     w.count, repr(w.leaves_at(bucket))]
+                     repr(w.leaves_at(bucket))]
         reply = await self._call(self._reserve, keys, args, "reserve")
         if reply[1] == b"stale":
             return ReserveResult(False, (), stale=True)

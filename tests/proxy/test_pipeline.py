@@ -7,10 +7,11 @@ import logging
 from typing import Any
 
 import pytest
-from aiohttp import web
+from aiohttp import ClientResponse, web
 
 from gateway.clock import FakeClock
 from gateway.cost.model import Filter
+from gateway.cost.windows import HOUR
 from tests.proxy.conftest import UPSTREAM_KEY, MakeHarness
 
 
@@ -84,22 +85,37 @@ async def test_throttle_holds_until_the_window_frees(gateway: MakeHarness) -> No
     for _ in range(50):
         await asyncio.sleep(0.01)
     assert not held.done(), "the second request is held, not refused"
-    clock.advance(3600)
+    clock.advance(HOUR.length_s)
+    for _ in range(50):
+        await asyncio.sleep(0.01)
+    assert not held.done(), "an hour on, the first request's minute counts: it may hold younger use"
+    clock.advance(HOUR.width)  # now all of that bucket is over an hour old
     resp = await asyncio.wait_for(held, 5)
     assert resp.status == 200
     assert gw.stats.requests["/chat/completions"] == 2
 
 
-async def test_throttle_past_max_wait_is_denied_with_retry_after(gateway: MakeHarness) -> None:
-    clock = FakeClock()
+async def _denied_by_an_hourly_throttle(gateway: MakeHarness) -> ClientResponse:
     gw = await gateway("""
   - {name: slow, tenant: acme, max_tokens_per_hour: 30, action: throttle, max_wait_s: 5}
-""", clock=clock)
+""", clock=FakeClock())
     assert (await gw.chat(max_tokens=10)).status == 200
     denied = await gw.chat(max_tokens=10)
     assert denied.status == 429
+    return denied
+
+
+async def test_throttle_past_max_wait_is_denied_with_retry_after(gateway: MakeHarness) -> None:
+    denied = await _denied_by_an_hourly_throttle(gateway)
     retry_after = int(denied.headers["Retry-After"])
-    assert 1 <= retry_after <= 3600
+    assert HOUR.length_s <= retry_after <= HOUR.length_s + HOUR.width, "never early"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "proxy/budgets.py sends x-should-retry: false past 3600 s, and an hourly window now frees "
+    "up to one bucket (60 s) after an hour: its threshold is the owner's call"))
+async def test_an_hourly_denial_lets_the_client_retry(gateway: MakeHarness) -> None:
+    denied = await _denied_by_an_hourly_throttle(gateway)
     assert "x-should-retry" not in denied.headers
 
 

@@ -7,9 +7,10 @@
 --   KEYS[3i]    sorted set: pending reservations by expiry (member = id, score = expires_at)
 -- KEYS[#KEYS]  hash: the tenant's API budgets (only its field "_v", their version, is read)
 -- ARGV: now, expires_at, reservation id, the caller's version of the API budgets ("" to skip
---   the check), then per line 8 values: limit, amount, enforce (1|0),
+--   the check), then per line 7 values: limit, amount, enforce (1|0),
 --   current bucket, oldest bucket in the window, width (s per bucket; 0 = calendar month),
---   count (buckets in the window), leaves_now (when the current bucket leaves the window).
+--   leaves_now (when the current bucket leaves the window, by Window.leaves_at: an older
+--   bucket leaves as many widths earlier, so the rule lives in Python alone).
 -- Reply: {ok (1|0), fits_at (-1: never, 0: n/a), used_1 .. used_n, failed indexes (0-based)},
 --   or {0, 'stale'} when the API budgets' version differs: nothing reserved
 -- Time comes from the caller's clock, never from Redis: the embedded store agrees to the unit.
@@ -28,12 +29,12 @@ end
 local used, lines = {}, {}
 for i = 1, n do
   local settled, pending, expiry = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
-  local base = 4 + (i - 1) * 8
+  local base = 4 + (i - 1) * 7
   local line = {
     limit = tonumber(ARGV[base + 1]), amount = tonumber(ARGV[base + 2]),
     enforce = ARGV[base + 3] == '1', bucket = tonumber(ARGV[base + 4]),
     oldest = tonumber(ARGV[base + 5]), width = tonumber(ARGV[base + 6]),
-    count = tonumber(ARGV[base + 7]), leaves_now = tonumber(ARGV[base + 8]),
+    leaves_now = tonumber(ARGV[base + 7]),
   }
   lines[i] = line
   -- drop expired reservations and buckets that left the window, then add up what counts
@@ -78,11 +79,7 @@ if #failed > 0 then
     for _, entry in ipairs(buckets) do
       freed = freed + entry[2]
       if freed >= excess then
-        if line.width == 0 then
-          when = line.leaves_now
-        else
-          when = (entry[1] + line.count) * line.width
-        end
+        when = line.leaves_now - (line.bucket - entry[1]) * line.width  -- month: width 0
         break
       end
     end
