@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from gateway.clock import Clock
 from gateway.cost.model import BudgetAction, Domain
 from gateway.cost.pricing import Price
-from gateway.cost.windows import Window
+from gateway.cost.windows import HOUR, Window
 from gateway.errors import BudgetExceeded
 from gateway.ops.alerts import Alert, AlertSink
 from gateway.proxy.auth import Principal
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 _POLL_S = 1.0  # a held request re-checks at least this often: releases can free room early
 _CLAMP_TRIES = 3
 _STALE_TRIES = 3
-_HOUR_S = 3600
+_RETRY_WITHIN_S = HOUR.length_s + HOUR.width  # what a full hourly window may take to free
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,7 +234,7 @@ def _denied(
         wait = max(math.ceil(result.fits_at - now), 1)
         if all(slots[j].window.width for j in result.failed):  # rolling windows only
             headers["Retry-After"] = str(wait)
-        if wait > _HOUR_S:
+        if wait > _RETRY_WITHIN_S:
             headers["x-should-retry"] = "false"
     else:
         message += " It can never fit this limit; lower max_tokens or raise the limit."

@@ -98,9 +98,9 @@ class BudgetDefinitions(Protocol):
 
 class Store(SpendSource, Protocol):
     definitions: BudgetDefinitions
+    objects: ObjectOwners  # who created which response, and its context size
     failures: Counter[str]  # StoreErrors raised so far, by operation
 
-    objects: ObjectOwners  # who created which response, and its context size
     async def reserve(
         self, tenant: str, rid: str, lines: Sequence[Line], now: float, ttl_s: float,
         version: int | None = None,

@@ -164,9 +164,9 @@ class MemoryStore:
             self._settled.popitem(last=False)
         for line in lines:
             state = self._state(line, now)
-            held = state.release(rid)
-            bucket = held.bucket if held is not None else line.window.bucket(now)
-            state.charge(line, bucket, line.amount, now)
+            state.release(rid)
+            # counted from when it settles (billed), never from its earlier reservation bucket
+            state.charge(line, line.window.bucket(now), line.amount, now)
         if usage is not None:
             await self.record(usage)
         return True

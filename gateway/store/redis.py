@@ -121,9 +121,9 @@ class RedisStore:
         self._peek = client.register_script(_script("peek.lua"))
         self._mark = client.register_script(_script("mark.lua"))
         self.definitions: BudgetDefinitions = RedisBudgetDefinitions(client)
+        self.objects: ObjectOwners = RedisObjects(client, self._guarded)
         self.failures: Counter[str] = Counter()
         self._held: dict[str, float] = {}  # this instance's reservations: id -> expires_at
-        self.objects: ObjectOwners = RedisObjects(client, self._guarded)
         # a cluster pipelines per node already; coalescing is for one server
         self._batch = Coalescer(client) if isinstance(client, aioredis.Redis) else None
         self._tenants: set[str] = set()

@@ -111,9 +111,6 @@ async def test_throttle_past_max_wait_is_denied_with_retry_after(gateway: MakeHa
     assert HOUR.length_s <= retry_after <= HOUR.length_s + HOUR.width, "never early"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "proxy/budgets.py sends x-should-retry: false past 3600 s, and an hourly window now frees "
-    "up to one bucket (60 s) after an hour: its threshold is the owner's call"))
 async def test_an_hourly_denial_lets_the_client_retry(gateway: MakeHarness) -> None:
     denied = await _denied_by_an_hourly_throttle(gateway)
     assert "x-should-retry" not in denied.headers

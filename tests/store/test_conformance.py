@@ -131,12 +131,14 @@ async def test_reservations_in_flight_push_fits_at_to_the_whole_window(store: St
     assert result.fits_at == HOUR.leaves_at(HOUR.bucket(T0 + 120))
 
 
-async def test_settled_usage_stays_in_its_reservation_bucket(store: Store) -> None:
+async def test_settled_usage_counts_from_when_it_settles(store: Store) -> None:
+    """The upstream bills when the call ends: a long (or background) call's usage counts from
+    its settlement's bucket, never leaving the window before an hour after it was billed."""
     ln = line(50)
     await store.reserve("t", "r1", [ln], T0, 600)
     await store.settle("t", "r1", [line(40)], None, T0 + 300)
-    # charged in T0's bucket, so it leaves the window an hour after T0, not after T0 + 300
-    leaves = HOUR.leaves_at(HOUR.bucket(T0))
+    leaves = HOUR.leaves_at(HOUR.bucket(T0 + 300))
+    assert leaves >= T0 + 300 + HOUR.length_s
     assert await store.peek([ln], leaves - 1) == [40]
     assert await store.peek([ln], leaves) == [0]
 

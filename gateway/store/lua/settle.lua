@@ -26,12 +26,13 @@ for i = 1, n do
   local oldest = tonumber(ARGV[base + 3])
   local held = redis.call('HGET', pending, rid)
   if held then
-    local reserved, at = string.match(held, '^(%-?%d+):(%-?%d+)$')
+    local reserved = string.match(held, '^(%-?%d+):')
     redis.call('HINCRBY', pending, '_sum', -tonumber(reserved))
     redis.call('HDEL', pending, rid)
     redis.call('ZREM', expiry, rid)
-    if tonumber(at) >= oldest then bucket = tonumber(at) end
   end
+  -- usage counts from when it settles (when the upstream billed it), never from the earlier
+  -- bucket it was reserved in: a long or background request must not leave a window early
   if amount ~= 0 then
     local keep = tonumber(ARGV[base + 4])
     redis.call('ZINCRBY', settled, amount, bucket)
