@@ -93,7 +93,9 @@ def test_a_tenant_continues_and_deletes_its_own(rig: Rig) -> None:
         alpha.responses.retrieve(second.id)
 
 
-def test_background_is_charged_when_it_ends_exactly_as_billed(rig: Rig) -> None:
+def test_background_is_charged_when_it_ends_exactly_as_billed(
+    rig: Rig, capsys: pytest.CaptureFixture[str]
+) -> None:
     alpha = rig.client("alpha")
     before = rig.report("alpha")
     created = alpha.responses.create(model="gpt-5-mini", input="research this",
@@ -107,8 +109,9 @@ def test_background_is_charged_when_it_ends_exactly_as_billed(rig: Rig) -> None:
     assert report["total_input_tokens"] - before["total_input_tokens"] == final.usage.input_tokens
     assert (report["total_output_tokens"] - before["total_output_tokens"]
             == final.usage.output_tokens)
-    print(f"\n[background] queued -> {final.status}; charged {final.usage.input_tokens} input + "
-          f"{final.usage.output_tokens} output tokens, as billed")
+    with capsys.disabled():
+        print(f"\n[background] queued -> {final.status}; charged {final.usage.input_tokens} "
+              f"input + {final.usage.output_tokens} output tokens, as billed")
 
 
 def test_a_cancelled_background_response_is_charged_what_it_billed(rig: Rig) -> None:

@@ -186,7 +186,9 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
             yield url
 
 
-async def test_budgets_hold_against_the_worst_upstream(store_url: str, tmp_path: Path) -> None:
+async def test_budgets_hold_against_the_worst_upstream(
+    store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with mock_upstream(tmp_path, worst=True) as mock:
         config_text, limits = await render_config(mock, store_url)
         config = tmp_path / "gateway.yaml"
@@ -232,12 +234,14 @@ async def test_budgets_hold_against_the_worst_upstream(store_url: str, tmp_path:
     # lost answers are charged their reservation, which covers what the mock billed for them
     assert total_charged >= billed - len(entries), (total_charged, billed)
     total_requests = sum(r["requests"] for r in reports.values())
-    print(f"\n[worst upstream, {store_url.split(':')[0]}] {len(KINDS)} kinds x {IN_FLIGHT} "
-          f"in flight, budgets fitting {FITS}: {total_requests} charged, "
-          f"${total_charged / 1e9:.4f} in all, 0 over any limit, 0 over a reservation, "
-          f"{len(entries)} upstream requests all bounded")
-    for line in figures:
-        print("  " + line)
+    with capsys.disabled():
+        print(f"\n[worst upstream, {store_url.split(':')[0]}] {len(KINDS)} kinds x "
+              f"{IN_FLIGHT} in flight, budgets fitting {FITS}: {total_requests} charged, "
+              f"${total_charged / 1e9:.4f} in all (the mock billed ${billed / 1e9:.4f}), "
+              f"0 over any limit, 0 over a reservation, {len(entries)} upstream requests all "
+              "bounded")
+        for line in figures:
+            print("  " + line)
 
 
 async def settled_reports(session: aiohttp.ClientSession, base: str) -> dict[str, Any]:
