@@ -219,6 +219,40 @@ async def test_models_lists_only_what_the_tenant_may_use(sdk: MakeClient) -> Non
     assert "gpt-4o" in [model.id for model in everything.data]  # the allow-list made the cut
 
 
+async def test_models_list_keeps_what_the_upstream_says_of_its_models(sdk: MakeClient) -> None:
+    page = await done(sdk("apps").models.list())
+    listed = {model.id: model for model in page.data}
+    assert listed[CHAT_MODEL].owned_by == "mock-upstream"  # from the mock's own GET /models
+    assert listed[CHAT_MODEL].object == "model"
+    assert [model.id for model in page.data] == sorted(listed)
+
+
+async def test_models_retrieve_answers_what_the_list_shows(sdk: MakeClient) -> None:
+    client = sdk("scoped")
+    listed = {model.id: model for model in (await done(client.models.list())).data}
+    for name in (CHAT_MODEL, EMBED_MODEL):
+        model = await done(client.models.retrieve(name))
+        assert model == listed[name]
+
+
+@pytest.mark.parametrize(("tenant", "model"), [
+    ("scoped", "gpt-4o"),  # priced and served, not on scoped's allow-list
+    ("apps", "e2e-model-nobody-priced"),
+    ("apps", "org/no-such-model"),  # the SDK sends the slash as %2F
+])
+async def test_models_retrieve_of_a_model_the_tenant_may_not_use_is_not_found(
+    stack: Stack, sdk: MakeClient, tenant: str, model: str
+) -> None:
+    upstream_before = stack.upstream_requests()
+    with pytest.raises(openai.NotFoundError) as info:
+        await done(sdk(tenant).models.retrieve(model))
+    assert_openai_error(info.value, 404, "model_not_found")
+    assert info.value.response.json()["error"]["message"] == (
+        f"The model '{model}' does not exist or you do not have access to it."
+    )
+    assert stack.upstream_requests() == upstream_before
+
+
 # -- errors --------------------------------------------------------------------------------------
 
 
@@ -240,6 +274,8 @@ async def test_unknown_key_is_authentication_error(stack: Stack, sdk: MakeClient
     assert "nobody-knows" not in info.value.response.text  # the secret is not echoed back
     with pytest.raises(openai.AuthenticationError):
         await done(client.models.list())
+    with pytest.raises(openai.AuthenticationError):
+        await done(client.models.retrieve(CHAT_MODEL))
     assert stack.upstream_requests() == upstream_before
 
 
