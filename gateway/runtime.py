@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.cost.price_data import shipped_table
+from gateway.cost.pricing import is_glob
 from gateway.proxy.auth import Keyring
 from gateway.proxy.bounds import Defaults
 from gateway.proxy.budget_index import BudgetIndex
@@ -53,7 +54,3 @@ class Runtime:
                    *(name for upstream in self.settings.upstreams for name in upstream.models)]
         return [name for name in dict.fromkeys(spelled)
                 if not is_glob(name) and self.may_use(tenant, name)]
-
-
-def is_glob(pattern: str) -> bool:
-    return any(c in pattern for c in "*?[")

@@ -259,8 +259,8 @@ class PriceTable:
         fallback: Callable[[str], Price | None] | None = None,
         fallback_names: Iterable[str] = (),
     ) -> None:
-        self._exact = {k: v for k, v in prices.items() if not _is_glob(k)}
-        globs = [(k, v) for k, v in prices.items() if _is_glob(k)]
+        self._exact = {k: v for k, v in prices.items() if not is_glob(k)}
+        globs = [(k, v) for k, v in prices.items() if is_glob(k)]
         globs.sort(key=lambda kv: (-len(_literal_prefix(kv[0])), -len(kv[0])))
         self._globs = globs
         self._fallback = fallback
@@ -299,7 +299,7 @@ def with_facts(price: Price, facts: Price | None) -> Price:
     return replace(price, **missing) if missing else price
 
 
-def _is_glob(pattern: str) -> bool:
+def is_glob(pattern: str) -> bool:
     return any(c in pattern for c in "*?[")
 
 

@@ -11,7 +11,6 @@ never a 5xx.
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -20,8 +19,9 @@ import aiohttp
 import orjson
 
 from gateway.clock import Clock
+from gateway.cost.pricing import is_glob
 from gateway.errors import NotFound
-from gateway.runtime import Runtime, is_glob
+from gateway.runtime import Runtime
 from gateway.settings.schema import UpstreamSettings
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ class ModelCatalog:
         listings = await asyncio.gather(*(self._listing(u) for u in sources))
         for upstream, listing in zip(sources, listings, strict=True):
             for name, entry in listing.items():
-                if routed_to(upstreams, name) == upstream and runtime.may_use(tenant, name):
+                if runtime.router.upstream_for(name) == upstream and runtime.may_use(tenant, name):
                     found.setdefault(name, entry)
         created = int(self._clock.now())
         for name in runtime.models_for(tenant):
@@ -99,7 +99,7 @@ class ModelCatalog:
                 code="model_not_found",
             )
         self._forget_all_but(runtime.settings.upstreams)
-        upstream = routed_to(runtime.settings.upstreams, model)
+        upstream = runtime.router.upstream_for(model)
         if upstream is not None and upstream in self._sources(runtime, tenant):
             entry = (await self._listing(upstream)).get(model)
             if entry is not None:
@@ -217,12 +217,3 @@ def _entry(item: object, now: int) -> ModelEntry | None:
     if not isinstance(owner, str) or not 0 < len(owner) <= _MAX_ID_CHARS:
         owner = OWNER
     return ModelEntry(name, created, owner)
-
-
-def routed_to(upstreams: Iterable[UpstreamSettings], model: str) -> UpstreamSettings | None:
-    """The upstream a request for ``model`` goes to: the first whose globs match (as
-    ``ModelRouter.route`` picks it). A name one upstream lists but another serves is that
-    other's to list."""
-    return next(
-        (u for u in upstreams if any(fnmatch.fnmatchcase(model, p) for p in u.models)), None
-    )

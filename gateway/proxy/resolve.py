@@ -59,6 +59,13 @@ class ModelRouter:
     def routable(self, model: str) -> bool:
         return any(fnmatch.fnmatchcase(model, p) for u in self._upstreams for p in u.models)
 
+    def upstream_for(self, model: str) -> UpstreamSettings | None:
+        """The upstream a request for ``model`` goes to: the first whose globs match."""
+        return next(
+            (u for u in self._upstreams if any(fnmatch.fnmatchcase(model, p) for p in u.models)),
+            None,
+        )
+
     def route(self, principal: Principal, model: str) -> tuple[UpstreamSettings, Price]:
         if not self.allowed(principal.tenant, model):
             raise Forbidden(
@@ -72,9 +79,9 @@ class ModelRouter:
                 "Add it under 'pricing:' in the gateway configuration.",
                 param="model",
             )
-        for upstream in self._upstreams:
-            if any(fnmatch.fnmatchcase(model, p) for p in upstream.models):
-                return upstream, price
+        upstream = self.upstream_for(model)
+        if upstream is not None:
+            return upstream, price
         raise NotFound(
             f"The model '{model}' does not exist or no upstream serves it.",
             param="model",

@@ -339,7 +339,7 @@ async def test_full_hourly_window_says_when_to_retry(
     exc = info.value
     assert_budget_exceeded(exc)
     retry_after = int(exc.response.headers["retry-after"])
-    assert 1 <= retry_after <= HOUR_S
+    assert 1 <= retry_after <= HOUR_S + 60  # an hourly window frees within a bucket after
     assert exc.response.headers.get("x-should-retry") != "false"  # it frees within the hour
     assert stack.upstream_requests() == upstream_before
 
