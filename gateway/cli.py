@@ -87,7 +87,7 @@ def _keys_new(args: argparse.Namespace) -> int:
 def _mock_upstream(args: argparse.Namespace) -> int:
     from gateway.mock_upstream import run
 
-    run(host=args.host, port=args.port)
+    run(host=args.host, port=args.port, worst=args.worst)
     return EXIT_OK
 
 
@@ -303,6 +303,11 @@ def _parser() -> argparse.ArgumentParser:
     mock = sub.add_parser("mock-upstream", help="a local fake OpenAI upstream")
     mock.add_argument("--host", default="127.0.0.1")
     mock.add_argument("--port", type=int, default=9000)
+    mock.add_argument(
+        "--worst", action="store_true",
+        help="bill as the real API may at its worst: full output caps or model maximums, "
+        "reasoning, hidden context, searches, background responses; a ledger in the stats",
+    )
     mock.set_defaults(func=_mock_upstream)
 
     demo = sub.add_parser("demo", help="mock upstream + gateway + requests until a budget stops")

@@ -3,10 +3,16 @@
 Routes under ``/v1``: ``POST /chat/completions``, ``/completions``, ``/embeddings``,
 ``/responses``, ``GET /models``; test helpers ``GET /v1/mock/stats`` and ``POST /v1/mock/reset``
 (also without the ``/v1`` prefix). Faults are described in ``gateway.mock.faults``.
+``make_app(worst=True)`` / ``run(worst=True)`` bill as the real API may at its worst
+(``gateway.mock.worst``) and add ``GET``/``DELETE /v1/responses/{id}``,
+``POST /v1/responses/{id}/cancel`` and ``GET /v1/responses/{id}/input_items``.
 """
 
-from gateway.mock.app import STATS, TokenCounter, make_app, run
+from gateway.mock.app import STATS, make_app, run
 from gateway.mock.faults import Fault
-from gateway.mock.stats import MockStats
+from gateway.mock.fields import TokenCounter
+from gateway.mock.stats import Ledger, LedgerEntry, MockStats
 
-__all__ = ["STATS", "Fault", "MockStats", "TokenCounter", "make_app", "run"]
+__all__ = [
+    "STATS", "Fault", "Ledger", "LedgerEntry", "MockStats", "TokenCounter", "make_app", "run",
+]

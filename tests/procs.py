@@ -84,11 +84,11 @@ def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
 
 
 @contextlib.contextmanager
-def mock_upstream(tmp: Path) -> Iterator[Proc]:
-    """``gateway mock-upstream`` on a free port, its log in ``tmp``."""
+def mock_upstream(tmp: Path, worst: bool = False) -> Iterator[Proc]:
+    """``gateway mock-upstream`` on a free port, its log in ``tmp``; ``worst``: ``--worst``."""
     port = free_port()
-    with running(["mock-upstream", "--port", str(port)], port, "/v1/mock/stats",
-                 tmp / "mock.log") as mock:
+    args = ["mock-upstream", "--port", str(port), *(["--worst"] if worst else [])]
+    with running(args, port, "/v1/mock/stats", tmp / "mock.log") as mock:
         yield mock
 
 

@@ -1,9 +1,15 @@
 """The mock upstream's aiohttp app: request checks, faults, answers and streams; and ``run``.
 
-Deterministic: output tokens are the request's max output field (``max_completion_tokens`` /
-``max_tokens`` / ``max_output_tokens``) or 16, per choice, times ``n``; input tokens are
-whatever the injected counter says (by default the gateway's own estimate, so budget tests are
-exact); cached tokens come from ``metadata.mock_cached_tokens``, capped at input tokens.
+Polite by default, and deterministic: output tokens are the request's max output field
+(``max_completion_tokens`` / ``max_tokens`` / ``max_output_tokens``) or 16, per choice, times
+``n``; input tokens are whatever the injected counter says (by default the gateway's own
+estimate, so budget tests are exact); cached tokens come from ``metadata.mock_cached_tokens``,
+capped at input tokens.
+
+Worst mode (``make_app(worst=True)``, ``gateway mock-upstream --worst``) bills what the real
+API may bill at most (``gateway.mock.worst``), keeps Responses and runs background ones
+(``gateway.mock.stored``), answers ``metadata.mock_delay_s`` late, and keeps a ledger of what
+each request carried and billed (``gateway.mock.billing``, in the stats' ``ledger``).
 """
 
 from __future__ import annotations
@@ -12,20 +18,23 @@ import asyncio
 import itertools
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import orjson
 from aiohttp import web
 
 from gateway.errors import GatewayError
-from gateway.mock import faults, shapes
+from gateway.mock import billing, faults, fields, send, shapes
+from gateway.mock.billing import Billing
 from gateway.mock.faults import Fault
-from gateway.mock.shapes import JSON, Frame, MockError, Plan
-from gateway.mock.stats import MockStats
+from gateway.mock.fields import TokenCounter
+from gateway.mock.shapes import JSON, Frame, MockError, Plan, Usage
+from gateway.mock.stats import Ledger, LedgerEntry, MockStats
+from gateway.mock.stored import ResponseStore, Stored, StoredRoutes
+from gateway.mock.worst import WorstPlanner
 from gateway.proxy.endpoints import Endpoint
 
-TokenCounter = Callable[[str, Mapping[str, Any]], int]
 STATS = web.AppKey("mock_stats", MockStats)
 
 DEFAULT_OUTPUT_TOKENS = 16
@@ -34,12 +43,6 @@ _MAX_DIMENSIONS = 8192
 _MAX_BODY = 64 * 1024 * 1024
 _MODELS_CREATED = 1_700_000_000
 _MODELS = "/models"
-# OpenAI's edge sets a cookie on every answer; a gateway must neither pass it to its tenants
-# nor replay it upstream on another tenant's request.
-_COOKIE = "__cf_bm=mock-upstream-cookie; path=/; HttpOnly; SameSite=None"
-_JSON_HEADERS = {"Content-Type": "application/json", "Set-Cookie": _COOKIE}
-_SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
-                "Set-Cookie": _COOKIE}
 _RENDER: dict[Endpoint, tuple[Callable[[Plan], bytes], Callable[[Plan], list[Frame]]]] = {
     Endpoint.CHAT: (shapes.chat_completion, shapes.chat_stream),
     Endpoint.COMPLETIONS: (shapes.text_completion, shapes.text_completion_stream),
@@ -53,35 +56,53 @@ _ID_PREFIX = {
 
 
 def make_app(
-    *, tokens: TokenCounter | None = None, require_key: str | None = None
+    *, tokens: TokenCounter | None = None, require_key: str | None = None, worst: bool = False
 ) -> web.Application:
     """The mock upstream. ``tokens(path, body)`` counts input tokens (path as in ``Endpoint``);
-    ``require_key``: answer 401 unless ``Authorization`` is ``Bearer <require_key>``."""
+    ``require_key``: answer 401 unless ``Authorization`` is ``Bearer <require_key>``;
+    ``worst``: bill as the real API may at its worst (see ``gateway.mock.worst``)."""
     app = web.Application(client_max_size=_MAX_BODY)
-    stats = MockStats()
+    counter = tokens or _estimate_counter()
+    stats = MockStats(ledger=Ledger() if worst else None)
     app[STATS] = stats
-    upstream = MockUpstream(tokens or _estimate_counter(), stats, require_key)
-    app.add_routes(upstream.routes())
+    if stats.ledger is None:
+        app.add_routes(MockUpstream(counter, stats, require_key).routes())
+        return app
+    store = ResponseStore(stats.ledger)
+    planner = WorstPlanner(counter, store.previous_tokens)
+    upstream = MockUpstream(counter, stats, require_key, Billing(planner, store, stats.ledger))
+    app.add_routes([*upstream.routes(), *StoredRoutes(store, upstream.check_key).routes()])
+    app.cleanup_ctx.append(_stopping(store))
     return app
 
 
-def run(host: str = "127.0.0.1", port: int = 9000) -> None:
+def _stopping(store: ResponseStore) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def stop_timers(app: web.Application) -> AsyncIterator[None]:
+        yield
+        store.close()
+
+    return stop_timers
+
+
+def run(host: str = "127.0.0.1", port: int = 9000, *, worst: bool = False) -> None:
     """Serve until SIGINT or SIGTERM; port 0 picks a free port, shown in the printed line."""
-    asyncio.run(_serve(host, port))
+    asyncio.run(_serve(host, port, worst))
 
 
-async def _serve(host: str, port: int) -> None:
+async def _serve(host: str, port: int, worst: bool) -> None:
     from gateway.cost.tokens import EXPECTED_SHA256, default_tokenizers
 
     # Every vocabulary, not on the first request's time.
     await asyncio.to_thread(default_tokenizers().preload, tuple(EXPECTED_SHA256))
-    runner = web.AppRunner(make_app(), access_log=None, handle_signals=False)
+    runner = web.AppRunner(make_app(worst=worst), access_log=None, handle_signals=False)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port, backlog=1024).start()
         bound = runner.addresses[0][1]
         shown = f"[{host}]" if ":" in host else host
         print(f"mock upstream listening on http://{shown}:{bound}/v1", flush=True)
+        if worst:
+            print("mock upstream: worst mode (bills as the real API may at its worst)", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -102,12 +123,17 @@ def _estimate_counter() -> TokenCounter:
 
 
 class MockUpstream:
-    """The route handlers; collaborators come in through ``__init__``."""
+    """The route handlers; collaborators come in through ``__init__`` (``worst``: worst
+    mode's, None when polite)."""
 
-    def __init__(self, tokens: TokenCounter, stats: MockStats, require_key: str | None) -> None:
+    def __init__(
+        self, tokens: TokenCounter, stats: MockStats, require_key: str | None,
+        worst: Billing | None = None,
+    ) -> None:
         self._tokens = tokens
         self._stats = stats
         self._authorization = None if require_key is None else f"Bearer {require_key}"
+        self._worst = worst
         self._ids = itertools.count(1)
         self._models = shapes.models_list(_MODELS_CREATED)
 
@@ -124,6 +150,12 @@ class MockUpstream:
             routes.append(web.post(f"{prefix}/reset", self.reset))
         return routes
 
+    def check_key(self, request: web.Request) -> None:
+        if self._authorization is None:
+            return
+        if request.headers.get("Authorization") != self._authorization:
+            raise MockError(401, "Incorrect API key provided.", code="invalid_api_key")
+
     # -- routes ----------------------------------------------------------------------------
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
@@ -137,20 +169,28 @@ class MockUpstream:
 
     async def embeddings(self, request: web.Request) -> web.StreamResponse:
         endpoint = Endpoint.EMBEDDINGS
+        entry = None
         try:
             body, fault = await self._accept(request)
-            count = _input_count(body)
-            dims = _int_field(body, "dimensions", DEFAULT_DIMENSIONS, low=1, high=_MAX_DIMENSIONS)
-            b64 = _base64_wanted(body)
+            entry = self._open(endpoint, body)
+            count = fields.input_count(body)
+            dims = fields.int_field(
+                body, "dimensions", DEFAULT_DIMENSIONS, low=1, high=_MAX_DIMENSIONS
+            )
+            b64 = fields.base64_wanted(body)
             input_tokens = self._count(endpoint, body)
+            fault = self._fault(body, fault)
         except MockError as exc:
-            return self._refuse(endpoint.value, exc)
+            return self._refuse(endpoint.value, exc, entry)
+        if self._worst is not None and entry is not None:
+            self._worst.bill_embeddings(entry, fault, input_tokens)
         if (early := await self._inject(request, endpoint, fault, stream=False)) is not None:
             return early
         reported = fault is None or not fault.no_usage
         shown = input_tokens if reported else None
         answer = shapes.embeddings(body["model"], count, dims, b64=b64, input_tokens=shown)
-        response, delivered = await _deliver(request, answer, fault)
+        response, delivered = await send.deliver(request, answer, fault)
+        billing.delivered(entry, delivered)
         if delivered and reported:
             self._stats.reported(input_tokens, 0, 0)
         return response
@@ -158,36 +198,46 @@ class MockUpstream:
     async def models(self, request: web.Request) -> web.StreamResponse:
         self._record(request, None)
         try:
-            self._check_key(request)
+            self.check_key(request)
         except MockError as exc:
             return self._refuse(_MODELS, exc)
         self._stats.requests[_MODELS] += 1
-        return _json(self._models)
+        return send.json_response(self._models)
 
     async def stats(self, request: web.Request) -> web.StreamResponse:
-        return _json(orjson.dumps(self._stats.as_json()))
+        return send.json_response(orjson.dumps(self._stats.as_json()))
 
     async def reset(self, request: web.Request) -> web.StreamResponse:
         self._stats.reset()
-        return _json(b'{"reset":true}')
+        return send.json_response(b'{"reset":true}')
 
     # -- the request path ------------------------------------------------------------------
 
     async def _generate(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
+        entry = None
         try:
             body, fault = await self._accept(request)
+            entry = self._open(endpoint, body)
             plan = self._plan(endpoint, body, fault)
+            fault = self._fault(body, fault)
         except MockError as exc:
-            return self._refuse(endpoint.value, exc)
+            return self._refuse(endpoint.value, exc, entry)
+        kept = self._admit(endpoint, body, plan, fault, entry)
         stream = body.get("stream") is True
         if (early := await self._inject(request, endpoint, fault, stream=stream)) is not None:
             return early
         full, streamed = _RENDER[endpoint]
         if stream:
-            return await self._stream(request, streamed(plan), plan, fault)
-        response, delivered = await _deliver(request, full(plan), fault)
+            return await self._stream(request, streamed(plan), plan, fault, entry)
+        if kept is not None and kept.background:  # queued; the ledger bills it when it ends
+            queued = orjson.dumps(kept.body(asyncio.get_running_loop().time()))
+            response, delivered = await send.deliver(request, queued, fault)
+            billing.delivered(entry, delivered)
+            return response
+        response, delivered = await send.deliver(request, full(plan), fault)
+        billing.delivered(entry, delivered)
         if delivered:
-            self._stats.produced_output_tokens += plan.output_tokens
+            self._stats.produced_output_tokens += plan.text_tokens
             self._answered(plan, with_usage=plan.usage)
         return response
 
@@ -199,7 +249,7 @@ class MockUpstream:
         except orjson.JSONDecodeError:
             body = None
         self._record(request, body)
-        self._check_key(request)
+        self.check_key(request)
         if not isinstance(body, dict):
             raise MockError(
                 400,
@@ -210,23 +260,39 @@ class MockUpstream:
             raise MockError(400, "you must provide a model parameter", param="model")
         return body, faults.requested(request.headers, body)
 
+    def _open(self, endpoint: Endpoint, body: JSON) -> LedgerEntry | None:
+        return None if self._worst is None else self._worst.open(endpoint, body)
+
+    def _fault(self, body: JSON, fault: Fault | None) -> Fault | None:
+        return fault if self._worst is None else self._worst.fault(body, fault)
+
+    def _admit(
+        self, endpoint: Endpoint, body: JSON, plan: Plan, fault: Fault | None,
+        entry: LedgerEntry | None,
+    ) -> Stored | None:
+        if self._worst is None or entry is None:
+            return None
+        return self._worst.admit(endpoint, body, plan, fault, entry)
+
     def _plan(self, endpoint: Endpoint, body: JSON, fault: Fault | None) -> Plan:
-        cap = _max_output(endpoint, body)
-        choices = 1 if endpoint is Endpoint.RESPONSES else _int_field(body, "n", 1, low=1)
+        cap = fields.max_output(endpoint, body)
+        choices = 1 if endpoint is Endpoint.RESPONSES else fields.int_field(body, "n", 1, low=1)
         input_tokens = self._count(endpoint, body)
         wanted = body.get("stream") is not True or endpoint is Endpoint.RESPONSES
-        wanted = wanted or _include_usage(body)
-        return Plan(
+        wanted = wanted or fields.include_usage(body)
+        per_choice = DEFAULT_OUTPUT_TOKENS if cap is None else cap
+        cached = min(fields.metadata_count(body, "mock_cached_tokens"), input_tokens)
+        plan = Plan(
             id=f"{_ID_PREFIX[endpoint]}{next(self._ids):08d}",
             model=body["model"],
             created=int(time.time()),
-            input_tokens=input_tokens,
-            cached_tokens=min(_cached_tokens(body), input_tokens),
-            per_choice=DEFAULT_OUTPUT_TOKENS if cap is None else cap,
+            billed=Usage(input_tokens, per_choice * choices, cached_tokens=cached),
+            per_choice=per_choice,
             choices=choices,
             capped=cap is not None,
             usage=wanted and not (fault is not None and fault.no_usage),
         )
+        return plan if self._worst is None else self._worst.plan(endpoint, body, plan)
 
     def _count(self, endpoint: Endpoint, body: JSON) -> int:
         try:
@@ -247,25 +313,28 @@ class MockUpstream:
         if fault.delay_s:
             await asyncio.sleep(fault.delay_s)
         if fault.status is not None:
-            return _fault_error(fault)
+            return send.fault_response(fault)
         if fault.reset_after is not None and not stream:
-            _hang_up(request)
+            send.hang_up(request)
             return web.Response()
         return None
 
     async def _stream(
-        self, request: web.Request, frames: list[Frame], plan: Plan, fault: Fault | None
+        self, request: web.Request, frames: list[Frame], plan: Plan, fault: Fault | None,
+        entry: LedgerEntry | None,
     ) -> web.StreamResponse:
-        response = web.StreamResponse(headers=_SSE_HEADERS)
+        response = web.StreamResponse(headers=send.SSE_HEADERS)
         await response.prepare(request)
         reset_after = None if fault is None else fault.reset_after
-        cut = len(frames) if reset_after is None else _cut(frames, reset_after)
+        cut = len(frames) if reset_after is None else send.cut(frames, reset_after)
         try:
-            await self._send(response, _faulty_frames(frames[:cut], fault), fault)
+            await self._send(response, send.faulty_frames(frames[:cut], fault), fault)
         except ConnectionError:  # the client went away: nothing more to send or report
+            billing.delivered(entry, False)
             return response
         if cut < len(frames):
-            _hang_up(request)
+            send.hang_up(request)
+        billing.delivered(entry, cut == len(frames))
         self._answered(plan, with_usage=plan.usage and cut == len(frames))
         return response
 
@@ -289,7 +358,7 @@ class MockUpstream:
         for i, frame in enumerate(frames):
             if i and delay:
                 await asyncio.sleep(delay)
-            await _write(response, frame.data, drip)
+            await send.write(response, frame.data, drip)
             self._stats.produced_output_tokens += frame.tokens
 
     # -- small parts -----------------------------------------------------------------------
@@ -303,161 +372,11 @@ class MockUpstream:
             "body": body,
         }
 
-    def _check_key(self, request: web.Request) -> None:
-        if self._authorization is None:
-            return
-        if request.headers.get("Authorization") != self._authorization:
-            raise MockError(401, "Incorrect API key provided.", code="invalid_api_key")
-
-    def _refuse(self, route: str, exc: MockError) -> web.Response:
+    def _refuse(
+        self, route: str, exc: MockError, entry: LedgerEntry | None = None
+    ) -> web.Response:
         self._stats.errors[route] += 1
-        return _error(exc)
+        if entry is not None:
+            entry.state = "refused"
+        return send.error_response(exc)
 
-
-def _json(body: bytes) -> web.Response:
-    return web.Response(body=body, headers=_JSON_HEADERS)
-
-
-async def _deliver(
-    request: web.Request, body: bytes, fault: Fault | None
-) -> tuple[web.StreamResponse, bool]:
-    """Send a JSON answer now, so the caller knows whether it went out (the client may have
-    left during a ``timeout`` fault) before counting its usage as reported."""
-    response = web.StreamResponse(headers=_JSON_HEADERS)
-    response.content_length = len(body)
-    try:
-        await response.prepare(request)
-        if fault is not None and fault.body_delay_s:
-            await asyncio.sleep(fault.body_delay_s)
-        if fault is not None and fault.short_body:
-            await response.write(body[: len(body) // 2])
-            _hang_up(request)
-            return response, False
-        await _write(response, body, None if fault is None else fault.drip_s)
-        await response.write_eof()
-    except ConnectionError:
-        return response, False
-    return response, True
-
-
-async def _write(response: web.StreamResponse, data: bytes, drip_s: float | None) -> None:
-    """All at once, or (``drip``) one byte per write."""
-    if drip_s is None:
-        await response.write(data)
-        return
-    for i in range(len(data)):
-        await response.write(data[i : i + 1])
-        await asyncio.sleep(drip_s)
-
-
-def _error(exc: MockError) -> web.Response:
-    return web.Response(status=exc.status, body=exc.body(), headers=_JSON_HEADERS)
-
-
-def _fault_error(fault: Fault) -> web.Response:
-    """An injected error status: OpenAI-shaped JSON, or (``plain``) text; ``Retry-After``."""
-    exc = fault.error()
-    headers = {} if fault.retry_after is None else {"Retry-After": str(fault.retry_after)}
-    if fault.plain:
-        return web.Response(status=exc.status, text=f"{exc.message}\n", headers=headers)
-    return web.Response(status=exc.status, body=exc.body(), headers={**_JSON_HEADERS, **headers})
-
-
-_JUNK_FRAMES = (
-    b": a comment line\n\n",
-    b"a line with no field\n\n",
-    b"data: {not json\n\n",
-    b"event: ping\ndata: {}\n\n",
-    b"data:[1,2,3]\n\n",
-    b"\n\n",
-)
-
-
-def _faulty_frames(frames: list[Frame], fault: Fault | None) -> list[Frame]:
-    """``double_usage`` and ``bad_sse`` applied to a stream's frames."""
-    if fault is None:
-        return frames
-    if fault.double_usage:
-        frames = [f for frame in frames
-                  for f in ((frame, frame) if b'"usage":{' in frame.data else (frame,))]
-    if fault.bad_sse and frames:
-        last = frames[-1]
-        frames = [*(Frame(junk, 0) for junk in _JUNK_FRAMES), *frames[:-1],
-                  Frame(last.data.rstrip(b"\n"), last.tokens)]
-    return frames
-
-
-def _hang_up(request: web.Request) -> None:
-    """Close the connection under the response; aiohttp then finds it closed and gives up."""
-    if request.transport is not None:
-        request.transport.close()
-
-
-def _cut(frames: list[Frame], k: int) -> int:
-    """How many frames to send so that exactly ``min(k, all)`` content frames go out and
-    nothing after the last of them (no finish, usage or [DONE] frame)."""
-    sent = 0
-    end = 0
-    for i, frame in enumerate(frames):
-        if frame.tokens:
-            if sent == k:
-                return i
-            sent += 1
-            end = i + 1
-    return end
-
-
-def _max_output(endpoint: Endpoint, body: JSON) -> int | None:
-    for name in endpoint.output_fields:
-        if body.get(name) is not None:
-            return _int_field(body, name, 0, low=1)
-    return None
-
-
-def _int_field(body: JSON, name: str, default: int, *, low: int, high: int | None = None) -> int:
-    value = body.get(name)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise MockError(400, f"Invalid '{name}': expected an integer >= {low}.", param=name)
-    if high is not None and value > high:
-        raise MockError(400, f"Invalid '{name}': expected an integer <= {high}.", param=name)
-    return value
-
-
-def _include_usage(body: JSON) -> bool:
-    options = body.get("stream_options")
-    return isinstance(options, dict) and options.get("include_usage") is True
-
-
-def _cached_tokens(body: JSON) -> int:
-    metadata = body.get("metadata")
-    value = metadata.get("mock_cached_tokens") if isinstance(metadata, dict) else None
-    if value is None:
-        return 0
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    raise MockError(
-        400,
-        "metadata.mock_cached_tokens must be a non-negative integer",
-        param="metadata.mock_cached_tokens",
-    )
-
-
-def _input_count(body: JSON) -> int:
-    """How many vectors an embeddings ``input`` asks for."""
-    value = body.get("input")
-    if isinstance(value, str):
-        return 1
-    if isinstance(value, list) and value:
-        return 1 if all(isinstance(item, int) for item in value) else len(value)
-    raise MockError(400, "'input' must be a non-empty string or array", param="input")
-
-
-def _base64_wanted(body: JSON) -> bool:
-    encoding = body.get("encoding_format") or "float"
-    if encoding not in ("float", "base64"):
-        raise MockError(400, "encoding_format must be 'float' or 'base64'", param="encoding_format")
-    return encoding == "base64"

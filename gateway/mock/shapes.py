@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import base64
 import struct
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import orjson
@@ -60,21 +60,60 @@ class MockError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class Usage:
+    """The usage one answer bills, in OpenAI's nesting: cached, cache-write and audio input
+    tokens are inside ``input_tokens``; reasoning, audio and rejected prediction tokens inside
+    ``output_tokens``. Searches are billed per call, apart from tokens."""
+
+    input_tokens: int
+    output_tokens: int
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    input_audio_tokens: int = 0
+    reasoning_tokens: int = 0
+    output_audio_tokens: int = 0
+    rejected_prediction_tokens: int = 0
+    web_searches: int = 0
+    file_searches: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
-    """What one request produces, decided before anything is sent."""
+    """What one request produces, decided before anything is sent.
+
+    The text written is ``per_choice`` tokens per choice; what the usage object says is
+    ``billed``, which the polite mock makes equal to the text and worst mode makes larger
+    (reasoning, searches, hidden context). ``service_tier`` None: the polite mock's shapes
+    (``"default"`` in a chat completion, nowhere else); ``tool_items``: Responses output items
+    before the message; ``echo``: Responses object fields that replace the polite defaults.
+    """
 
     id: str
     model: str
     created: int
-    input_tokens: int
-    cached_tokens: int
-    per_choice: int  # output tokens of each choice
+    billed: Usage
+    per_choice: int  # output tokens of text written in each choice
     choices: int  # ``n``
     capped: bool  # the request set a max output field, and output stopped there
     usage: bool  # the usage object is part of the answer
+    service_tier: str | None = None
+    tool_items: tuple[JSON, ...] = ()
+    echo: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def input_tokens(self) -> int:
+        return self.billed.input_tokens
+
+    @property
+    def cached_tokens(self) -> int:
+        return self.billed.cached_tokens
 
     @property
     def output_tokens(self) -> int:
+        return self.billed.output_tokens
+
+    @property
+    def text_tokens(self) -> int:
         return self.per_choice * self.choices
 
     @property
@@ -119,17 +158,21 @@ def models_list(created: int) -> bytes:
 # -- chat completions and completions ---------------------------------------------------------
 
 
-def completion_usage(plan: Plan) -> JSON:
+def completion_usage(usage: Usage) -> JSON:
+    """Chat's and completions' usage object; ``cache_write_tokens`` only when there are some."""
+    prompt: JSON = {"cached_tokens": usage.cached_tokens, "audio_tokens": usage.input_audio_tokens}
+    if usage.cache_write_tokens:
+        prompt["cache_write_tokens"] = usage.cache_write_tokens
     return {
-        "prompt_tokens": plan.input_tokens,
-        "completion_tokens": plan.output_tokens,
-        "total_tokens": plan.input_tokens + plan.output_tokens,
-        "prompt_tokens_details": {"cached_tokens": plan.cached_tokens, "audio_tokens": 0},
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.input_tokens + usage.output_tokens,
+        "prompt_tokens_details": prompt,
         "completion_tokens_details": {
-            "reasoning_tokens": 0,
-            "audio_tokens": 0,
+            "reasoning_tokens": usage.reasoning_tokens,
+            "audio_tokens": usage.output_audio_tokens,
             "accepted_prediction_tokens": 0,
-            "rejected_prediction_tokens": 0,
+            "rejected_prediction_tokens": usage.rejected_prediction_tokens,
         },
     }
 
@@ -151,8 +194,8 @@ def chat_completion(plan: Plan) -> bytes:
         for i in range(plan.choices)
     ]
     if plan.usage:
-        body["usage"] = completion_usage(plan)
-    body["service_tier"] = "default"
+        body["usage"] = completion_usage(plan.billed)
+    body["service_tier"] = plan.service_tier or "default"
     body["system_fingerprint"] = None
     return orjson.dumps(body)
 
@@ -160,6 +203,8 @@ def chat_completion(plan: Plan) -> bytes:
 def chat_stream(plan: Plan) -> list[Frame]:
     """Role chunk per choice, one chunk per token, a finish chunk per choice, usage, [DONE]."""
     base = _head(plan, "chat.completion.chunk")
+    if plan.service_tier is not None:
+        base["service_tier"] = plan.service_tier
     base["system_fingerprint"] = None
     if plan.usage:
         base["usage"] = None
@@ -174,7 +219,8 @@ def chat_stream(plan: Plan) -> list[Frame]:
         frames.extend(Frame(head + p + tail, 1) for p in _pieces_json(plan.per_choice))
     frames.extend(Frame(chunk(i, {}, plan.finish_reason), 0) for i in range(plan.choices))
     if plan.usage:
-        frames.append(Frame(_data({**base, "choices": [], "usage": completion_usage(plan)}), 0))
+        usage = completion_usage(plan.billed)
+        frames.append(Frame(_data({**base, "choices": [], "usage": usage}), 0))
     frames.append(Frame(DONE, 0))
     return frames
 
@@ -187,7 +233,7 @@ def text_completion(plan: Plan) -> bytes:
         for i in range(plan.choices)
     ]
     if plan.usage:
-        body["usage"] = completion_usage(plan)
+        body["usage"] = completion_usage(plan.billed)
     body["system_fingerprint"] = None
     return orjson.dumps(body)
 
@@ -211,7 +257,8 @@ def text_completion_stream(plan: Plan) -> list[Frame]:
         text = (FIRST_PIECE if plan.per_choice == 1 else NEXT_PIECE) if last else ""
         frames.append(Frame(chunk(i, text, plan.finish_reason), int(last)))
     if plan.usage:
-        frames.append(Frame(_data({**base, "choices": [], "usage": completion_usage(plan)}), 0))
+        usage = completion_usage(plan.billed)
+        frames.append(Frame(_data({**base, "choices": [], "usage": usage}), 0))
     frames.append(Frame(DONE, 0))
     return frames
 
@@ -237,23 +284,26 @@ def embeddings(model: str, count: int, dims: int, *, b64: bool, input_tokens: in
 # -- responses ---------------------------------------------------------------------------------
 
 
-def responses_usage(plan: Plan) -> JSON:
+def responses_usage(usage: Usage) -> JSON:
     return {
-        "input_tokens": plan.input_tokens,
-        "input_tokens_details": {"cached_tokens": plan.cached_tokens, "cache_write_tokens": 0},
-        "output_tokens": plan.output_tokens,
-        "output_tokens_details": {"reasoning_tokens": 0},
-        "total_tokens": plan.input_tokens + plan.output_tokens,
+        "input_tokens": usage.input_tokens,
+        "input_tokens_details": {
+            "cached_tokens": usage.cached_tokens,
+            "cache_write_tokens": usage.cache_write_tokens,
+        },
+        "output_tokens": usage.output_tokens,
+        "output_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+        "total_tokens": usage.input_tokens + usage.output_tokens,
     }
 
 
-def _final_status(plan: Plan) -> str:
+def final_status(plan: Plan) -> str:
     return "incomplete" if plan.capped else "completed"
 
 
-def _response(plan: Plan, status: str, output: list[JSON]) -> JSON:
-    finished = status != "in_progress"
-    return {
+def response_object(plan: Plan, status: str, output: list[JSON], usage: Usage | None) -> JSON:
+    """The Responses API's response object in ``status``, with ``output`` and ``usage``."""
+    body: JSON = {
         "id": plan.id,
         "object": "response",
         "created_at": plan.created,
@@ -275,10 +325,14 @@ def _response(plan: Plan, status: str, output: list[JSON]) -> JSON:
         "tools": [],
         "top_p": 1.0,
         "truncation": "disabled",
-        "usage": responses_usage(plan) if finished and plan.usage else None,
+        "usage": None if usage is None else responses_usage(usage),
         "user": None,
         "metadata": {},
     }
+    body.update(plan.echo)
+    if plan.service_tier is not None:
+        body["service_tier"] = plan.service_tier
+    return body
 
 
 def _output_text(text: str) -> JSON:
@@ -295,25 +349,39 @@ def _message(plan: Plan, status: str, content: list[JSON]) -> JSON:
     }
 
 
+def response_output(plan: Plan) -> list[JSON]:
+    """The finished response's output items: built-in tool calls, then the message."""
+    message = _message(plan, final_status(plan), [_output_text(text_of(plan.per_choice))])
+    return [*plan.tool_items, message]
+
+
 def response(plan: Plan) -> bytes:
-    status = _final_status(plan)
-    output = [_message(plan, status, [_output_text(text_of(plan.per_choice))])]
-    return orjson.dumps(_response(plan, status, output))
+    usage = plan.billed if plan.usage else None
+    return orjson.dumps(response_object(plan, final_status(plan), response_output(plan), usage))
 
 
 def response_stream(plan: Plan) -> list[Frame]:
     """The Responses API event sequence; the last event is ``response.completed``, or
-    ``response.incomplete`` when output stopped at ``max_output_tokens`` (as OpenAI does)."""
-    status = _final_status(plan)
+    ``response.incomplete`` when output stopped at ``max_output_tokens`` (as OpenAI does).
+    Built-in tool calls come first, each as an added and a done event."""
+    status = final_status(plan)
     text = text_of(plan.per_choice)
     item_id = "msg_" + plan.id.removeprefix("resp_")
-    where: JSON = {"item_id": item_id, "output_index": 0, "content_index": 0}
+    index = len(plan.tool_items)
+    where: JSON = {"item_id": item_id, "output_index": index, "content_index": 0}
+    started = response_object(plan, "in_progress", [], None)
     events: list[tuple[str, JSON]] = [
-        ("response.created", {"response": _response(plan, "in_progress", [])}),
-        ("response.in_progress", {"response": _response(plan, "in_progress", [])}),
+        ("response.created", {"response": started}),
+        ("response.in_progress", {"response": started}),
+    ]
+    for i, item in enumerate(plan.tool_items):
+        events.append(("response.output_item.added",
+                       {"output_index": i, "item": {**item, "status": "in_progress"}}))
+        events.append(("response.output_item.done", {"output_index": i, "item": item}))
+    events += [
         (
             "response.output_item.added",
-            {"output_index": 0, "item": _message(plan, "in_progress", [])},
+            {"output_index": index, "item": _message(plan, "in_progress", [])},
         ),
         ("response.content_part.added", {**where, "part": _output_text("")}),
     ]
@@ -323,12 +391,13 @@ def response_stream(plan: Plan) -> list[Frame]:
         delta = {**where, "delta": FIRST_PIECE if i == 0 else NEXT_PIECE, "logprobs": []}
         frames.append(Frame(_event("response.output_text.delta", seq, delta), 1))
         seq += 1
-    message = _message(plan, status, [_output_text(text)])
+    output = response_output(plan)
+    usage = plan.billed if plan.usage else None
     events = [
         ("response.output_text.done", {**where, "text": text, "logprobs": []}),
         ("response.content_part.done", {**where, "part": _output_text(text)}),
-        ("response.output_item.done", {"output_index": 0, "item": message}),
-        (f"response.{status}", {"response": _response(plan, status, [message])}),
+        ("response.output_item.done", {"output_index": index, "item": output[-1]}),
+        (f"response.{status}", {"response": response_object(plan, status, output, usage)}),
     ]
     frames.extend(Frame(_event(kind, seq + i, body), 0) for i, (kind, body) in enumerate(events))
     return frames
