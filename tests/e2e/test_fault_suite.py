@@ -57,6 +57,7 @@ budgets:
   - {{name: roomy, tenant: faults, max_tokens_per_day: 1000000000}}
 """
 
+OUTPUT_CAP = 6  # every body's output cap: what a lost answer is charged beside its input
 BODIES: dict[str, dict[str, Any]] = {
     "/chat/completions": {"model": "gpt-4o-mini", "max_tokens": 6,
                           "messages": [{"role": "user", "content": "count the faults"}]},
@@ -201,6 +202,10 @@ async def rig(procs: Procs) -> AsyncIterator[Rig]:
 # -- the cases -------------------------------------------------------------------------------
 
 NONE, REPORTED, COUNTED = "none", "reported", "counted"
+RESERVED = "reserved"
+"""The answer was lost after the request reached the upstream (a timeout, a cut connection, a
+stream broken off by the upstream): the upstream bills the work, so the reservation is
+charged, never less."""
 SENT = "sent"
 """The client left before the first byte: the input and none of the output is charged (what
 the client received, as the contract says), or, if the gateway read the whole answer first,
@@ -212,7 +217,7 @@ class Case:
     name: str
     fault: str
     status: int
-    ledger: str  # NONE, REPORTED or COUNTED
+    ledger: str  # NONE, REPORTED, COUNTED or RESERVED
     stream: bool = False
     path: str = "/chat/completions"
     fields: dict[str, Any] = field(default_factory=dict)
@@ -238,19 +243,20 @@ CASES = [
          retry_after="1"),
     Case("500 on /completions", "500,plain", 500, NONE, path="/completions"),
     # stalls and cut connections
-    Case("stall before headers", "timeout:3", 504, NONE, code="upstream_timeout"),
-    Case("stall after headers", "stall_body:3", 504, NONE, code="upstream_timeout"),
-    Case("stall before headers, streamed", "timeout:3", 504, NONE, stream=True,
+    Case("stall before headers", "timeout:3", 504, RESERVED, code="upstream_timeout"),
+    Case("stall after headers", "stall_body:3", 504, RESERVED, code="upstream_timeout"),
+    Case("stall before headers, streamed", "timeout:3", 504, RESERVED, stream=True,
          code="upstream_timeout"),
-    Case("stall after headers, streamed", "stall_body:3", 200, COUNTED, stream=True),
-    Case("short body (Content-Length not met)", "short_body", 502, NONE,
+    Case("stall after headers, streamed", "stall_body:3", 200, RESERVED, stream=True),
+    Case("short body (Content-Length not met)", "short_body", 502, RESERVED,
          code="upstream_unavailable"),
-    Case("closed without an answer", "reset_after:0", 502, NONE, code="upstream_unavailable"),
-    Case("closed mid-stream", "reset_after:3", 200, COUNTED, stream=True),
-    Case("closed before the first chunk", "reset_after:0", 200, COUNTED, stream=True),
-    Case("closed mid-stream, /responses", "reset_after:2", 200, COUNTED, stream=True,
+    Case("closed without an answer", "reset_after:0", 502, RESERVED,
+         code="upstream_unavailable"),
+    Case("closed mid-stream", "reset_after:3", 200, RESERVED, stream=True),
+    Case("closed before the first chunk", "reset_after:0", 200, RESERVED, stream=True),
+    Case("closed mid-stream, /responses", "reset_after:2", 200, RESERVED, stream=True,
          path="/responses"),
-    Case("closed mid-stream, /completions", "reset_after:2", 200, COUNTED, stream=True,
+    Case("closed mid-stream, /completions", "reset_after:2", 200, RESERVED, stream=True,
          path="/completions"),
     # usage missing, twice, or in a malformed stream
     Case("no usage", "no_usage", 200, COUNTED),
@@ -293,6 +299,8 @@ async def expected(rig: Rig, kind: str, path: str, reported: Ledger, produced: i
     if kind == COUNTED:
         assert reported == Ledger(), "the mock reported nothing"
         return Ledger(rig.input_tokens[path] * requests, produced)
+    if kind == RESERVED:
+        return Ledger(rig.input_tokens[path] * requests, OUTPUT_CAP * requests)
     assert reported == Ledger() and produced == 0
     return Ledger()
 
