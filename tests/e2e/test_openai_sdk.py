@@ -30,7 +30,8 @@ CHAT_MODEL = "gpt-4o-mini"
 EMBED_MODEL = "text-embedding-3-small"
 MESSAGES = [{"role": "user", "content": "Say hello a few times, please."}]
 MOCK_DIMENSIONS = 8  # what the mock answers when no ``dimensions`` is asked for
-MOCK_DEFAULT_OUTPUT = 16  # the mock's output when a request sets no max output field
+DEFAULT_OUTPUT = 64  # the config's default_max_output_tokens: the cap the gateway sets upstream
+# for a request that sets none (the mock writes up to its cap, so such an answer is "incomplete")
 HOUR_S = 3600
 
 
@@ -180,10 +181,11 @@ async def test_embeddings(stack: Stack, sdk: MakeClient, encoding: str | None) -
 async def test_response_parses_with_usage(stack: Stack, sdk: MakeClient) -> None:
     before = stack.reported()
     answer = await done(sdk().responses.create(model=CHAT_MODEL, input="Say hello."))
-    assert answer.status == "completed"
-    assert answer.output_text == text_of(MOCK_DEFAULT_OUTPUT)
+    assert stack.last_upstream_body()["max_output_tokens"] == DEFAULT_OUTPUT  # told upstream
+    assert answer.status == "incomplete"
+    assert answer.output_text == text_of(DEFAULT_OUTPUT)
     assert answer.usage is not None
-    assert answer.usage.output_tokens == MOCK_DEFAULT_OUTPUT
+    assert answer.usage.output_tokens == DEFAULT_OUTPUT
     want = Tokens(answer.usage.input_tokens, answer.usage.output_tokens)
     assert stack.reported_since(before, is_equal(want)) == want
 
@@ -194,12 +196,12 @@ async def test_response_stream_completes_with_usage(stack: Stack, sdk: MakeClien
     events = await drain(stream)
     kinds = [event.type for event in events]
     assert kinds[0] == "response.created"
-    assert kinds[-1] == "response.completed"
+    assert kinds[-1] == "response.incomplete"
     text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
-    assert text == text_of(MOCK_DEFAULT_OUTPUT)
+    assert text == text_of(DEFAULT_OUTPUT)
     usage = events[-1].response.usage
     assert usage is not None
-    assert usage.output_tokens == MOCK_DEFAULT_OUTPUT
+    assert usage.output_tokens == DEFAULT_OUTPUT
     want = Tokens(usage.input_tokens, usage.output_tokens)
     assert stack.reported_since(before, is_equal(want)) == want
 
@@ -347,7 +349,7 @@ async def test_full_hourly_window_says_when_to_retry(
 # -- what is charged -----------------------------------------------------------------------------
 
 
-SPENT_OUTPUT = 7 + 9 + 3 + 2 + 4 + 0 + 5 + MOCK_DEFAULT_OUTPUT  # by spend_on_every_endpoint
+SPENT_OUTPUT = 7 + 9 + 3 + 2 + 4 + 0 + 5 + DEFAULT_OUTPUT  # by spend_on_every_endpoint
 
 
 async def spend_on_every_endpoint(client: Any) -> int:

@@ -25,6 +25,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway.cost.model import Filter
+from gateway.proxy.endpoints import Endpoint
+from gateway.proxy.estimate import count_input_tokens
 from gateway.store.redis import RedisStore
 from tests import leaks
 from tests.procs import Proc, gateway_process, mock_upstream
@@ -52,6 +54,7 @@ class Kind:
     path: str
     body: dict[str, Any]
     client_timeout_s: float | None = None  # the client gives up before the answer
+    lost: bool = False  # the upstream's answer is lost: the gateway charges the reservation
 
     def payload(self, rng: random.Random) -> dict[str, Any]:
         body = dict(self.body)
@@ -65,8 +68,14 @@ class Kind:
         return body
 
 
+LOST_MODEL = "gpt-4o-mini-2024-07-18"
+"""Lost answers go to a mock of their own (by this model), so the first mock's figures are
+exactly the rest; for them the gateway charges each reservation: input and the output cap."""
+CHAT_CAP = 12
+
+
 def _chat(fault: str | None = None, **extra: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": "gpt-4o-mini", "max_tokens": 12, **extra}
+    body: dict[str, Any] = {"model": "gpt-4o-mini", "max_tokens": CHAT_CAP, **extra}
     if fault is not None:
         body["metadata"] = {"mock_fault": fault}
     return body
@@ -87,10 +96,11 @@ KINDS = (
     Kind("fault 503", 2, "/chat/completions", _chat("503")),
     Kind("fault no usage", 4, "/chat/completions", _chat("no_usage")),
     Kind("fault no usage, stream", 4, "/chat/completions", _chat("no_usage", **WITH_USAGE)),
-    Kind("fault stream cut", 4, "/chat/completions", _chat("reset_after:2", **STREAM)),
+    Kind("fault stream cut", 4, "/chat/completions",
+         _chat("reset_after:2", model=LOST_MODEL, **STREAM), lost=True),
     Kind("fault slow stream", 2, "/chat/completions", _chat("slow_stream:0.01", **STREAM)),
     Kind("fault upstream timeout", 1, "/chat/completions",
-         _chat(f"timeout:{UPSTREAM_TIMEOUT_S + 1}")),
+         _chat(f"timeout:{UPSTREAM_TIMEOUT_S + 1}", model=LOST_MODEL), lost=True),
     Kind("client gives up", 2, "/chat/completions", _chat("timeout:0.3"), client_timeout_s=0.1),
 )
 FAULTS = {k.name for k in KINDS if k.name.startswith("fault") or k.client_timeout_s}
@@ -98,6 +108,7 @@ FAULTS = {k.name for k in KINDS if k.name.startswith("fault") or k.client_timeou
 CONFIG = """
 store: "{store}"
 upstreams:
+  lost: {{base_url: "{lost}/v1", api_key: "k", timeout_s: {timeout}, models: ["{lost_model}"]}}
   mock: {{base_url: "{mock}/v1", api_key: "k", timeout_s: {timeout}}}
 tenants:
 {tenants}
@@ -108,11 +119,12 @@ budgets:
 """
 
 
-def write_config(path: Path, mock: str, store: str) -> Path:
+def write_config(path: Path, mock: str, lost: str, store: str) -> Path:
     tenants = "\n".join(
         f"  {t}:\n    keys: [{{name: app, sha256: \"{hashlib.sha256(s.encode()).hexdigest()}\"}}]"
         for t, s in SECRETS.items())
-    path.write_text(CONFIG.format(store=store, mock=mock, timeout=UPSTREAM_TIMEOUT_S,
+    path.write_text(CONFIG.format(store=store, mock=mock, lost=lost, lost_model=LOST_MODEL,
+                                  timeout=UPSTREAM_TIMEOUT_S,
                                   tenants=tenants, gamma=GAMMA_TOKENS_PER_HOUR))
     return path
 
@@ -123,6 +135,8 @@ class Tally:
     statuses: collections.Counter[int] = field(default_factory=collections.Counter)
     gave_up: int = 0
     broken: list[str] = field(default_factory=list)  # answers that were not well-formed
+    lost_input: int = 0  # what the lost answers' reservations held, charged in full
+    lost_output: int = 0
 
 
 def rss_mb(pid: int) -> float:
@@ -137,8 +151,9 @@ async def one(session: aiohttp.ClientSession, url: str, kind: Kind, tenant: str,
     tally.by_kind[kind.name] += 1
     headers = {"Authorization": f"Bearer {SECRETS[tenant]}"}
     timeout = aiohttp.ClientTimeout(total=kind.client_timeout_s or 30)
+    payload = kind.payload(rng)
     try:
-        async with session.post(url + "/v1" + kind.path, json=kind.payload(rng),
+        async with session.post(url + "/v1" + kind.path, json=payload,
                                 headers=headers, timeout=timeout) as resp:
             body = await resp.read()
     except TimeoutError:
@@ -147,6 +162,9 @@ async def one(session: aiohttp.ClientSession, url: str, kind: Kind, tenant: str,
         tally.gave_up += 1
         return
     tally.statuses[resp.status] += 1
+    if kind.lost and resp.status != 429:
+        tally.lost_input += count_input_tokens(Endpoint(kind.path), payload)[0]
+        tally.lost_output += CHAT_CAP
     is_sse = resp.content_type == "text/event-stream"
     if resp.status == 200 and is_sse and kind.body.get("metadata") is None:
         if not body.rstrip().endswith(b"data: [DONE]"):
@@ -225,10 +243,12 @@ async def reservations_left(url: str) -> int:
 def stack(tmp: Path) -> Iterator[tuple[Proc, list[Proc], str]]:
     with contextlib.ExitStack() as stack:
         mock = stack.enter_context(mock_upstream(tmp))
+        (tmp / "lost").mkdir(exist_ok=True)
+        lost = stack.enter_context(mock_upstream(tmp / "lost"))
         store = stack.enter_context(redis_server(tmp))
         gateways = []
         for i in range(2):
-            config = write_config(tmp / f"soak-{i}.yaml", mock.url, store)
+            config = write_config(tmp / f"soak-{i}.yaml", mock.url, lost.url, store)
             gateways.append(stack.enter_context(
                 gateway_process(config, tmp / f"soak-gateway-{i}.log")))
         yield mock, gateways, store
@@ -244,7 +264,9 @@ async def test_soak_leaves_an_exact_ledger(tmp_path: Path, capsys: pytest.Captur
         elapsed = time.monotonic() - started
         await settled(gateways)
         stats = await get_json(mock.url + "/v1/mock/stats")
-        spent = await RedisStore.from_url(store).query(Filter())
+        reader = RedisStore.from_url(store)
+        spent = await reader.query(Filter())
+        lost = await reader.query(Filter(model=LOST_MODEL))
         left = await reservations_left(store)
         for g in gateways:  # both still serve
             async with aiohttp.ClientSession() as session, session.post(
@@ -253,10 +275,12 @@ async def test_soak_leaves_an_exact_ledger(tmp_path: Path, capsys: pytest.Captur
                 assert resp.status == 200, await resp.text()
             assert g.popen.poll() is None
 
-    expected_in = stats["input_tokens"] + stats["unreported_input_tokens"]
-    expected_out = stats["produced_output_tokens"]
+    expected_in = stats["input_tokens"] + stats["unreported_input_tokens"] + tally.lost_input
+    expected_out = stats["produced_output_tokens"] + tally.lost_output
     difference = abs(spent.total_input_tokens - expected_in) + abs(
-        spent.total_output_tokens - expected_out)
+        spent.total_output_tokens - expected_out) + abs(
+        lost.total_input_tokens - tally.lost_input) + abs(
+        lost.total_output_tokens - tally.lost_output)
     faults = sum(n for kind, n in tally.by_kind.items() if kind in FAULTS)
     growth = [end - quarter for quarter, end in zip(rss[0], rss[-1], strict=True)]
     with capsys.disabled():
@@ -264,7 +288,9 @@ async def test_soak_leaves_an_exact_ledger(tmp_path: Path, capsys: pytest.Captur
               f"{faults:,} with a fault injected; statuses {dict(sorted(tally.statuses.items()))}"
               f", {tally.gave_up} client timeouts; store {spent.total_input_tokens:,} in / "
               f"{spent.total_output_tokens:,} out tokens, mock {expected_in:,} / "
-              f"{expected_out:,}: ledger difference {difference}; reservations left {left}; "
+              f"{expected_out:,} (lost answers charged their reservations: "
+              f"{tally.lost_input:,} / {tally.lost_output:,}): ledger difference {difference}; "
+              f"reservations left {left}; "
               f"RSS MB at each quarter {[[round(v, 1) for v in q] for q in rss]}")
     assert tally.broken == []
     assert difference == 0
