@@ -139,6 +139,8 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
         alerts_sent=lambda: alerts.sent,
         alerts_failed=lambda: alerts.failed,
         store_failures=lambda: store.failures,
+        over_reservation=lambda: recorder.over_reservation,
+        background=lambda: len(background),
     ))
     flusher = asyncio.create_task(buffer.run())
     yield

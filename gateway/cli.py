@@ -62,6 +62,7 @@ uvloop is used when installed (pip install 'llm-budget-gateway[uvloop]').
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    from gateway.cost.price_data import SOURCE
     from gateway.settings.load import load_settings
 
     settings = load_settings(args.path)
@@ -69,7 +70,7 @@ def _check_config(args: argparse.Namespace) -> int:
     print(
         f"{args.path}: OK ({len(settings.tenants)} tenants, {keys} keys, "
         f"{len(settings.budgets)} budgets, {len(settings.upstreams)} upstreams, "
-        f"{len(settings.pricing)} priced models)"
+        f"{len(settings.pricing)} price overrides over {SOURCE})"
     )
     return EXIT_OK
 

@@ -36,6 +36,8 @@ class RuntimeGauges:
     alerts_sent: Callable[[], int]
     alerts_failed: Callable[[], int]
     store_failures: Callable[[], Mapping[str, int]]
+    over_reservation: Callable[[], int] = lambda: 0
+    background: Callable[[], int] = lambda: 0
 
 
 class _RuntimeCollector(Collector):
@@ -63,6 +65,12 @@ class _RuntimeCollector(Collector):
                                   g.alerts_sent())
         yield CounterMetricFamily("gateway_alerts_failed", "Alert webhooks given up on",
                                   g.alerts_failed())
+        yield CounterMetricFamily(
+            "gateway_settlements_over_reservation",
+            "Settlements the upstream billed above their reservation (charged at the bound; "
+            "any is a bound that did not hold)", g.over_reservation())
+        yield GaugeMetricFamily("gateway_background_responses",
+                                "Background responses followed until they end", g.background())
         errors = CounterMetricFamily("gateway_store_errors", "Budget store failures by operation",
                                      labels=["operation"])
         for operation, count in sorted(g.store_failures().items()):

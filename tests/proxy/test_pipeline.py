@@ -200,3 +200,47 @@ async def test_threshold_webhook_fires_once(gateway: MakeHarness, aiohttp_server
     assert alert["budget"] == "month" and alert["tenant"] == "acme"
     assert alert["limit"] == "max_tokens_per_day" and alert["window"] == "day"
     assert alert["max"] == 1000 and 0.5 <= alert["ratio"] < 1
+
+
+async def test_the_bounds_reserved_are_the_bounds_sent_upstream(gateway: MakeHarness) -> None:
+    """A request that sets no output cap, tool-call cap or tier is sent the ones reserved."""
+    gw = await gateway()
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    assert (await gw.post("/chat/completions", body)).status == 200
+    sent = gw.stats.last_request
+    assert sent is not None
+    assert sent["body"]["max_completion_tokens"] == 16_384  # the model's own maximum
+    assert sent["body"]["service_tier"] == "default"
+    tools = {"model": "gpt-4o-mini", "input": "news?", "max_output_tokens": 50,
+             "tools": [{"type": "web_search"}]}
+    assert (await gw.post("/responses", tools)).status == 200
+    sent = gw.stats.last_request
+    assert sent is not None and sent["body"]["max_tool_calls"] == 4
+    own = {**tools, "max_tool_calls": 2, "service_tier": "flex"}
+    assert (await gw.post("/responses", own)).status == 200
+    sent = gw.stats.last_request
+    assert sent is not None
+    assert (sent["body"]["max_tool_calls"], sent["body"]["service_tier"]) == (2, "flex")
+
+
+async def test_a_tool_whose_fees_cannot_be_bounded_is_refused(gateway: MakeHarness) -> None:
+    gw = await gateway()
+    body = {"model": "gpt-4o-mini", "input": "draw", "tools": [{"type": "image_generation"}]}
+    resp = await gw.post("/responses", body)
+    assert resp.status == 400
+    error = (await resp.json())["error"]
+    assert error["param"] == "tools" and "image_generation" in error["message"]
+    assert gw.stats.last_request is None or gw.stats.last_request["body"].get("tools") is None
+
+
+async def test_clamping_never_goes_below_the_endpoints_minimum(gateway: MakeHarness) -> None:
+    """max_output_tokens below 16 is refused by OpenAI: a fit under 16 is a denial, not a
+    clamp the upstream would refuse."""
+    gw = await gateway("""
+  - {name: tight, tenant: acme, max_tokens_per_hour: 20, clamp_max_tokens: true}
+""")
+    body = {"model": "gpt-4o-mini", "input": "hello there", "max_output_tokens": 100}
+    resp = await gw.post("/responses", body)
+    assert resp.status == 429
+    chat = await gw.chat(max_tokens=100)  # chat accepts any cap from 1
+    assert chat.status == 200 and int(chat.headers["x-budget-clamped-max-tokens"]) < 16
