@@ -110,8 +110,8 @@ class Forwarder:
             raise UpstreamTimeout(
                 f"The upstream '{upstream.name}' did not answer within {upstream.timeout_s:g} s."
             ) from None
-        except asyncio.CancelledError:  # the client left while the upstream worked on it
-            exchange.lost = exchange.response is None
+        except asyncio.CancelledError:  # shutdown, or a server that cancels when clients leave:
+            exchange.lost = True  # the upstream bills work whose end the gateway never saw
             raise
         except aiohttp.ClientError as exc:
             exchange.lost = not isinstance(exc, aiohttp.ClientConnectorError)
@@ -195,17 +195,16 @@ class Forwarder:
         meter = StreamMeter(target.endpoint, hide_usage)
         splitter = SSESplitter()
         exchange.response, exchange.ok = response, True
+        client = _Client(response)
         try:
-            await response.prepare(request)  # the client may have left while we waited
+            await client.prepare(request)  # the client may have left while we waited
             async for chunk in resp.content.iter_any():
                 out = [b for e in splitter.feed(chunk) if (b := meter.feed(e)) is not None]
                 if out:
-                    await response.write(b"".join(out))
+                    await client.write(b"".join(out))
             tail = splitter.rest()  # a last event the upstream did not end with a blank line
             if tail.strip() and (out_tail := meter.feed(tail)) is not None:
-                await response.write(out_tail)
-        except ConnectionResetError:
-            log.debug("client went away before or during the stream")
+                await client.write(out_tail)
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("upstream stream broke off: %s", type(exc).__name__)
             exchange.lost = True
@@ -219,6 +218,34 @@ class Forwarder:
             await _write_eof_quietly(response)
 
 
+class _Client:
+    """The client's side of a stream. A client that leaves does not end the exchange: the
+    upstream's stream is read on to its usage (within the timeout), so what the upstream
+    bills, reasoning included, is what is charged, not only the text the client saw."""
+
+    def __init__(self, response: web.StreamResponse) -> None:
+        self._response = response
+        self.gone = False
+
+    async def prepare(self, request: web.Request) -> None:
+        try:
+            await self._response.prepare(request)
+        except ConnectionResetError:
+            self._left()
+
+    async def write(self, data: bytes) -> None:
+        if self.gone:
+            return
+        try:
+            await self._response.write(data)
+        except ConnectionResetError:
+            self._left()
+
+    def _left(self) -> None:
+        self.gone = True
+        log.debug("client went away; reading the upstream's stream on for its usage")
+
+
 def _note_response(response: Mapping[str, Any], exchange: Exchange) -> None:
     oid, status = response.get("id"), response.get("status")
     if isinstance(oid, str) and oid:
@@ -229,9 +256,10 @@ def _note_response(response: Mapping[str, Any], exchange: Exchange) -> None:
 
 @functools.lru_cache(maxsize=64)
 def _timeout(seconds: float, stream: bool) -> aiohttp.ClientTimeout:
-    """A stream may last longer than the timeout, as long as it keeps sending."""
+    """A stream too ends within the timeout: its reservation lives that long (plus a margin),
+    and one still running after would be charged after its room was given to others."""
     if stream:
-        return aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=seconds)
+        return aiohttp.ClientTimeout(total=seconds, sock_connect=30, sock_read=seconds)
     return aiohttp.ClientTimeout(total=seconds)
 
 

@@ -24,7 +24,7 @@ from gateway.proxy.estimate import Estimate
 from gateway.proxy.forward import Exchange, Forwarder
 from gateway.proxy.record import Recorder, Settlement
 from gateway.proxy.resolve import Target, resolve
-from gateway.proxy.responses import BackgroundResponses, ResponseOwners
+from gateway.proxy.responses import FOLLOW_MARGIN_S, BackgroundResponses, ResponseOwners
 from gateway.runtime import Runtime
 from gateway.settings.schema import StoreErrorPolicy
 from gateway.store.base import StoreError
@@ -69,9 +69,10 @@ class Pipeline:
         estimate = await estimate_stage.estimate(
             endpoint, target.body, target.price, runtime.defaults, prior=prior
         )
-        ask = Ask(  # reserved after any hold; a background response also for its polling
+        timeout_s = target.upstream.timeout_s
+        ask = Ask(  # reserved after any hold; a background response also while it is followed
             principal, target.model, endpoint.domain, estimate, target.price,
-            ttl_s=target.upstream.timeout_s * (1 + background) + _EXPIRY_MARGIN_S,
+            ttl_s=timeout_s + _EXPIRY_MARGIN_S + background * (timeout_s + FOLLOW_MARGIN_S),
         )
         admission = await self._admit(ask, runtime, rec)
         exchange = Exchange()

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 KIND = "response"
 MAX_BACKGROUND = 10_000  # background responses one process follows at once
+CALL_TIMEOUT_S = 30.0  # one retrieval, poll or cancel
+FOLLOW_MARGIN_S = 3 * CALL_TIMEOUT_S  # past the poll deadline: a last poll, cancel, final read
 _POLL_S = (0.5, 1.0, 2.0, 5.0)  # polling slows down as a response runs on
 _MAX_ANSWER = 32 * 1024 * 1024  # bytes read from the upstream for a retrieval
 _TERMINAL = frozenset({"completed", "failed", "incomplete", "cancelled"})
@@ -210,7 +212,7 @@ async def upstream_call(session: aiohttp.ClientSession, upstream: UpstreamSettin
     headers = {"Authorization": f"Bearer {upstream.api_key}"} if upstream.api_key else {}
     try:
         async with session.request(method, url, headers=headers, params=query,
-                                   timeout=aiohttp.ClientTimeout(total=60)) as resp:
+                                   timeout=aiohttp.ClientTimeout(total=CALL_TIMEOUT_S)) as resp:
             body = await resp.content.read(_MAX_ANSWER)
             return resp.status, body
     except (aiohttp.ClientError, TimeoutError) as exc:
