@@ -109,6 +109,21 @@ class UpstreamTimeout(UpstreamError):
     code = "upstream_timeout"
 
 
+class ResponseNotFound(GatewayError):
+    """OpenAI's answer for a response id it does not have, or that another tenant owns."""
+
+    status = 404
+    type = "invalid_request_error"
+
+
+class TooManyBackground(GatewayError):
+    """This process follows as many background responses as it may."""
+
+    status = 429
+    type = "rate_limit_exceeded"
+    code = "too_many_background_responses"
+
+
 class StoreUnavailable(GatewayError):
     """The budget store cannot be reached; ``on_store_error: reject`` turns it into a 503."""
 

@@ -61,7 +61,7 @@ class Recorder:
                                 web_searches=estimate.calls)
         else:
             tier = reported.tier or estimate.bounds.tiers[0]
-            cost = target.price.charge_nano(reported.billed(), tier)
+            cost = target.price.charge_nano(reported, tier)
             tokens = reported.input_tokens + reported.output_tokens
         if tokens > bound_tokens or cost > bound_cost:
             self.over_reservation += 1

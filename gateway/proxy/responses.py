@@ -24,7 +24,14 @@ import orjson
 from aiohttp import web
 
 from gateway.clock import Clock
-from gateway.errors import GatewayError, NotFound, StoreUnavailable, UpstreamError
+from gateway.errors import (
+    GatewayError,
+    NotFound,
+    ResponseNotFound,
+    StoreUnavailable,
+    TooManyBackground,
+    UpstreamError,
+)
 from gateway.proxy.auth import Principal
 from gateway.proxy.budgets import Admission
 from gateway.proxy.forward import Exchange
@@ -46,19 +53,6 @@ _POLL_S = (0.5, 1.0, 2.0, 5.0)  # polling slows down as a response runs on
 _MAX_ANSWER = 32 * 1024 * 1024  # bytes read from the upstream for a retrieval
 _TERMINAL = frozenset({"completed", "failed", "incomplete", "cancelled"})
 _BILLED_WITHOUT_USAGE = frozenset({"cancelled", "incomplete"})  # work done, amount unknown
-
-
-class TooManyBackground(GatewayError):
-    status = 429
-    type = "rate_limit_exceeded"
-    code = "too_many_background_responses"
-
-
-class ResponseNotFound(GatewayError):
-    """OpenAI's answer for a response id it does not have (or the tenant does not own)."""
-
-    status = 404
-    type = "invalid_request_error"
 
 
 def not_found(oid: str) -> GatewayError:

@@ -27,27 +27,16 @@ _RESPONSE_TEXT_EVENTS = {
 
 
 @dataclass(frozen=True, slots=True)
-class Reported:
-    """Every billed count of one call, nested as OpenAI nests them (a part within its whole)."""
+class Reported(Billed):
+    """Every billed count of one call (OpenAI's nesting: a part within its whole), and what the
+    upstream said about it."""
 
-    input_tokens: int
-    output_tokens: int
-    cached_tokens: int = 0
     exact: bool = True  # False: counted by the gateway because the upstream did not say
-    cache_write_tokens: int = 0
-    input_audio_tokens: int = 0
-    cached_audio_tokens: int = 0
-    output_audio_tokens: int = 0
-    web_searches: int = 0
-    file_searches: int = 0
     tier: str | None = None  # the service tier the upstream says it served the call at
 
-    def billed(self) -> Billed:
-        return Billed(
-            self.input_tokens, self.output_tokens, self.cached_tokens, self.cache_write_tokens,
-            self.input_audio_tokens, self.cached_audio_tokens, self.output_audio_tokens,
-            self.web_searches, self.file_searches,
-        )
+    @property
+    def cached_tokens(self) -> int:
+        return self.cache_read_tokens
 
 
 def _int(value: object) -> int:
@@ -82,7 +71,7 @@ def from_usage(usage: object) -> Reported | None:
         inp, out, cached,
         cache_write_tokens=min(_int(into.get("cache_write_tokens")), inp),
         input_audio_tokens=audio,
-        cached_audio_tokens=min(_int(cached_audio), audio, cached),
+        cache_audio_read_tokens=min(_int(cached_audio), audio, cached),
         output_audio_tokens=min(_int(outof.get("audio_tokens")), out),
     )
 

@@ -137,20 +137,21 @@ async def fire(session: aiohttp.ClientSession, base: str, kind: Kind) -> list[in
     return list(await asyncio.gather(*(one() for _ in range(IN_FLIGHT))))
 
 
-async def report(session: aiohttp.ClientSession, base: str, kind: Kind) -> dict[str, Any]:
-    url = base.removesuffix("/v1") + "/api/client/v1/spend/report"
+async def admin_get(session: aiohttp.ClientSession, base: str, kind: Kind,
+                    path: str) -> dict[str, Any]:
+    url = base.removesuffix("/v1") + "/api/client/v1" + path
     async with session.get(url, headers={"Authorization": f"Bearer {kind.secret}"}) as resp:
         assert resp.status == 200
         body: dict[str, Any] = await resp.json()
         return body
+
+
+async def report(session: aiohttp.ClientSession, base: str, kind: Kind) -> dict[str, Any]:
+    return await admin_get(session, base, kind, "/spend/report")
 
 
 async def status(session: aiohttp.ClientSession, base: str, kind: Kind) -> dict[str, Any]:
-    url = base.removesuffix("/v1") + "/api/client/v1/budgets/status"
-    async with session.get(url, headers={"Authorization": f"Bearer {kind.secret}"}) as resp:
-        assert resp.status == 200
-        body: dict[str, Any] = await resp.json()
-        return body
+    return await admin_get(session, base, kind, "/budgets/status")
 
 
 async def mock_ledger(session: aiohttp.ClientSession, mock: Proc) -> dict[str, Any]:
