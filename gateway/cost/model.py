@@ -32,6 +32,7 @@ class Usage:
     provider: str = ""
     tenant_id: str = ""
     timestamp: float = 0.0  # seconds since the epoch, UTC
+    estimated: bool = False  # the gateway's bound or count, not the upstream's report
 
 
 @dataclass(frozen=True, slots=True)

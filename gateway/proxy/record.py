@@ -78,6 +78,7 @@ class Recorder:
             provider=target.upstream.name,
             tenant_id=principal.tenant,
             timestamp=now,
+            estimated=not reported.exact,
         )
         lines = admission.lines(min(tokens, bound_tokens), min(cost, bound_cost))
         await self._write(Deferred(principal.tenant, admission.rid, lines, usage, now))

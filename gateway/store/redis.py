@@ -191,7 +191,7 @@ class RedisStore:
             return [0, 0, "", "", 0, 0, 0, 0, 0]
         entry = orjson.dumps(
             [usage.input_tokens, usage.output_tokens, usage.cached_tokens, usd_to_nano(usage.cost),
-             usage.model, usage.provider, usage.timestamp]
+             usage.model, usage.provider, usage.timestamp, *([1] if usage.estimated else [])]
         )
         return [1, self._max_entries, entry, f"{usage.model}|{usage.provider}|",
                 usage.input_tokens, usage.output_tokens, usage.cached_tokens,
@@ -256,8 +256,9 @@ class RedisStore:
         entries: list[Usage] = []
         log = await self._guarded("spend", self._redis.xrange(f"{{{tenant}}}:usage"))
         for _, fields in log or ():
-            i, o, c, cost, model, provider, ts = orjson.loads((fields or {})[b"u"])
-            entries.append(Usage(i, o, c, i + o, nano_to_usd(cost), model, provider, tenant, ts))
+            i, o, c, cost, model, provider, ts, *estimated = orjson.loads((fields or {})[b"u"])
+            entries.append(Usage(i, o, c, i + o, nano_to_usd(cost), model, provider, tenant, ts,
+                                 bool(estimated)))
         return entries
 
     async def _tenants_of(self, tenant: str | None) -> list[str]:

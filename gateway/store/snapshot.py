@@ -15,6 +15,7 @@ T = TypeVar("T")
 _USAGE_FIELDS = (
     (int, "input_tokens"), (int, "output_tokens"), (int, "cached_tokens"), (int, "total_tokens"),
     (float, "cost"), (str, "model"), (str, "provider"), (str, "tenant_id"), (float, "timestamp"),
+    (bool, "estimated"),
 )
 
 
@@ -37,7 +38,7 @@ def usage_row(usage: Usage) -> list[object]:
     (Not ``dataclasses.astuple``: its deep copy would hold the event loop for a second.)"""
     u = usage
     return [u.input_tokens, u.output_tokens, u.cached_tokens, u.total_tokens, u.cost, u.model,
-            u.provider, u.tenant_id, u.timestamp]
+            u.provider, u.tenant_id, u.timestamp, u.estimated]
 
 
 def rollup_from_row(row: object, where: str) -> tuple[tuple[str, int, str, str], list[int]]:
@@ -53,6 +54,8 @@ def rollup_from_row(row: object, where: str) -> tuple[tuple[str, int, str, str],
 
 def usage_from_row(row: object, where: str) -> Usage:
     values = typed(row, list, where)
+    if len(values) == len(_USAGE_FIELDS) - 1:  # written before usage was marked estimated
+        values = [*values, False]
     if len(values) != len(_USAGE_FIELDS):
         raise ValueError(f"{where}: expected {len(_USAGE_FIELDS)} values, got {len(values)}")
     checked: list[Any] = [

@@ -277,3 +277,25 @@ async def test_reserve_refuses_a_stale_view_of_api_budgets(store: Store) -> None
     assert fresh.ok and not fresh.stale
     assert (await store.reserve("t", "r4", [], T0, 600, version=version)).ok
     assert (await store.reserve("other", "r5", [], T0, 600, version=0)).ok
+
+
+async def test_an_estimated_usage_stays_marked(store: Store) -> None:
+    """A charge the gateway made from its own bound (a lost answer) is marked in the record."""
+    await store.reserve("t", "r-est", [line(50)], T0, 600)
+    usage = Usage(10, 40, 0, 50, 0.5, "m", "p", "t", T0 + 1, estimated=True)
+    await store.settle("t", "r-est", [line(50)], usage, T0 + 1)
+    await store.record(Usage(1, 1, 0, 2, 0.1, "m", "p", "t", T0 + 2))
+    marks = sorted((u.total_tokens, u.estimated) for u in await store.entries("t"))
+    assert marks == [(2, False), (50, True)]
+
+
+async def test_objects_are_found_by_their_owner_only(store: Store) -> None:
+    from gateway.store.objects import Owned
+
+    await store.objects.put("alpha", "response", "resp_1", Owned("up", 120), T0)
+    assert await store.objects.get("alpha", "response", "resp_1", T0) == Owned("up", 120)
+    assert await store.objects.get("beta", "response", "resp_1", T0) is None
+    await store.objects.put("alpha", "response", "resp_2", Owned("up"), T0)
+    assert await store.objects.get("alpha", "response", "resp_2", T0) == Owned("up", None)
+    await store.objects.delete("alpha", "response", "resp_1")
+    assert await store.objects.get("alpha", "response", "resp_1", T0) is None

@@ -224,3 +224,12 @@ def test_persist_path_from_the_store_url(tmp_path: Path, monkeypatch: pytest.Mon
     with pytest.raises(ValueError, match="persist= needs one file path"):
         open_store("memory://?persist=")
     assert isinstance(open_store("memory://?persist=state.json"), MemoryStore)
+
+
+def test_a_state_file_from_before_the_estimate_mark_still_loads() -> None:
+    from gateway.store.snapshot import usage_from_row, usage_row
+
+    old = [1, 2, 0, 3, 0.5, "m", "p", "t", 1.0]
+    assert usage_from_row(old, "entries[0]").estimated is False
+    marked = usage_from_row([*old, True], "entries[0]")
+    assert marked.estimated is True and usage_from_row(usage_row(marked), "e") == marked
