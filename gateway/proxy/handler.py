@@ -24,7 +24,12 @@ from gateway.proxy.estimate import Estimate
 from gateway.proxy.forward import Exchange, Forwarder
 from gateway.proxy.record import Recorder, Settlement
 from gateway.proxy.resolve import Target, resolve
-from gateway.proxy.responses import FOLLOW_MARGIN_S, BackgroundResponses, ResponseOwners
+from gateway.proxy.responses import (
+    FOLLOW_MARGIN_S,
+    BackgroundResponses,
+    ResponseOwners,
+    context_tokens,
+)
 from gateway.runtime import Runtime
 from gateway.settings.schema import StoreErrorPolicy
 from gateway.store.base import StoreError
@@ -101,7 +106,7 @@ class Pipeline:
         _note_settlement(rec, exchange, settlement)
         if _stored(target, exchange) and settlement.usage is not None:
             await asyncio.shield(self._owners.remember(
-                principal, target, exchange.response_id or "", settlement.usage.total_tokens))
+                principal, target, exchange.response_id or "", context_tokens(settlement)))
 
     async def _admit(self, ask: Ask, runtime: Runtime, rec: access.RequestRecord) -> Admission:
         """The decision goes into the request's record: its access-log line is the one line

@@ -179,10 +179,19 @@ class BackgroundResponses:
                       exchange: Exchange, oid: str) -> None:
         settlement: Settlement = await self._recorder.settle(principal, target, admission,
                                                              exchange)
-        tokens = settlement.usage.total_tokens if settlement.usage is not None else None
+        tokens = context_tokens(settlement)
         await self._owners.remember(principal, target, oid, tokens)
         log.info("background response settled id=%s tenant=%s tokens=%s exact=%s", oid,
                  principal.tenant, tokens, settlement.exact)
+
+
+def context_tokens(settlement: Settlement) -> int | None:
+    """What a response carries into the next turn: its input and output, when the upstream
+    reported them (a count of the text would miss reasoning; then the context window bounds
+    the next turn instead)."""
+    if settlement.usage is None or not settlement.exact:
+        return None
+    return settlement.usage.total_tokens
 
 
 def _read_final(final: Mapping[str, Any] | None, exchange: Exchange) -> None:

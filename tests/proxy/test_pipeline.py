@@ -12,7 +12,7 @@ from aiohttp import ClientResponse, web
 from gateway.clock import FakeClock
 from gateway.cost.model import Filter
 from gateway.cost.windows import HOUR
-from tests.proxy.conftest import UPSTREAM_KEY, MakeHarness
+from tests.proxy.conftest import KEYS, UPSTREAM_KEY, MakeHarness
 
 
 async def test_chat_is_forwarded_with_the_gateway_key_and_charged_exactly(
@@ -244,3 +244,26 @@ async def test_clamping_never_goes_below_the_endpoints_minimum(gateway: MakeHarn
     assert resp.status == 429
     chat = await gw.chat(max_tokens=100)  # chat accepts any cap from 1
     assert chat.status == 200 and int(chat.headers["x-budget-clamped-max-tokens"]) < 16
+
+
+async def test_a_known_previous_response_bounds_the_next_turn(gateway: MakeHarness) -> None:
+    """The gateway recorded the earlier turn's input and output, so the next turn reserves those
+    plus what it carries, not the whole context window (which would not fit this budget)."""
+    gw = await gateway("""
+  - {name: small, tenant: acme, max_tokens_per_hour: 2000}
+""")
+    body = {"model": "gpt-4o-mini", "input": "hello there", "max_output_tokens": 20}
+    first = await gw.post("/responses", body)
+    assert first.status == 200
+    earlier = await first.json()
+    again = await gw.post("/responses", {**body, "previous_response_id": earlier["id"]})
+    assert again.status == 200, await again.text()
+    unknown = await gw.post("/responses", {**body, "previous_response_id": "resp_unknown"})
+    assert unknown.status == 404
+    assert (await unknown.json())["error"]["code"] == "previous_response_not_found"
+    other = await gw.post("/responses", {**body, "previous_response_id": earlier["id"]},
+                          key="other")
+    assert other.status == 404  # another tenant's response is not found, as if never made
+    stored = await gw.client.get(f"/v1/responses/{earlier['id']}",
+                                 headers={"Authorization": f"Bearer {KEYS['other']}"})
+    assert stored.status == 404 and (await stored.json())["error"]["code"] is None
