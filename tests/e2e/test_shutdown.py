@@ -215,7 +215,11 @@ async def test_streams_past_the_grace_period_are_cut_off_and_still_charged(
     Persister(saved, state).load()
     spent = await saved.query(Filter(tenant_id=TENANT))
     assert spent.entry_count == 5, "every cut-off stream is charged"
-    assert 0 < spent.total_output_tokens <= stats["produced_output_tokens"]
+    # what the upstream billed for a stream cut off mid-way is unknown: its reservation is
+    # charged (never less than what was produced), marked as an estimate
+    assert spent.total_output_tokens == 5 * long_body["max_tokens"]
+    assert spent.total_output_tokens >= stats["produced_output_tokens"]
+    assert all(u.estimated for u in await saved.entries(TENANT))
 
 
 # -- --workers 2 on Redis ------------------------------------------------------------------------
