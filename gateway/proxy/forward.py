@@ -174,7 +174,7 @@ class Forwarder:
             return _error(error, headers)
         out = _response_headers(resp, headers)
         if not _is_openai_error(body):  # a proxy's HTML page, a plain-text 503...
-            body = orjson.dumps(_unshaped_error(target, resp.status).body())
+            body = orjson.dumps(unshaped_error(target.upstream.name, resp.status).body())
             out["Content-Type"] = "application/json"
         key = target.upstream.api_key.encode()
         if key and key in body:
@@ -281,11 +281,11 @@ def _is_openai_error(body: bytes) -> bool:
     return isinstance(parsed, dict) and isinstance(parsed.get("error"), dict)
 
 
-def _unshaped_error(target: Target, status: int) -> UpstreamError:
+def unshaped_error(upstream: str, status: int) -> UpstreamError:
     """An upstream error whose body is not OpenAI's shape, said in that shape: clients (the
     openai SDK) read ``error.message``; the status (and any Retry-After) stays the upstream's."""
     error = UpstreamError(
-        f"The upstream '{target.upstream.name}' answered HTTP {status} without an error body.",
+        f"The upstream '{upstream}' answered HTTP {status} without an error body.",
         code="rate_limit_exceeded" if status == 429 else "upstream_error",
     )
     error.status = status

@@ -34,7 +34,7 @@ from gateway.errors import (
 )
 from gateway.proxy.auth import Principal
 from gateway.proxy.budgets import Admission
-from gateway.proxy.forward import Exchange
+from gateway.proxy.forward import Exchange, unshaped_error
 from gateway.proxy.record import Recorder, Settlement
 from gateway.proxy.resolve import Target
 from gateway.proxy.usage import from_body
@@ -255,8 +255,8 @@ class StoredResponseRoutes:
             body = body.replace(upstream.api_key.encode(), b"[redacted]")
         if method == "DELETE" and status < 300:
             await self._owners.forget(principal.tenant, oid)
-        if _json(body) is None:
-            error = UpstreamError(f"The upstream '{upstream.name}' answered HTTP {status} "
-                                  "without a JSON body.")
-            return web.json_response(error.body(), status=502)
+        if _json(body) is None:  # a proxy's page, a plain-text error: said in OpenAI's shape
+            error = unshaped_error(upstream.name, status) if status >= 400 else UpstreamError(
+                f"The upstream '{upstream.name}' answered HTTP {status} without a JSON body.")
+            return web.json_response(error.body(), status=error.status)
         return web.Response(body=body, status=status, content_type="application/json")
