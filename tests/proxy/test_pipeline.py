@@ -267,3 +267,14 @@ async def test_a_known_previous_response_bounds_the_next_turn(gateway: MakeHarne
     stored = await gw.client.get(f"/v1/responses/{earlier['id']}",
                                  headers={"Authorization": f"Bearer {KEYS['other']}"})
     assert stored.status == 404 and (await stored.json())["error"]["code"] is None
+
+
+async def test_an_upstream_answer_without_json_keeps_its_status(gateway: MakeHarness) -> None:
+    """The polite mock keeps no responses: its plain 404 reaches the owner as OpenAI's shape."""
+    gw = await gateway()
+    body = {"model": "gpt-4o-mini", "input": "hello there", "max_output_tokens": 20}
+    created = await (await gw.post("/responses", body)).json()
+    got = await gw.client.get(f"/v1/responses/{created['id']}",
+                              headers={"Authorization": f"Bearer {KEYS['ci']}"})
+    assert got.status == 404
+    assert "answered HTTP 404" in (await got.json())["error"]["message"]
