@@ -79,6 +79,7 @@ class ShippedPrices:
             MappingProxyType(tiers),
             context_window=sizes.get("context_window"),
             max_output_tokens=sizes.get("max_output_tokens"),
+            name=info.id,
         )
 
 

@@ -135,6 +135,8 @@ class Price:
     context_window: int | None = None
     max_output_tokens: int | None = None
     default_max_output_tokens: int | None = None  # the output cap set when a request has none
+    name: str = field(default="", compare=False)  # the table's name: a config key or a model id,
+    # bounded by the configuration, never by what clients send: fit for a metric label
 
     @classmethod
     def per_million(
@@ -259,8 +261,9 @@ class PriceTable:
         fallback: Callable[[str], Price | None] | None = None,
         fallback_names: Iterable[str] = (),
     ) -> None:
-        self._exact = {k: v for k, v in prices.items() if not is_glob(k)}
-        globs = [(k, v) for k, v in prices.items() if is_glob(k)]
+        named = {k: v if v.name else replace(v, name=k) for k, v in prices.items()}
+        self._exact = {k: v for k, v in named.items() if not is_glob(k)}
+        globs = [(k, v) for k, v in named.items() if is_glob(k)]
         globs.sort(key=lambda kv: (-len(_literal_prefix(kv[0])), -len(kv[0])))
         self._globs = globs
         self._fallback = fallback

@@ -10,9 +10,9 @@ import io
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import fields, replace
 from types import MappingProxyType
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import yaml
@@ -24,6 +24,8 @@ from gateway.errors import ConfigError, ConfigErrors
 from gateway.settings.schema import (
     AlertSettings,
     KeySettings,
+    LimitSettings,
+    OpsSettings,
     Role,
     Settings,
     StoreErrorPolicy,
@@ -47,6 +49,8 @@ TOP_LEVEL = (
     "tenants",
     "budgets",
     "alerts",
+    "ops",
+    "limits",
 )
 UPSTREAM_FIELDS = ("base_url", "api_key", "models", "timeout_s")
 # USD per 1M tokens, per 1,000 calls for the tool fees (as OpenAI quotes them).
@@ -132,6 +136,8 @@ def _settings(top: Fields) -> Settings:
         tenants=MappingProxyType(tenants),
         budgets=_budgets(top, key_names),
         alerts=_alerts(top),
+        ops=_ops(top),
+        limits=_limits(top),
     )
 
 
@@ -368,6 +374,34 @@ def _check_references(
     elif key is not None and key not in key_names[tenant]:
         names = sorted(key_names[tenant])
         budget.error("key", f"tenant {tenant!r} has no key named {key!r}{suggest(key, names)}")
+
+
+def _ops(top: Fields) -> OpsSettings:
+    ops = top.fields("ops", ("token", "listen"))
+    if ops is None:
+        return OpsSettings()
+    token = ops.string("token")
+    if token is not None and len(token) < 16:
+        ops.error("token", "expected at least 16 characters (a scraper's bearer token)")
+    return OpsSettings(token=token, listen=_listen(ops))
+
+
+_LIMIT_FIELDS = tuple(f.name for f in fields(LimitSettings))
+
+
+def _limits(top: Fields) -> LimitSettings:
+    limits = top.fields("limits", _LIMIT_FIELDS)
+    if limits is None:
+        return LimitSettings()
+    defaults = LimitSettings()
+    values: dict[str, Any] = {}
+    for name in _LIMIT_FIELDS:
+        default = getattr(defaults, name)
+        if isinstance(default, float):
+            values[name] = _or(limits.number(name, positive=True), default)
+        else:
+            values[name] = _or(limits.integer(name, minimum=1), default)
+    return LimitSettings(**values)
 
 
 def _alerts(top: Fields) -> AlertSettings:

@@ -50,6 +50,34 @@ class AlertSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class OpsSettings:
+    """The operations endpoints: ``/metrics`` shows every tenant's figures, so it is never
+    served to tenants. With ``listen`` it moves to that address (off the public port); with
+    ``token`` it answers only ``Authorization: Bearer <token>`` (as Prometheus sends it). With
+    neither, ``/metrics`` is refused on the public port."""
+
+    token: str | None = field(default=None, repr=False)
+    listen: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LimitSettings:
+    """What one tenant (or all of them) may hold of the gateway; every size and time a client
+    could otherwise choose. Past a count: a 429 at once."""
+
+    max_wait_s: float = 600.0  # the longest any budget may hold a request (caps max_wait_s)
+    held_per_tenant: int = 100  # requests held (throttled) per tenant
+    held_total: int = 1_000  # requests held in all
+    concurrent_per_tenant: int = 1_000  # requests in flight per tenant (streams included)
+    concurrent_total: int = 8_000  # requests in flight in all
+    api_budgets_per_tenant: int = 100  # budgets created through the admin API, per tenant
+    budget_name_max: int = 128  # characters in a budget name
+    header_timeout_s: float = 10.0  # to receive a request's headers, else 408
+    body_timeout_s: float = 60.0  # to receive a request's body, else 408
+    max_header_bytes: int = 16_384  # one header line (request line included)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     source: str = "<defaults>"  # the file it was loaded from
     listen: str = "127.0.0.1:8080"
@@ -64,3 +92,5 @@ class Settings:
     tenants: Mapping[str, TenantSettings] = field(default_factory=dict)
     budgets: tuple[Budget, ...] = ()
     alerts: AlertSettings = AlertSettings()
+    ops: OpsSettings = OpsSettings()
+    limits: LimitSettings = LimitSettings()
