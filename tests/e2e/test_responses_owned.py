@@ -120,7 +120,7 @@ def test_a_cancelled_background_response_is_charged_what_it_billed(rig: Rig) -> 
     created = alpha.responses.create(model="gpt-5-mini", input="long research",
                                      max_output_tokens=5000, background=True,
                                      metadata={"mock_background_s": "5"})
-    time.sleep(1.0)
+    _poll(alpha, created.id, until=("in_progress",))  # running: a cancel now bills something
     cancelled = alpha.responses.cancel(created.id)
     assert cancelled.status == "cancelled"
     report = _report_after(rig, before, requests=1)
@@ -129,13 +129,14 @@ def test_a_cancelled_background_response_is_charged_what_it_billed(rig: Rig) -> 
     assert charged_out == cancelled.usage.output_tokens < 5000
 
 
-def _poll(client: openai.OpenAI, oid: str) -> Any:
+def _poll(client: openai.OpenAI, oid: str,
+          until: tuple[str, ...] = ("completed", "incomplete", "failed", "cancelled")) -> Any:
     deadline = time.monotonic() + POLL_DEADLINE_S
     while True:
         found = client.responses.retrieve(oid)
-        if found.status not in ("queued", "in_progress") or time.monotonic() > deadline:
+        if found.status in until or time.monotonic() > deadline:
             return found
-        time.sleep(0.2)
+        time.sleep(0.05)
 
 
 def _report_after(rig: Rig, before: dict[str, Any], requests: int) -> dict[str, Any]:
@@ -145,4 +146,4 @@ def _report_after(rig: Rig, before: dict[str, Any], requests: int) -> dict[str, 
         report = rig.report("alpha")
         if report["requests"] - before["requests"] >= requests or time.monotonic() > deadline:
             return report
-        time.sleep(0.2)
+        time.sleep(0.05)

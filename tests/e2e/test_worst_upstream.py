@@ -248,12 +248,13 @@ async def test_budgets_hold_against_the_worst_upstream(
 async def settled_reports(session: aiohttp.ClientSession, base: str) -> dict[str, Any]:
     """The reports once background responses have settled (their requests are counted)."""
     deadline = time.monotonic() + SETTLE_DEADLINE_S
-    while True:
-        reports = {k.name: await report(session, base, k) for k in KINDS}
-        background = reports["background"]["requests"]
-        if background >= FITS or time.monotonic() > deadline:
-            await asyncio.sleep(1.0)  # let any stragglers settle too
-            return {k.name: await report(session, base, k) for k in KINDS}
+    previous: dict[str, Any] = {}
+    while True:  # until the background ones are counted and two reads agree (streams settle
+        reports = {k.name: await report(session, base, k) for k in KINDS}  # just after EOF)
+        done = reports["background"]["requests"] >= FITS and reports == previous
+        if done or time.monotonic() > deadline:
+            return reports
+        previous = reports
         await asyncio.sleep(0.2)
 
 
