@@ -32,7 +32,7 @@ from gateway.dashboard import routes as dashboard_routes
 from gateway.middleware import errors, observe
 from gateway.ops import routes as ops_routes
 from gateway.ops.alerts import WebhookAlerts
-from gateway.ops.metrics import Metrics, RuntimeGauges
+from gateway.ops.metrics import Metrics, RuntimeGauges, budget_series
 from gateway.proxy import routes as proxy_routes
 from gateway.proxy.budgets import Admitter
 from gateway.proxy.forward import Forwarder
@@ -61,7 +61,7 @@ def create_app(
     watch_interval_s: float | None = 1.0,
 ) -> web.Application:
     app = web.Application(middlewares=[observe, errors], client_max_size=1024**2)
-    app[METRICS] = Metrics()
+    app[METRICS] = Metrics(lambda: budget_series(config.current.settings))
     app[CONFIG] = config
     app[CLOCK] = clock or SystemClock()
     app.cleanup_ctx.append(_session)

@@ -256,10 +256,12 @@ class InFlight:
 async def _serve_app(config: LiveConfig[Runtime], bind: Bind, grace_s: float,
                      slot: Slot | None, loop_name: str) -> None:
     from gateway.app import create_app
+    from gateway.ops.server import ops_site
 
     stop = Stop(asyncio.get_running_loop())
     orphan_watch = asyncio.create_task(_watch_parent(stop, os.getppid())) if slot else None
     app = create_app(config)
+    app.cleanup_ctx.append(ops_site(reuse_port=slot is not None))  # ops.listen, if set
     in_flight = InFlight()
     app.middlewares.insert(0, in_flight.middleware())  # outermost: sees every request first
     runner = web.AppRunner(app, handle_signals=False, access_log=None,

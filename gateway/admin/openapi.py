@@ -85,6 +85,9 @@ def document() -> JSON:
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer",
                            "description": "A tenant key: 'Authorization: Bearer <key>'."},
+                "opsToken": {"type": "http", "scheme": "bearer",
+                             "description": "The configuration's ops.token, never a tenant "
+                                            "key: 'Authorization: Bearer <ops.token>'."},
             },
             "schemas": _schemas(),
             "responses": {name: _error_response(status, text)
@@ -415,16 +418,23 @@ def _ops_paths() -> JSON:
     def public(op_id: str, summary: str, ok: Mapping[str, JSON]) -> JSON:
         return {"get": _operation(op_id, summary, "ops", ok, [], public=True)}
 
-    live = _object({"status": _type("string", const="ok")})
-    ready = _object({"status": _type("string", const="ready"), "config": _type("string")})
-    down = _object({"status": _type("string", const="unavailable"), "store": _type("string")})
+    live = _object({"status": _type("string", const="ok")}, closed=True)
+    ready = _object({"status": _type("string", const="ready")}, closed=True)
+    down = _object({"status": _type("string", const="unavailable")}, closed=True)
+    text = {"text/plain": {"schema": _type("string")}}
+    refused = {"content": {"application/json": {"schema": _ref("Error")}}}
+    metrics = _operation("metrics", "Prometheus metrics, never for tenants", "ops", {
+        "200": {"description": "The Prometheus text exposition format.", "content": text},
+        "401": {"description": "ops.token is set and the request does not carry it.", **refused},
+        "403": {"description": "Not on this port: with ops.listen it is served there only; "
+                               "with neither ops.token nor ops.listen, refused.", **refused},
+    }, [])
+    metrics["security"] = [{"opsToken": []}]
     return {
         "/healthz": public("healthz", "Liveness", {"200": _json("The process answers.", live)}),
-        "/readyz": public("readyz", "Readiness: configuration loaded and store reachable", {
-            "200": _json("Ready.", ready), "503": _json("The store is unreachable.", down)}),
-        "/metrics": public("metrics", "Prometheus metrics", {"200": {
-            "description": "The Prometheus text exposition format.",
-            "content": {"text/plain": {"schema": _type("string")}}}}),
+        "/readyz": public("readyz", "Readiness: the store is reachable (why not: in the log)", {
+            "200": _json("Ready.", ready), "503": _json("Not ready.", down)}),
+        "/metrics": {"get": metrics},
         "/openapi.json": public("openapi", "This document", {
             "200": _json("The OpenAPI document.", _type("object", required=["openapi"]))}),
         "/dashboard": public("dashboard", "The spend dashboard (asks for a key itself)", {

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 log = logging.getLogger("gateway.access")
 
+MODEL_LOGGED_MAX = 200  # characters of the client's model name kept in its access line
+
 
 @dataclass(slots=True)
 class RequestRecord:
@@ -17,7 +19,8 @@ class RequestRecord:
     started: float = field(default_factory=time.perf_counter)
     tenant: str = "-"
     key_name: str = "-"
-    model: str = "-"
+    model: str = "-"  # as the client sent it: the access line only (truncated there)
+    model_label: str = "other"  # the price it resolved to, bounded by the configuration: metrics
     stream: bool = False
     decision: str = "-"  # allow | alert | clamp | deny | no-budget | unmetered
     reason: str = ""  # why a request was denied
@@ -38,7 +41,8 @@ class RequestRecord:
     def access_fields(self, status: int, elapsed_s: float) -> dict[str, object]:
         return {
             "status": status, "route": self.route, "tenant": self.tenant, "key": self.key_name,
-            "model": self.model, "stream": self.stream, "decision": self.decision,
+            "model": self.model[:MODEL_LOGGED_MAX], "stream": self.stream,
+            "decision": self.decision,
             **({"reason": self.reason} if self.reason else {}),
             "usage_ratio": round(self.usage_ratio, 6), "reserved_tokens": self.reserved_tokens,
             "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,

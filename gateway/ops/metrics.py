@@ -3,10 +3,19 @@
 Request-path figures are observed once per request from its record; figures that live in other
 components (the settle buffer, config reloads, alerts, reservations in flight) are read at
 scrape time by a collector, so those components carry no metrics code.
+
+Every label value comes from the configuration, never from what a client sends, so the size of
+``/metrics`` is bounded by the configuration: the model is the price a request resolved to (a
+``pricing`` key or a model id of the price data) or ``other``; the tenant is a configured one or
+``-``; the route is the route's pattern; the status is the HTTP status. Budgets carry their
+tenant. API budgets are named by tenants, who may create and delete them at will: a tenant keeps
+the series of at most ``budget_series()`` budgets (its possible file and API budgets), the ones
+seen least recently dropped first.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from gateway.ops.access import RequestRecord
+from gateway.settings.schema import Settings
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                     5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -78,10 +88,20 @@ class _RuntimeCollector(Collector):
         yield errors
 
 
+def budget_series(settings: Settings) -> int:
+    """The most budgets one tenant can have: the file's (all of them, at most) and its API ones."""
+    return len(settings.budgets) + settings.limits.api_budgets_per_tenant
+
+
+_Series = tuple[Any, tuple[str, ...]]  # a metric and one set of its label values
+
+
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, budget_series: Callable[[], int]) -> None:
         self.registry = CollectorRegistry()
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._budget_series = budget_series  # per tenant; read from the live configuration
+        self._budgets: dict[str, OrderedDict[str, list[_Series]]] = {}  # tenant -> budget -> series
         r = self.registry
         self.requests = Counter("gateway_requests", "Requests by tenant, model, route, status",
                                 ["tenant", "model", "route", "status"], registry=r)
@@ -90,11 +110,11 @@ class Metrics:
         self.cost = Counter("gateway_cost_usd", "USD charged, by tenant and model",
                             ["tenant", "model"], registry=r)
         self.decisions = Counter("gateway_budget_decisions",
-                                 "Budget decisions by budget, action and outcome",
-                                 ["budget", "action", "outcome"], registry=r)
+                                 "Budget decisions by tenant, budget, action and outcome",
+                                 ["tenant", "budget", "action", "outcome"], registry=r)
         self.ratio = Gauge("gateway_budget_usage_ratio",
-                           "Used over limit per budget and limit, at the latest request",
-                           ["budget", "limit"], registry=r)
+                           "Used over limit per tenant, budget and limit, at the latest request",
+                           ["tenant", "budget", "limit"], registry=r)
         self.upstream = Histogram("gateway_upstream_latency_seconds",
                                   "Time waiting on the upstream", ["route"],
                                   buckets=_LATENCY_BUCKETS, registry=r)
@@ -106,15 +126,16 @@ class Metrics:
         self.registry.register(_RuntimeCollector(gauges))
 
     def observe(self, rec: RequestRecord, status: int, elapsed_s: float) -> None:
-        self._child(self.requests, rec.tenant, rec.model, rec.route, str(status)).inc()
-        for labels in rec.decisions:
-            self._child(self.decisions, *labels).inc()
+        tenant, model = rec.tenant, rec.model_label
+        self._child(self.requests, tenant, model, rec.route, str(status)).inc()
+        for budget, action, outcome in rec.decisions:
+            self._budget_child(self.decisions, tenant, budget, action, outcome).inc()
         for budget, limit, ratio in rec.ratios:
-            self._child(self.ratio, budget, limit).set(ratio)
+            self._budget_child(self.ratio, tenant, budget, limit).set(ratio)
         if rec.input_tokens or rec.output_tokens:
-            self._child(self.tokens, rec.tenant, rec.model, "input").inc(rec.input_tokens)
-            self._child(self.tokens, rec.tenant, rec.model, "output").inc(rec.output_tokens)
-            self._child(self.cost, rec.tenant, rec.model).inc(rec.cost_usd)
+            self._child(self.tokens, tenant, model, "input").inc(rec.input_tokens)
+            self._child(self.tokens, tenant, model, "output").inc(rec.output_tokens)
+            self._child(self.cost, tenant, model).inc(rec.cost_usd)
         if rec.upstream_s:
             self._child(self.upstream, rec.route).observe(rec.upstream_s)
             self._child(self.overhead, rec.route).observe(max(elapsed_s - rec.upstream_s, 0.0))
@@ -126,6 +147,27 @@ class Metrics:
         if child is None:
             child = self._children[key] = metric.labels(*labels)
         return child
+
+    def _budget_child(self, metric: Any, tenant: str, budget: str, *labels: str) -> Any:
+        """A budget's series, within the tenant's bound: past it, the budget seen least
+        recently (most likely one deleted through the admin API) loses its series."""
+        seen = self._budgets.setdefault(tenant, OrderedDict())
+        series = seen.get(budget)
+        if series is None:
+            while seen and len(seen) >= self._budget_series():
+                self._forget(seen.popitem(last=False)[1])
+            series = seen[budget] = []
+        else:
+            seen.move_to_end(budget)
+        values = (tenant, budget, *labels)
+        if (id(metric), values) not in self._children:
+            series.append((metric, values))
+        return self._child(metric, *values)
+
+    def _forget(self, series: list[_Series]) -> None:
+        for metric, values in series:
+            metric.remove(*values)
+            del self._children[(id(metric), values)]
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

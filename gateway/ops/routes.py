@@ -1,12 +1,33 @@
-"""Operations endpoints: liveness, readiness (config loaded, store reachable), metrics."""
+"""Operations endpoints: liveness, readiness (store reachable), metrics.
+
+``/metrics`` shows every tenant's figures, so no tenant reads it. With ``ops.listen`` it is served
+on that address only (``gateway/ops/server.py``); with ``ops.token`` it answers only
+``Authorization: Bearer <token>``, wherever it is served; with neither it is refused on the public
+port. ``/healthz`` and ``/readyz`` answer without a key and say only whether the gateway is up:
+what is wrong goes to the log, never to whoever asks.
+"""
 
 from __future__ import annotations
+
+import hmac
+import logging
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.appkeys import CONFIG, METRICS, STORE
+from gateway.errors import Forbidden, Unauthenticated
 from gateway.store.base import StoreError
+
+log = logging.getLogger(__name__)
+
+NOT_CONFIGURED = (
+    "/metrics shows every tenant's figures and is not served on this port until the operations "
+    "endpoints are configured: set ops.token (a bearer token for the scraper) or ops.listen "
+    "(a separate address for /metrics) in the gateway's configuration."
+)
+ELSEWHERE = "/metrics is served on the operations address (ops.listen), not on this port."
+NEEDS_TOKEN = "/metrics needs the operations token: 'Authorization: Bearer <ops.token>'."
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -14,20 +35,54 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    runtime = request.app[CONFIG].current
     try:
         await request.app[STORE].ping()
     except StoreError as exc:
-        return web.json_response({"status": "unavailable", "store": str(exc)}, status=503)
-    return web.json_response({"status": "ready", "config": runtime.settings.source})
+        log.warning("not ready: the budget store is unreachable: %s", exc)
+        return web.json_response({"status": "unavailable"}, status=503)
+    return web.json_response({"status": "ready"})
 
 
-async def metrics(request: web.Request) -> web.Response:
+async def public_metrics(request: web.Request) -> web.Response:
+    """``/metrics`` on the public port: the tenants' port."""
+    ops = request.app[CONFIG].current.settings.ops
+    if ops.listen is not None:
+        raise Forbidden(ELSEWHERE, code="metrics_not_public")
+    if ops.token is None:
+        raise Forbidden(NOT_CONFIGURED, code="metrics_not_configured")
+    return _exposition(request, ops.token)
+
+
+async def ops_metrics(request: web.Request) -> web.Response:
+    """``/metrics`` on the operations address: still the token's, when one is set."""
+    return _exposition(request, request.app[CONFIG].current.settings.ops.token)
+
+
+def _exposition(request: web.Request, token: str | None) -> web.Response:
+    if token is not None and not bearer_matches(request.headers.get("Authorization"), token):
+        raise Unauthenticated(NEEDS_TOKEN, code="invalid_ops_token",
+                              headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
     return web.Response(body=request.app[METRICS].exposition(),
                         headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+def bearer_matches(header: str | None, token: str) -> bool:
+    """``Bearer <token>``, compared in constant time (any bytes a client sends compare)."""
+    scheme, _, given = (header or "").strip().partition(" ")
+    presented = given.strip().encode("utf-8", "surrogatepass")
+    matches = hmac.compare_digest(presented, token.encode("utf-8", "surrogatepass"))
+    return scheme.lower() == "bearer" and matches
+
+
 def add_routes(app: web.Application) -> None:
+    """The public app's."""
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/metrics", public_metrics)
+
+
+def add_ops_routes(app: web.Application) -> None:
+    """The operations address's (``ops.listen``)."""
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", ops_metrics)

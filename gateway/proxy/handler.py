@@ -66,6 +66,7 @@ class Pipeline:
         raw = await read_body(request, runtime.settings.max_body_bytes)
         target = resolve(principal, endpoint, raw, runtime.router)
         rec.model, rec.stream = target.model, target.stream
+        rec.model_label = target.price.name or "other"
         background = endpoint is Endpoint.RESPONSES and target.body.get("background") is True
         if background:
             self._background.check_room()

@@ -35,8 +35,10 @@ from tests.servers import start_redis
 
 SECRET = "sk-fault-suite-tenant-0123456789"
 UPSTREAM_KEY = "sk-fault-suite-upstream-0123456789"
-leaks.SECRETS.update([SECRET, UPSTREAM_KEY])
+OPS_TOKEN = "fault-suite-ops-token-0123456789"
+leaks.SECRETS.update([SECRET, UPSTREAM_KEY, OPS_TOKEN])
 AUTH = {"Authorization": f"Bearer {SECRET}"}
+SCRAPER = {"Authorization": f"Bearer {OPS_TOKEN}"}  # /metrics is the operators', not tenants'
 UPSTREAM_TIMEOUT_S = 1
 POLL_S = 0.02
 SETTLE_BOUND_S = 10.0  # safety bound on waiting for a settlement, never an assertion of speed
@@ -55,6 +57,7 @@ tenants:
       - {{name: app, sha256: "{sha}"}}
 budgets:
   - {{name: roomy, tenant: faults, max_tokens_per_day: 1000000000}}
+ops: {{token: "{ops_token}"}}
 """
 
 OUTPUT_CAP = 6  # every body's output cap: what a lost answer is charged beside its input
@@ -97,7 +100,8 @@ class Gateway:
     session: aiohttp.ClientSession
 
     async def metric(self, name: str) -> float:
-        async with self.session.get(f"{self.proc.url}/metrics") as resp:
+        async with self.session.get(f"{self.proc.url}/metrics", headers=SCRAPER) as resp:
+            assert resp.status == 200, await resp.text()
             text = await resp.text()
         values = [float(ln.split()[-1]) for ln in text.splitlines() if ln.startswith(name + " ")]
         assert values, f"{name} not in /metrics"
@@ -163,7 +167,7 @@ class Procs:
 
 def write_config(path: Path, mock: str, store: str, policy: str = "reject") -> Path:
     path.write_text(CONFIG.format(store=store, policy=policy, mock=mock, upstream_key=UPSTREAM_KEY,
-                                  timeout=UPSTREAM_TIMEOUT_S,
+                                  timeout=UPSTREAM_TIMEOUT_S, ops_token=OPS_TOKEN,
                                   sha=hashlib.sha256(SECRET.encode()).hexdigest()))
     return path
 

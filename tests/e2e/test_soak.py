@@ -42,7 +42,8 @@ RSS_GROWTH_MAX_MB = 16.0  # between a quarter of the run and its end: a leak, no
 TENANTS = ("alpha", "beta", "gamma")  # gamma's hourly budget runs out early in the run
 GAMMA_TOKENS_PER_HOUR = 20_000
 SECRETS = {t: f"sk-soak-{t}-0123456789abcdef" for t in TENANTS}
-leaks.SECRETS.update(SECRETS.values())
+OPS_TOKEN = "soak-ops-token-0123456789abcdef"  # /metrics is the operators', not tenants'
+leaks.SECRETS.update([*SECRETS.values(), OPS_TOKEN])
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,7 @@ budgets:
   - {{name: alpha-day, tenant: alpha, max_tokens_per_day: 1000000000, max_cost_per_day: 1000}}
   - {{name: beta-month, tenant: beta, max_cost_per_month: 1000}}
   - {{name: gamma-hour, tenant: gamma, max_tokens_per_hour: {gamma}}}
+ops: {{token: "{ops_token}"}}
 """
 
 
@@ -125,7 +127,8 @@ def write_config(path: Path, mock: str, lost: str, store: str) -> Path:
         for t, s in SECRETS.items())
     path.write_text(CONFIG.format(store=store, mock=mock, lost=lost, lost_model=LOST_MODEL,
                                   timeout=UPSTREAM_TIMEOUT_S,
-                                  tenants=tenants, gamma=GAMMA_TOKENS_PER_HOUR))
+                                  tenants=tenants, gamma=GAMMA_TOKENS_PER_HOUR,
+                                  ops_token=OPS_TOKEN))
     return path
 
 
@@ -210,9 +213,11 @@ async def settled(gateways: list[Proc]) -> None:
     busy = ("gateway_reservations_in_flight ", "gateway_buffered_settlements ")
     while time.monotonic() < deadline:
         texts = []
-        async with aiohttp.ClientSession() as session:
+        scraper = {"Authorization": f"Bearer {OPS_TOKEN}"}
+        async with aiohttp.ClientSession(headers=scraper) as session:
             for g in gateways:
                 async with session.get(g.url + "/metrics") as resp:
+                    assert resp.status == 200, await resp.text()
                     texts.append(await resp.text())
         values = [float(line.split()[-1]) for text in texts for line in text.splitlines()
                   if line.startswith(busy)]

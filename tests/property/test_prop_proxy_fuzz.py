@@ -28,7 +28,8 @@ from tests.procs import Proc, gateway_process, mock_upstream
 
 SECRET = "sk-fuzz-tenant-0123456789abcdef"
 ADMIN = "sk-fuzz-admin-0123456789abcdef"
-leaks.SECRETS.update([SECRET, ADMIN])
+OPS_TOKEN = "fuzz-ops-token-0123456789abcdef"  # /metrics is the operators', not tenants'
+leaks.SECRETS.update([SECRET, ADMIN, OPS_TOKEN])
 TIMEOUT_S = 30
 EXAMPLES = settings(max_examples=300, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -46,6 +47,7 @@ tenants:
       - {{name: ops, sha256: "{admin_sha}", role: admin}}
 budgets:
   - {{name: fuzz-day, tenant: fuzz, max_tokens_per_day: 1000000}}
+ops: {{token: "{ops_token}"}}
 """
 
 ENDPOINTS = ("/chat/completions", "/completions", "/embeddings", "/responses")
@@ -118,7 +120,7 @@ def stack(tmp: Path) -> Iterator[tuple[Proc, Proc]]:
     with mock_upstream(tmp) as mock:
         config = tmp / "fuzz.yaml"
         config.write_text(CONFIG.format(
-            mock=mock.url, sha=hashlib.sha256(SECRET.encode()).hexdigest(),
+            mock=mock.url, sha=hashlib.sha256(SECRET.encode()).hexdigest(), ops_token=OPS_TOKEN,
             admin_sha=hashlib.sha256(ADMIN.encode()).hexdigest()))
         with gateway_process(config, tmp / "fuzz-gateway.log") as gateway:
             yield mock, gateway
@@ -172,7 +174,7 @@ def test_zz_after_the_fuzz_the_ledger_is_exact(
 ) -> None:
     """Ordered after the fuzz (same module, later name): nothing held, nothing unmetered."""
     mock, gateway = procs
-    _, _, metrics = call(gateway.url + "/metrics")
+    _, _, metrics = call(gateway.url + "/metrics", key=OPS_TOKEN)
     held = [line for line in metrics.decode().splitlines()
             if line.startswith("gateway_reservations_in_flight ")]
     assert held == ["gateway_reservations_in_flight 0.0"]
