@@ -36,6 +36,7 @@ from gateway.ops.metrics import Metrics, RuntimeGauges, budget_series
 from gateway.proxy import routes as proxy_routes
 from gateway.proxy.budgets import Admitter
 from gateway.proxy.forward import Forwarder
+from gateway.proxy.gate import Gate
 from gateway.proxy.handler import Pipeline
 from gateway.proxy.models import ModelCatalog
 from gateway.proxy.record import Recorder
@@ -119,6 +120,7 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
     recorder = Recorder(store, clock, buffer)
     owners = ResponseOwners(store.objects, clock)
     background = BackgroundResponses(app[SESSION], recorder, owners, clock)
+    gate = Gate(clock)
     app[PIPELINE] = Pipeline(
         lambda: config.current,
         Admitter(store, clock, alerts, app[API_BUDGETS]),
@@ -126,6 +128,7 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
         recorder,
         owners,
         background,
+        gate,
     )
     app[STORED_RESPONSES] = StoredResponseRoutes(lambda: config.current, owners, app[SESSION])
     app[MODELS] = ModelCatalog(app[SESSION], clock)
@@ -145,6 +148,7 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
     flusher = asyncio.create_task(buffer.run())
     yield
     await background.close()  # still running: charged their reservations, never released
+    await gate.close()
     flusher.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await flusher

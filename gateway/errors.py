@@ -159,3 +159,20 @@ class Conflict(GatewayError):
     status = 409
     type = "invalid_request_error"
     code = "conflict"
+
+
+class TooManyHeld(GatewayError):
+    """A throttled request would be held past ``limits.held_per_tenant`` or ``held_total``."""
+
+    status = 429
+    type = "rate_limit_exceeded"
+    code = "too_many_held_requests"
+
+
+class TooManyConcurrent(GatewayError):
+    """A request would be in flight past ``limits.concurrent_per_tenant`` or
+    ``concurrent_total``."""
+
+    status = 429
+    type = "rate_limit_exceeded"
+    code = "too_many_concurrent_requests"

@@ -10,7 +10,9 @@ import itertools
 import logging
 import math
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from gateway.clock import Clock
 from gateway.cost.model import BudgetAction, Domain
@@ -61,6 +63,20 @@ class Admission:
         return [slot.line(tokens, cost_nano) for slot in self.slots]
 
 
+class Hold(Protocol):
+    """How a throttled request waits (``gateway.proxy.gate``): bounded in time and in number,
+    and ended when its client leaves."""
+
+    @property
+    def max_wait_s(self) -> float:
+        """The longest any budget may hold a request, whatever its own ``max_wait_s``."""
+        ...
+
+    async def wait(self, seconds: float, fits_in_s: float, budgets: Sequence[str]) -> None:
+        """Sleeps ``seconds``; the first call starts the hold (and may refuse it)."""
+        ...
+
+
 class Admitter:
     def __init__(
         self, store: Store, clock: Clock, alerts: AlertSink, api: ApiBudgets
@@ -76,15 +92,16 @@ class Admitter:
         """A reservation id: unique across instances, cheaper than a uuid4 per request."""
         return f"{self._id_prefix}{next(self._ids):x}"
 
-    async def admit(self, ask: Ask, file_budgets: BudgetIndex) -> Admission:
+    async def admit(self, ask: Ask, file_budgets: BudgetIndex, hold: Hold) -> Admission:
         """The file's and the API's matching budgets, reserved together; a stale view of the
-        API budgets (changed on some instance) is reloaded and the request tried again."""
+        API budgets (changed on some instance) is reloaded and the request tried again. A
+        throttled request waits through ``hold``."""
         for _ in range(_STALE_TRIES):
             view = await self._api.view(ask.principal.tenant)
             slots = file_budgets.slots(ask.principal, ask.model, ask.domain) + view.index.slots(
                 ask.principal, ask.model, ask.domain
             )
-            admission = await self._reserve(ask, slots, view.version)
+            admission = await self._reserve(ask, slots, view.version, hold)
             if admission is not None:
                 return admission
             self._api.invalidate(ask.principal.tenant)
@@ -96,7 +113,9 @@ class Admitter:
         api = view.index.slots(ask.principal, ask.model, ask.domain) if view else ()
         return file_budgets.slots(ask.principal, ask.model, ask.domain) + api
 
-    async def _reserve(self, ask: Ask, slots: tuple[Slot, ...], version: int) -> Admission | None:
+    async def _reserve(
+        self, ask: Ask, slots: tuple[Slot, ...], version: int, hold: Hold
+    ) -> Admission | None:
         """None: the view of the API budgets was stale and nothing was reserved."""
         principal, estimate, price, ttl_s = ask.principal, ask.estimate, ask.price, ask.ttl_s
         if not slots:  # nothing to reserve, but the version must still be current
@@ -123,14 +142,12 @@ class Admitter:
                 clamped = fit
                 estimate = estimate.with_output(fit)
                 continue
-            if deadline is None:
-                deadline = now + min(s.budget.max_wait_s for s in failing)
+            if deadline is None:  # the shortest wait allowed, capped by the gateway's own
+                deadline = now + min(hold.max_wait_s, *(s.budget.max_wait_s for s in failing))
             wait = _throttle_wait(failing, result.fits_at, now, deadline)
-            if wait is None:
+            if wait is None or result.fits_at is None:
                 raise _denied(slots, lines, result, now)
-            log.info("budget hold tenant=%s budgets=%s wait_s=%.2f", principal.tenant,
-                     ",".join(sorted({s.budget.name for s in failing})), wait)
-            await self._clock.sleep(wait)
+            await hold.wait(wait, result.fits_at - now, [s.budget.name for s in failing])
 
     async def _admitted(
         self,

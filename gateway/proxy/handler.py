@@ -6,6 +6,7 @@ Principal -> Target -> Estimate -> Admission -> Exchange -> Settlement.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import uuid
 from collections.abc import Callable
@@ -13,15 +14,22 @@ from collections.abc import Callable
 from aiohttp import web
 
 from gateway import log as gateway_log
-from gateway.errors import BudgetExceeded, ClientClosedRequest, PayloadTooLarge, StoreUnavailable
+from gateway.errors import (
+    BudgetExceeded,
+    ClientClosedRequest,
+    PayloadTooLarge,
+    StoreUnavailable,
+    TooManyHeld,
+)
 from gateway.ops import access
 from gateway.proxy import estimate as estimate_stage
 from gateway.proxy.auth import Principal
 from gateway.proxy.budget_index import Slot
-from gateway.proxy.budgets import Admission, Admitter, Ask
+from gateway.proxy.budgets import Admission, Admitter, Ask, Hold
 from gateway.proxy.endpoints import Endpoint
 from gateway.proxy.estimate import Estimate
 from gateway.proxy.forward import Exchange, Forwarder
+from gateway.proxy.gate import Gate, client_gone
 from gateway.proxy.record import Recorder, Settlement
 from gateway.proxy.resolve import Target, resolve
 from gateway.proxy.responses import (
@@ -49,6 +57,7 @@ class Pipeline:
         recorder: Recorder,
         owners: ResponseOwners,
         background: BackgroundResponses,
+        gate: Gate,
     ) -> None:
         self._config = config
         self._admitter = admitter
@@ -56,6 +65,7 @@ class Pipeline:
         self._recorder = recorder
         self._owners = owners
         self._background = background
+        self.gate = gate  # requests in flight and held, per tenant and in all
         self.in_flight = 0  # requests holding a reservation, for /metrics
 
     async def handle(self, endpoint: Endpoint, request: web.Request) -> web.StreamResponse:
@@ -63,6 +73,13 @@ class Pipeline:
         runtime = self._config()  # one snapshot per request: a reload never splits one
         principal = runtime.keyring.authenticate(request.headers.get("Authorization"))
         rec.tenant, rec.key_name = principal.tenant, principal.key_name
+        with self.gate.enter(principal.tenant, runtime.settings.limits):
+            return await self._serve(endpoint, request, runtime, principal, rec)
+
+    async def _serve(self, endpoint: Endpoint, request: web.Request, runtime: Runtime,
+                     principal: Principal, rec: access.RequestRecord) -> web.StreamResponse:
+        """The stages of a request counted in flight (its body is read only once it is
+        counted, so no tenant can pile up bodies past its bound), to the end of its response."""
         raw = await read_body(request, runtime.settings.max_body_bytes)
         target = resolve(principal, endpoint, raw, runtime.router)
         rec.model, rec.stream = target.model, target.stream
@@ -80,7 +97,9 @@ class Pipeline:
             principal, target.model, endpoint.domain, estimate, target.price,
             ttl_s=timeout_s + _EXPIRY_MARGIN_S + background * (timeout_s + FOLLOW_MARGIN_S),
         )
-        admission = await self._admit(ask, runtime, rec)
+        gone = functools.partial(client_gone, request)
+        with self.gate.hold(principal.tenant, runtime.settings.limits, gone) as hold:
+            admission = await self._admit(ask, runtime, rec, hold)
         exchange = Exchange()
         held = admission.rid is not None
         self.in_flight += held
@@ -109,14 +128,18 @@ class Pipeline:
             await asyncio.shield(self._owners.remember(
                 principal, target, exchange.response_id or "", context_tokens(settlement)))
 
-    async def _admit(self, ask: Ask, runtime: Runtime, rec: access.RequestRecord) -> Admission:
+    async def _admit(self, ask: Ask, runtime: Runtime, rec: access.RequestRecord,
+                     hold: Hold) -> Admission:
         """The decision goes into the request's record: its access-log line is the one line
         per budget decision."""
         try:
-            admission = await self._admitter.admit(ask, runtime.budgets)
+            admission = await self._admitter.admit(ask, runtime.budgets, hold)
         except BudgetExceeded as denied:
             rec.decision, rec.reason = "deny", denied.message
             rec.decisions.append((denied.budget, denied.action, "deny"))
+            raise
+        except TooManyHeld as refused:  # a hold past limits.held_per_tenant or held_total
+            rec.decision, rec.reason = "deny", refused.message
             raise
         except StoreError as exc:
             slots = self._admitter.known_slots(ask, runtime.budgets)

@@ -78,7 +78,7 @@ async def test_throttle_holds_until_the_window_frees(gateway: MakeHarness) -> No
     clock = FakeClock()
     gw = await gateway("""
   - {name: slow, tenant: acme, max_tokens_per_hour: 30, action: throttle, max_wait_s: 4000}
-""", clock=clock)
+""", extra="limits: {max_wait_s: 4000}", clock=clock)  # above the default cap of 600 s
     first = await gw.chat(max_tokens=10)
     assert first.status == 200
     held = asyncio.ensure_future(gw.chat(max_tokens=10))

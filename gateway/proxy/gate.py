@@ -1,0 +1,270 @@
+"""How many requests a tenant (and everyone together) may have in the gateway at once.
+
+Two counts, each bounded per tenant and in all by ``limits:``: requests in flight, from their
+admission (before their bodies are read) to the end of their responses, streams included; and
+requests held by a throttled budget while they wait for room. Past a bound: a 429 at once.
+
+A held request is dropped as soon as its client leaves. aiohttp does not cancel a handler
+whose client closed (``gateway serve`` runs without handler cancellation), so one task polls
+the connections of the requests held, however many there are, and wakes those whose client
+has gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import ctypes
+import functools
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from types import TracebackType
+
+from aiohttp import web
+
+from gateway.clock import Clock
+from gateway.errors import (
+    BudgetExceeded,
+    ClientClosedRequest,
+    TooManyConcurrent,
+    TooManyHeld,
+)
+from gateway.settings.schema import LimitSettings
+
+log = logging.getLogger(__name__)
+
+_WATCH_S = 0.1  # how often the connections of held requests are checked
+_RETRY_CONCURRENT_S = "1"  # a request in flight may end at any moment
+_RELEASE_AFTER_S = 0.5  # by then the dropped requests' handlers have unwound, bodies freed
+_RELEASE_EVERY_S = 5.0  # at most this often (one release takes ~30 ms for 300 MB)
+
+Gone = Callable[[], bool]
+
+
+def client_gone(request: web.BaseRequest) -> bool:
+    """The request's connection is closed or closing: nobody is left to answer."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+class Counter:
+    """Requests counted per tenant and in all. A tenant's entry is deleted when it reaches zero,
+    so there are never more entries than tenants with a request counted."""
+
+    def __init__(self) -> None:
+        self._tenants: dict[str, int] = {}
+        self.total = 0
+
+    def __len__(self) -> int:
+        """Tenants with at least one request counted."""
+        return len(self._tenants)
+
+    def of(self, tenant: str) -> int:
+        return self._tenants.get(tenant, 0)
+
+    def add(self, tenant: str) -> None:
+        self._tenants[tenant] = self._tenants.get(tenant, 0) + 1
+        self.total += 1
+
+    def remove(self, tenant: str) -> None:
+        left = self._tenants[tenant] - 1
+        if left:
+            self._tenants[tenant] = left
+        else:
+            del self._tenants[tenant]
+        self.total -= 1
+
+
+def malloc_trim() -> Callable[[], object] | None:
+    """glibc's ``malloc_trim(0)``, where there is one: hands freed heap pages back to the OS.
+    glibc keeps what is freed inside its heaps for reuse, so after a burst of large bodies is
+    dropped, RSS would otherwise stay at its peak (reused later, not leaked, yet not given
+    back: 300 x 500 KB dropped kept ~310 MB)."""
+    try:
+        trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+    except (OSError, TypeError):  # no C library to open by name (Windows)
+        return None
+    return None if trim is None else functools.partial(trim, 0)
+
+
+class Departures:
+    """Wakes held requests whose clients have gone: one task polls every watched connection
+    while any is watched, and ends when none is. Once requests have been dropped, ``release``
+    (``malloc_trim``) gives their bodies' memory back."""
+
+    def __init__(self, interval_s: float = _WATCH_S,
+                 release: Callable[[], object] | None = None) -> None:
+        self._interval_s = interval_s
+        self._release = release
+        self._watched: dict[asyncio.Future[None], Gone] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._releasing: asyncio.TimerHandle | None = None
+        self._released_at = -math.inf
+
+    def __len__(self) -> int:
+        return len(self._watched)
+
+    def watch(self, gone: Gone) -> asyncio.Future[None]:
+        """A future done when ``gone()`` turns true (checked every ``interval_s``)."""
+        left = asyncio.get_running_loop().create_future()
+        self._watched[left] = gone
+        if self._task is None or self._task.done():  # not in the context of this request
+            self._task = asyncio.create_task(self._run(), context=contextvars.Context())
+        return left
+
+    def forget(self, left: asyncio.Future[None]) -> None:
+        self._watched.pop(left, None)
+
+    async def _run(self) -> None:
+        while self._watched:
+            await asyncio.sleep(self._interval_s)
+            for left, gone in list(self._watched.items()):
+                if gone():
+                    del self._watched[left]
+                    left.set_result(None)
+                    self._release_later()
+
+    def _release_later(self) -> None:
+        """One release for a burst of departures, once their handlers have let go; in a
+        thread, as it takes a few tens of milliseconds."""
+        if self._release is None or self._releasing is not None:
+            return
+        loop = asyncio.get_running_loop()
+        delay = max(_RELEASE_AFTER_S, self._released_at + _RELEASE_EVERY_S - loop.time())
+        self._releasing = loop.call_later(delay, self._release_now, loop)
+
+    def _release_now(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._releasing, self._released_at = None, loop.time()
+        if self._release is not None:
+            loop.run_in_executor(None, self._release)
+
+    async def close(self) -> None:
+        if self._releasing is not None:
+            self._releasing.cancel()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+class Gate:
+    """The app's counts of requests in flight and held; one per app, shared by its requests."""
+
+    def __init__(self, clock: Clock, departures: Departures | None = None) -> None:
+        self.clock = clock
+        self.concurrent = Counter()
+        self.held = Counter()
+        self.departures = departures or Departures(release=malloc_trim())
+
+    @contextlib.contextmanager
+    def enter(self, tenant: str, limits: LimitSettings) -> Iterator[None]:
+        """Counts one request in flight for as long as the block runs."""
+        refused = _refusal(self.concurrent, tenant, "requests in flight",
+                           ("concurrent_per_tenant", limits.concurrent_per_tenant),
+                           ("concurrent_total", limits.concurrent_total))
+        if refused is not None:
+            raise TooManyConcurrent(refused, headers={"Retry-After": _RETRY_CONCURRENT_S})
+        self.concurrent.add(tenant)
+        try:
+            yield
+        finally:
+            self.concurrent.remove(tenant)
+
+    def hold(self, tenant: str, limits: LimitSettings, gone: Gone) -> Hold:
+        return Hold(self, tenant, limits, gone)
+
+    async def close(self) -> None:
+        await self.departures.close()
+
+
+class Hold:
+    """One request's wait for a throttled budget (``Admitter`` calls ``wait``): counted from its
+    first wait to the end of the ``with`` block, and ended when its client leaves."""
+
+    def __init__(self, gate: Gate, tenant: str, limits: LimitSettings, gone: Gone) -> None:
+        self._gate = gate
+        self._tenant = tenant
+        self._limits = limits
+        self._gone = gone
+        self._left: asyncio.Future[None] | None = None  # set while the request is held
+        self._since = 0.0
+
+    @property
+    def max_wait_s(self) -> float:
+        """The longest any budget may hold a request (``limits.max_wait_s``)."""
+        return self._limits.max_wait_s
+
+    async def wait(self, seconds: float, fits_in_s: float, budgets: Sequence[str]) -> None:
+        """Sleeps ``seconds`` by the clock, or less if the client leaves (then a 499)."""
+        left = self._left or self._start(fits_in_s, budgets)
+        sleeping = asyncio.ensure_future(self._gate.clock.sleep(seconds))
+        try:
+            await asyncio.wait((sleeping, left), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleeping.cancel()
+        if left.done():
+            raise _client_left()
+
+    def _start(self, fits_in_s: float, budgets: Sequence[str]) -> asyncio.Future[None]:
+        if self._gone():
+            raise _client_left()
+        held, limits, tenant = self._gate.held, self._limits, self._tenant
+        refused = _refusal(held, tenant, "requests held by throttled budgets",
+                           ("held_per_tenant", limits.held_per_tenant),
+                           ("held_total", limits.held_total))
+        if refused is not None:  # retried once its budget has room, it need not be held
+            raise TooManyHeld(refused, headers={"Retry-After": str(max(math.ceil(fits_in_s), 1))})
+        held.add(tenant)
+        self._since = time.perf_counter()
+        self._left = self._gate.departures.watch(self._gone)
+        log.info("budget hold started tenant=%s budgets=%s fits_in_s=%.0f held=%d/%d",
+                 tenant, ",".join(sorted(set(budgets))), fits_in_s, held.of(tenant), held.total)
+        return self._left
+
+    def __enter__(self) -> Hold:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._left is None:
+            return
+        self._gate.departures.forget(self._left)
+        self._left = None
+        self._gate.held.remove(self._tenant)
+        log.info("budget hold ended tenant=%s outcome=%s held_s=%.2f", self._tenant,
+                 _outcome(exc), time.perf_counter() - self._since)
+
+
+def _refusal(counter: Counter, tenant: str, what: str, per_tenant: tuple[str, int],
+             total: tuple[str, int]) -> str | None:
+    """Why one more request would pass a bound (naming its setting), or None."""
+    setting, bound = per_tenant
+    if counter.of(tenant) >= bound:
+        return (f"Tenant '{tenant}' already has {bound} {what}, the most this gateway allows "
+                f"one tenant (limits.{setting}); retry later.")
+    setting, bound = total
+    if counter.total >= bound:
+        return (f"The gateway already has {bound} {what} in all (limits.{setting}), so this "
+                f"request from tenant '{tenant}' is refused; retry later.")
+    return None
+
+
+def _client_left() -> ClientClosedRequest:
+    return ClientClosedRequest(
+        "The client closed the connection while its request was held by a throttled budget."
+    )
+
+
+def _outcome(exc: BaseException | None) -> str:
+    if exc is None:
+        return "admitted"
+    if isinstance(exc, BudgetExceeded):
+        return "denied"
+    if isinstance(exc, ClientClosedRequest):
+        return "client-gone"
+    if isinstance(exc, asyncio.CancelledError):
+        return "cancelled"
+    return f"error:{type(exc).__name__}"
