@@ -176,3 +176,28 @@ class TooManyConcurrent(GatewayError):
     status = 429
     type = "rate_limit_exceeded"
     code = "too_many_concurrent_requests"
+
+
+class RequestTimeout(GatewayError):
+    """The client did not send its request's head or body in time (``limits:``)."""
+
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+
+class UnsupportedEncoding(GatewayError):
+    """A request body with a Content-Encoding: OpenAI's API takes none, and decompressing one
+    would let a small request grow past ``max_body_bytes``."""
+
+    status = 415
+    type = "invalid_request_error"
+    code = "unsupported_content_encoding"
+
+
+class HeadersTooLarge(GatewayError):
+    """A header line longer than ``limits.max_header_bytes``, or a head of too many of them."""
+
+    status = 431
+    type = "invalid_request_error"
+    code = "request_header_fields_too_large"

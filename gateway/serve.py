@@ -44,6 +44,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from gateway import log as gateway_log
 from gateway.errors import ConfigError, ConfigErrors
+from gateway.http_server import GatewayRunner
 from gateway.log import FIELDS
 from gateway.runtime import Runtime
 from gateway.settings.watch import LiveConfig, load_live
@@ -264,7 +265,8 @@ async def _serve_app(config: LiveConfig[Runtime], bind: Bind, grace_s: float,
     app.cleanup_ctx.append(ops_site(reuse_port=slot is not None))  # ops.listen, if set
     in_flight = InFlight()
     app.middlewares.insert(0, in_flight.middleware())  # outermost: sees every request first
-    runner = web.AppRunner(app, handle_signals=False, access_log=None,
+    runner = GatewayRunner(app, limits=lambda: config.current.settings.limits,
+                           handle_signals=False, access_log=None,
                            keepalive_timeout=KEEPALIVE_TIMEOUT_S, shutdown_timeout=CANCEL_WAIT_S)
     try:
         await runner.setup()  # the app's start-up: store, persisted state, tokenizers

@@ -10,12 +10,19 @@ from gateway.admin import report, status
 from gateway.admin.budgets import budget_json, may_change_budgets
 from gateway.admin.params import bound, choice
 from gateway.appkeys import ADMIN, CLOCK, CONFIG, STORE
+from gateway.http_server import read_body
 from gateway.proxy.auth import Principal
 from gateway.proxy.resolve import parse_body
 
 
 def _principal(request: web.Request) -> Principal:
     return request.app[CONFIG].current.keyring.authenticate(request.headers.get("Authorization"))
+
+
+async def _body(request: web.Request) -> Any:
+    """The JSON object sent, read as a proxied request's body is (bounded in size and time,
+    never compressed); a budget needs no more than the app's ``client_max_size``."""
+    return parse_body(await read_body(request, request.client_max_size))
 
 
 def _json(body: Any, status_code: int = 200) -> web.Response:
@@ -51,7 +58,7 @@ async def list_budgets(request: web.Request) -> web.Response:
 
 async def create_budget(request: web.Request) -> web.Response:
     principal = _principal(request)
-    budget = await request.app[ADMIN].create(principal, parse_body(await request.read()))
+    budget = await request.app[ADMIN].create(principal, await _body(request))
     return _json(budget_json(budget), 201)
 
 
@@ -63,7 +70,7 @@ async def get_budget(request: web.Request) -> web.Response:
 
 async def update_budget(request: web.Request) -> web.Response:
     principal = _principal(request)
-    body = parse_body(await request.read())
+    body = await _body(request)
     budget = await request.app[ADMIN].update(principal, request.match_info["id"], body)
     return _json(budget_json(budget))
 

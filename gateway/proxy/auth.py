@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gateway.errors import Unauthenticated
 from gateway.settings.schema import Role, TenantSettings
+
+# What a key can be made of: visible ASCII (``gateway keys new`` makes ``sk-gw-`` + base64url).
+# Anything else is refused as malformed without a lookup, and never echoed.
+_SECRET = re.compile(r"[!-~]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,10 +42,13 @@ class Keyring:
                 "<key>' (the openai SDK does this from api_key / OPENAI_API_KEY)."
             )
         scheme, _, secret = authorization.partition(" ")
-        secret = secret.strip()
-        if scheme.lower() != "bearer" or not secret:
-            raise Unauthenticated("Malformed Authorization header: expected 'Bearer <key>'.")
-        digest = hashlib.sha256(secret.encode("utf-8", "surrogateescape")).hexdigest()
+        secret = secret.strip(" \t")
+        if scheme.lower() != "bearer" or not _SECRET.fullmatch(secret):
+            raise Unauthenticated(
+                "Malformed Authorization header: expected 'Bearer <key>', the key in visible "
+                "ASCII characters."
+            )
+        digest = hashlib.sha256(secret.encode("ascii")).hexdigest()
         principal = self._by_hash.get(digest)
         if principal is None:
             raise Unauthenticated(f"Incorrect API key provided: {mask(secret)}.")

@@ -14,13 +14,8 @@ from collections.abc import Callable
 from aiohttp import web
 
 from gateway import log as gateway_log
-from gateway.errors import (
-    BudgetExceeded,
-    ClientClosedRequest,
-    PayloadTooLarge,
-    StoreUnavailable,
-    TooManyHeld,
-)
+from gateway.errors import BudgetExceeded, StoreUnavailable, TooManyHeld
+from gateway.http_server import read_body
 from gateway.ops import access
 from gateway.proxy import estimate as estimate_stage
 from gateway.proxy.auth import Principal
@@ -44,7 +39,6 @@ from gateway.store.base import StoreError
 
 log = logging.getLogger(__name__)
 
-_READ_CHUNK = 1 << 16
 _EXPIRY_MARGIN_S = 60.0
 
 
@@ -222,25 +216,3 @@ def budget_headers(admission: Admission) -> dict[str, str]:
     if admission.clamped_output is not None:
         headers["x-budget-clamped-max-tokens"] = str(admission.clamped_output)
     return headers
-
-
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """Reads at most ``limit`` bytes: a larger body is refused before it is held in memory."""
-    too_large = PayloadTooLarge(
-        f"The request body is larger than this gateway's limit of {limit} bytes."
-    )
-    if request.content_length is not None and request.content_length > limit:
-        raise too_large
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async for chunk in request.content.iter_chunked(_READ_CHUNK):
-            size += len(chunk)
-            if size > limit:
-                raise too_large
-            chunks.append(chunk)
-    except ConnectionResetError:
-        raise ClientClosedRequest(
-            "The client closed the connection before its body was sent."
-        ) from None
-    return b"".join(chunks)
