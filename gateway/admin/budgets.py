@@ -1,11 +1,14 @@
 """Budget administration: YAML budgets are read-only here, API budgets live in the store.
 
-The rules a budget must meet are the YAML file's own (``parse_budget``), so a budget that
-``gateway check-config`` would refuse is refused here too, with the same messages.
+The rules a budget must meet are the YAML file's own (``parse_budget``, which calls
+``gateway.settings.checks``), so a budget that ``gateway check-config`` would refuse is refused
+here too, with the same messages. A tenant has at most ``limits.api_budgets_per_tenant`` API
+budgets: every one is compiled into the tenant's budget index and matched by its requests.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import uuid
 from collections.abc import Callable, Mapping
@@ -51,6 +54,7 @@ class BudgetAdmin:
         self._store = store
         self._config = config
         self._api = api
+        self._creating = asyncio.Lock()  # the count and the put, one create at a time
 
     async def list(self, tenant: str) -> list[Budget]:
         """The tenant's YAML budgets, then its API budgets in creation order."""
@@ -72,10 +76,25 @@ class BudgetAdmin:
         budget_id = f"bud_{uuid.uuid4().hex[:16]}"
         fields = _fields(data)
         fields.setdefault("name", budget_id)
-        budget = await self._validated(principal, fields, budget_id)
-        await self._store.definitions.put(budget)
+        async with self._creating:
+            budget = await self._validated(principal, fields, budget_id)
+            await self._check_room(principal.tenant)
+            await self._store.definitions.put(budget)
         self._api.invalidate(principal.tenant)
         return budget
+
+    async def _check_room(self, tenant: str) -> None:
+        """The cap is checked in this process before the put: instances creating at once (with
+        a shared store) may each add one past it."""
+        cap = self._config().settings.limits.api_budgets_per_tenant
+        _, budgets = await self._store.definitions.list(tenant)
+        if len(budgets) >= cap:
+            raise Conflict(
+                f"Tenant '{tenant}' already has {len(budgets)} API budgets, the most this "
+                f"gateway allows (limits.api_budgets_per_tenant: {cap}); delete one or change "
+                "one instead.",
+                code="too_many_budgets",
+            )
 
     async def update(self, principal: Principal, budget_id: str, data: Mapping[str, Any]
                      ) -> Budget:
@@ -109,7 +128,8 @@ class BudgetAdmin:
         runtime = self._config()
         keys = {name: {k.name for k in t.keys} for name, t in runtime.settings.tenants.items()}
         try:
-            budget = parse_budget({**fields, "tenant": principal.tenant}, keys, "body")
+            budget = parse_budget({**fields, "tenant": principal.tenant}, keys,
+                                  runtime.settings.limits, "body")
         except ConfigErrors as exc:
             first = exc.errors[0]
             message = "; ".join(f"{e.field or 'budget'}: {e.message}" for e in exc.errors)

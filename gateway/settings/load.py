@@ -21,6 +21,7 @@ from yaml.nodes import Node
 from gateway.cost.model import Budget, BudgetAction, Domain, Limit
 from gateway.cost.pricing import Price
 from gateway.errors import ConfigError, ConfigErrors
+from gateway.settings import checks
 from gateway.settings.schema import (
     AlertSettings,
     KeySettings,
@@ -120,6 +121,7 @@ def _in_file_order(errors: list[ConfigError]) -> list[ConfigError]:
 def _settings(top: Fields) -> Settings:
     defaults = Settings()
     tenants, key_names = _tenants(top)
+    limits = _limits(top)
     return Settings(
         source=top.reader.source,
         listen=_or(_listen(top), defaults.listen),
@@ -134,10 +136,10 @@ def _settings(top: Fields) -> Settings:
         ),
         service_tier=_or(top.string("service_tier"), defaults.service_tier),
         tenants=MappingProxyType(tenants),
-        budgets=_budgets(top, key_names),
+        budgets=_budgets(top, key_names, limits),
         alerts=_alerts(top),
         ops=_ops(top),
-        limits=_limits(top),
+        limits=limits,
     )
 
 
@@ -303,7 +305,9 @@ def _sha256(key: Fields) -> str | None:
     return None if value is None else value.lower()
 
 
-def _budgets(top: Fields, key_names: Mapping[str, set[str]]) -> tuple[Budget, ...]:
+def _budgets(
+    top: Fields, key_names: Mapping[str, set[str]], limits: LimitSettings
+) -> tuple[Budget, ...]:
     budgets = []
     first: dict[str, Node] = {}
     for i, node in enumerate(top.sequence("budgets")):
@@ -313,12 +317,15 @@ def _budgets(top: Fields, key_names: Mapping[str, set[str]]) -> tuple[Budget, ..
         name = budget.string("name")
         if name is not None:
             _check_unique(budget, name, node, first, "budget name")
-        budgets.append(_checked_budget(budget, key_names))
+        budgets.append(_checked_budget(budget, key_names, limits))
     return tuple(budgets)
 
 
 def parse_budget(
-    data: Mapping[str, object], key_names: Mapping[str, set[str]], source: str = "request"
+    data: Mapping[str, object],
+    key_names: Mapping[str, set[str]],
+    limits: LimitSettings,
+    source: str = "request",
 ) -> Budget:
     """A budget from JSON-like data (the admin API), held to exactly the YAML file's rules.
 
@@ -327,23 +334,42 @@ def parse_budget(
     node = yaml.SafeDumper(io.StringIO()).represent_data(dict(data))
     reader = Reader(source, env={})
     budget = reader.fields(node, "", BUDGET_FIELDS)
-    result = _checked_budget(budget, key_names) if budget is not None else None
+    result = _checked_budget(budget, key_names, limits) if budget is not None else None
     if reader.errors or result is None:
         raise ConfigErrors(reader.errors)
     return result
 
 
-def _checked_budget(budget: Fields, key_names: Mapping[str, set[str]]) -> Budget:
-    """Every rule one budget must meet on its own (uniqueness is the caller's)."""
+def _checked_budget(
+    budget: Fields, key_names: Mapping[str, set[str]], limits: LimitSettings
+) -> Budget:
+    """Every rule one budget must meet on its own (uniqueness and the API's count are the
+    caller's), for the file and the admin API alike; the rules on names, globs and waits are
+    ``checks``'s."""
     budget.require("name", "tenant")
     name, tenant, key = budget.string("name"), budget.string("tenant"), budget.string("key")
     _check_references(budget, tenant, key, key_names)
     if not any(budget.has(limit) for limit in LIMIT_FIELDS):
         budget.error(None, f"sets no limit; set at least one of {', '.join(LIMIT_FIELDS)}")
-    return _budget(budget, _or(name, ""), _or(tenant, ""), key)
+    result = _budget(budget, _or(name, ""), _or(tenant, ""), key, limits)
+    _check_fields(budget, result, limits)
+    return result
 
 
-def _budget(budget: Fields, name: str, tenant: str, key: str | None) -> Budget:
+def _check_fields(budget: Fields, result: Budget, limits: LimitSettings) -> None:
+    """The rules on the values read (a field that could not be read has its error already)."""
+    problems = (
+        ("name", checks.name_problem(result.name, limits)),
+        ("model", None if result.model is None else checks.glob_problem(result.model)),
+        ("max_wait_s", checks.wait_problem(result.max_wait_s, limits)),
+    )
+    for field, problem in problems:
+        if problem is not None:
+            budget.error(field, problem)
+
+
+def _budget(budget: Fields, name: str, tenant: str, key: str | None, limits: LimitSettings
+            ) -> Budget:
     defaults = Budget()
     return Budget(
         name=name,
@@ -358,7 +384,7 @@ def _budget(budget: Fields, name: str, tenant: str, key: str | None) -> Budget:
         max_cost_per_month=budget.number("max_cost_per_month", maximum=MAX_COST_USD),
         alert_threshold=budget.number("alert_threshold", maximum=1.0),
         action=_or(budget.choice("action", BudgetAction), defaults.action),
-        max_wait_s=_or(budget.number("max_wait_s"), defaults.max_wait_s),
+        max_wait_s=_or(budget.number("max_wait_s"), min(defaults.max_wait_s, limits.max_wait_s)),
         clamp_max_tokens=_or(budget.boolean("clamp_max_tokens"), defaults.clamp_max_tokens),
         source="file",
     )
