@@ -1,17 +1,19 @@
-"""Budgets compiled for matching: each limit of each budget as a Slot with its counter's key.
+"""Budgets compiled for matching: each limit of each budget as a Slot with its counter's key,
+indexed by scope.
 
 Compiled once per configuration load (file budgets) or per version (API budgets), so a request
-only filters precomputed slots.
+only looks up precomputed slots, and only among the budgets that can match it.
 """
 
 from __future__ import annotations
 
 import fnmatch
-from collections import defaultdict
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from gateway.cost.model import Budget, BudgetAction, Domain, Limit, nano_to_usd
+from gateway.cost.pricing import is_glob
 from gateway.cost.windows import Window, window_of
 from gateway.proxy.auth import Principal
 from gateway.store.base import Line
@@ -42,29 +44,117 @@ class Slot:
 
 
 class BudgetIndex:
-    """Budgets by tenant with their counters' keys, compiled once per configuration load."""
+    """Budgets by tenant, then by scope, compiled once per configuration load (or per version
+    of a tenant's API budgets).
+
+    A lookup touches only the budgets that can match: those of the caller's tenant, of its key
+    or of no key, of the request's domain or of none; among them the budgets of no model, of
+    exactly the request's model, and the globs whose literal prefix (or, for a glob that starts
+    with a wildcard, literal suffix) the model has. Only globs that start and end with a
+    wildcard are tried one by one. Nothing is cached, so nothing grows with the model names
+    clients send.
+    """
 
     def __init__(self, budgets: Sequence[Budget]) -> None:
-        self._by_tenant: dict[str, list[Budget]] = defaultdict(list)
-        self._slots: dict[str, tuple[Slot, ...]] = {}
-        for budget in budgets:
-            self._by_tenant[budget.tenant].append(budget)
-            self._slots[_ident(budget)] = slots_of(budget)
-        self._cache: dict[tuple[str, str, str, Domain], tuple[Slot, ...]] = {}
+        self._scopes: dict[str, dict[tuple[str | None, Domain | None], _Models]] = {}
+        for order, budget in enumerate(budgets):
+            scopes = self._scopes.setdefault(budget.tenant, {})
+            models = scopes.setdefault((budget.key, budget.domain), _Models())
+            models.add(budget.model, _Entry(order, slots_of(budget)))
+        for scopes in self._scopes.values():
+            for models in scopes.values():
+                models.freeze()
 
     def slots(self, principal: Principal, model: str, domain: Domain) -> tuple[Slot, ...]:
-        cache_key = (principal.tenant, principal.key_name, model, domain)
-        found = self._cache.get(cache_key)
-        if found is None:
-            found = tuple(
-                slot
-                for budget in self._by_tenant.get(principal.tenant, ())
-                if _matches(budget, principal.key_name, model, domain)
-                for slot in self._slots[_ident(budget)]
-            )
-            if len(self._cache) < 100_000:
-                self._cache[cache_key] = found
-        return found
+        """Every slot of every matching budget, in the budgets' order."""
+        scopes = self._scopes.get(principal.tenant)
+        if scopes is None:
+            return ()
+        found: list[_Entry] = []
+        for scope in ((principal.key_name, domain), (principal.key_name, None), (None, domain),
+                      (None, None)):
+            models = scopes.get(scope)
+            if models is not None:
+                models.collect(model, found)
+        if len(found) > 1:
+            found.sort(key=_order)
+        return tuple(slot for entry in found for slot in entry.slots)
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    order: int  # the budget's place in its list: slots come back in the budgets' order
+    slots: tuple[Slot, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Glob:
+    entry: _Entry
+    match: Callable[[str], object]  # the glob compiled once (fnmatchcase's meaning)
+
+
+def _order(entry: _Entry) -> int:
+    return entry.order
+
+
+class _Models:
+    """The budgets of one (key, domain) scope, by how their model can match."""
+
+    def __init__(self) -> None:
+        self._any: list[_Entry] = []  # no model: every model
+        self._exact: dict[str, list[_Entry]] = {}
+        self._prefixed = _Affixes(suffix=False)
+        self._suffixed = _Affixes(suffix=True)  # globs with no literal prefix
+        self._floating: list[_Glob] = []  # globs with neither: tried one by one
+
+    def add(self, pattern: str | None, entry: _Entry) -> None:
+        if pattern is None:
+            self._any.append(entry)
+        elif not is_glob(pattern):
+            self._exact.setdefault(pattern, []).append(entry)
+        else:
+            glob = _Glob(entry, re.compile(fnmatch.translate(pattern)).match)
+            prefix, suffix = literal_prefix(pattern), literal_suffix(pattern)
+            if prefix:
+                self._prefixed.add(prefix, glob)
+            elif suffix:
+                self._suffixed.add(suffix, glob)
+            else:
+                self._floating.append(glob)
+
+    def freeze(self) -> None:
+        self._prefixed.freeze()
+        self._suffixed.freeze()
+
+    def collect(self, model: str, found: list[_Entry]) -> None:
+        found.extend(self._any)
+        found.extend(self._exact.get(model, ()))
+        for glob in (*self._prefixed.candidates(model), *self._suffixed.candidates(model),
+                     *self._floating):
+            if glob.match(model):
+                found.append(glob.entry)
+
+
+class _Affixes:
+    """Globs by their literal prefix (or suffix): a model is looked up once per distinct
+    affix length, never tried against globs whose affix it does not have."""
+
+    def __init__(self, *, suffix: bool) -> None:
+        self._suffix = suffix
+        self._by_affix: dict[str, list[_Glob]] = {}
+        self._lengths: tuple[int, ...] = ()
+
+    def add(self, affix: str, glob: _Glob) -> None:
+        self._by_affix.setdefault(affix, []).append(glob)
+
+    def freeze(self) -> None:
+        self._lengths = tuple(sorted({len(affix) for affix in self._by_affix}))
+
+    def candidates(self, model: str) -> Iterator[_Glob]:
+        for length in self._lengths:
+            if length > len(model):
+                return
+            yield from self._by_affix.get(model[-length:] if self._suffix else model[:length], ())
 
 
 def slots_of(budget: Budget) -> tuple[Slot, ...]:
@@ -83,9 +173,17 @@ def _key(budget: Budget, limit: Limit) -> str:
     return f"{{{budget.tenant}}}:b:{_ident(budget)}:{limit.value}"
 
 
-def _matches(budget: Budget, key_name: str, model: str, domain: Domain) -> bool:
-    return (
-        (budget.key is None or budget.key == key_name)
-        and (budget.model is None or fnmatch.fnmatchcase(model, budget.model))
-        and (budget.domain is None or budget.domain is domain)
-    )
+def literal_prefix(pattern: str) -> str:
+    """What every name a glob matches starts with."""
+    for i, c in enumerate(pattern):
+        if c in "*?[":
+            return pattern[:i]
+    return pattern
+
+
+def literal_suffix(pattern: str) -> str:
+    """What every name a glob matches ends with (``]`` ends a bracket, so it ends the suffix)."""
+    for i in range(len(pattern) - 1, -1, -1):
+        if pattern[i] in "*?[]":
+            return pattern[i + 1:]
+    return pattern
