@@ -4,6 +4,7 @@ then resolve the model to the tenant's allow-list, an upstream and a price."""
 from __future__ import annotations
 
 import fnmatch
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,7 @@ from gateway.cost.pricing import Price, PriceTable
 from gateway.errors import Forbidden, InvalidRequest, ModelNotPriced, NotFound
 from gateway.proxy.auth import Principal
 from gateway.proxy.endpoints import Endpoint
+from gateway.settings.checks import unprintable
 from gateway.settings.schema import TenantSettings, UpstreamSettings
 
 MAX_DEPTH = 255
@@ -26,6 +28,10 @@ _REQUIRED: dict[Endpoint, tuple[str, tuple[type, ...]]] = {
     Endpoint.EMBEDDINGS: ("input", (str, list)),
     Endpoint.RESPONSES: ("input", (str, list)),
 }
+
+IDENTIFIERS = ("model", "service_tier", "previous_response_id")
+"""The names the gateway reads from a body (to price, route, bound and own a request): a
+control character in one is refused, never priced by a glob, logged or forwarded."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,22 +106,62 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         raise InvalidRequest(
             f"The request body must be a JSON object, not a JSON {_json_type(body)}."
         )
-    _check_depth(raw, body)
+    _check_unique_keys(raw, _written(body))
     return body
 
 
-def _check_depth(raw: bytes, body: dict[str, Any]) -> None:
-    """orjson reads any depth but writes at most ``MAX_DEPTH``: a body it cannot write back is
-    refused here, before any stage holds a reservation for it. Bodies with fewer brackets than
-    that (nearly all) are not walked at all."""
-    if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
-        return
+def _written(body: dict[str, Any]) -> bytes:
+    """The body as orjson writes it back. orjson reads any depth but writes at most
+    ``MAX_DEPTH``: a body it cannot write back is refused here, before any stage holds a
+    reservation for it."""
     try:
-        orjson.dumps(body)
+        return orjson.dumps(body)
     except orjson.JSONEncodeError:
         raise InvalidRequest(
             f"The request body is nested too deeply (more than {MAX_DEPTH} levels)."
         ) from None
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def _check_unique_keys(raw: bytes, written: bytes) -> None:
+    """A key twice in one object (at any depth) is refused: orjson keeps the last value, while
+    the raw bytes go upstream, where another parser may keep the first.
+
+    orjson cannot tell, but what it writes back has each key once. A body that is byte for
+    byte what orjson writes (most SDKs' compact JSON) has no duplicate. Otherwise: every key is
+    followed by one colon, in the body and in what orjson writes, and colons inside strings
+    are written as they are; a dropped duplicate takes its colon (and its value's) with it. So
+    with as many colons on both sides and none escaped (``\\u003a``), there is no duplicate.
+    Only then (a duplicate, or an escaped colon) does the json module read the body again,
+    handing over each object's pairs before they become a dict, to find the key."""
+    if written == raw or (raw.count(b":") == written.count(b":") and b"\\u003" not in raw):
+        return
+    try:
+        json.loads(raw, object_pairs_hook=_unique_pairs, parse_int=_ignored,
+                   parse_float=_ignored, parse_constant=_ignored)
+    except _DuplicateKey as dup:
+        key = dup.key
+        named = f"'{key}'" if len(key) <= 64 and not unprintable(key) else "a key"
+        raise InvalidRequest(
+            f"The request body has {named} more than once in one object; JSON parsers "
+            "disagree on which value counts, so send each key once."
+        ) from None
+    except ValueError:  # what orjson read, the json module should too: refused all the same
+        raise InvalidRequest("The request body is not valid JSON.") from None
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> None:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise _DuplicateKey(next(key for i, key in enumerate(keys) if key in keys[:i]))
+
+
+def _ignored(_: str) -> None:
+    return None
 
 
 def resolve(
@@ -127,9 +173,19 @@ def resolve(
         raise InvalidRequest(
             "you must provide a model parameter (a non-empty string).", param="model"
         )
+    _check_identifiers(body)
     _check_types(endpoint, body)
     upstream, price = router.route(principal, model)
     return Target(endpoint, model, body, raw, body.get("stream") is True, upstream, price)
+
+
+def _check_identifiers(body: Mapping[str, Any]) -> None:
+    for name in IDENTIFIERS:
+        value = body.get(name)
+        problem = unprintable(value) if isinstance(value, str) else None
+        if problem is not None:
+            raise InvalidRequest(f"Invalid '{name}': {problem}.", param=name,
+                                 code="invalid_value")
 
 
 # A Responses request may take all its input from a stored prompt or an earlier turn.

@@ -271,24 +271,22 @@ INJECTED = ["gpt-4o-2024-\r\nX-Evil: 1", "gpt-4o-2024-\nX-Evil: 1", "gpt-4o-2024
 
 
 @pytest.mark.parametrize("model", INJECTED, ids=["crlf", "lf", "cr", "response splitting"])
-async def test_header_injection_in_the_model_name_stays_in_the_body(
+async def test_header_injection_in_the_model_name_is_refused(
     gateway: MakeHarness, model: str
 ) -> None:
-    """globex may use any model and ``gpt-4o-2024-*`` is priced, so this one is forwarded:
-    the name travels in the JSON body only, never as a header either way."""
+    """globex may use any model and ``gpt-4o-2024-*`` would price this one: a control
+    character in a model name is a 400 all the same, before pricing, and the upstream never
+    sees it; nothing of it reaches a header of the answer."""
     gw = await gateway()
     TRIED.append(f"header injection in the model name: {model!r}")
-    resp = await gw.post("/chat/completions", {**CHAT, "model": model}, key="other")
-    assert resp.status < 500, await resp.text()
-    await resp.read()
-    assert "x-evil" not in {h.lower() for h in resp.headers}
-    assert all("\n" not in v and "\r" not in v for v in resp.headers.values())
-    seen = gw.stats.last_request
-    assert seen is not None and seen["body"]["model"] == model
-    assert "x-evil" not in seen["headers"]
+    for key in ("other", "ci"):  # acme's allow-list would refuse it too: the 400 comes first
+        resp = await gw.post("/chat/completions", {**CHAT, "model": model}, key=key)
+        error = await assert_refused(gw, resp, 400)
+        assert error["param"] == "model" and "U+000" in error["message"]
+        assert "X-Evil" not in error["message"]
+        assert "x-evil" not in {h.lower() for h in resp.headers}
+        assert all("\n" not in v and "\r" not in v for v in resp.headers.values())
     await assert_metered(gw)
-    acme = await gw.chat(model=model)  # acme's allow-list refuses it before the upstream
-    assert acme.status == 403 and "x-evil" not in {h.lower() for h in acme.headers}
 
 
 # -- paths -----------------------------------------------------------------------------------
