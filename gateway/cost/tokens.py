@@ -14,6 +14,7 @@ import functools
 import gzip
 import hashlib
 import importlib.resources
+import re
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -82,6 +83,11 @@ class TiktokenEncoder:
         self._core = encoding._core_bpe
 
     def count(self, text: str) -> int:
+        if len(text) > LONG_PIECE and _has_long_piece(text):
+            # BPE is superlinear in a piece's length (a run with no whitespace): 200 KB of one
+            # letter takes ~100 ms. A tenant could burn a core per request with such text, so
+            # it is bounded by its UTF-8 length instead: no token is shorter than a byte.
+            return len(text.encode("utf-8", "surrogatepass"))
         # encode_ordinary: user text may legitimately contain "<|endoftext|>", which plain
         # encode() refuses; the upstream counts it as ordinary text too.
         try:
@@ -89,6 +95,15 @@ class TiktokenEncoder:
         except UnicodeEncodeError:  # lone surrogates: counted as tiktoken itself would
             text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
             return len(self._core.encode_ordinary(text))
+
+
+LONG_PIECE = 4_096
+"""Characters without whitespace past which text is bounded by its bytes, not tokenized."""
+_LONG_PIECE = re.compile(r"\S{" + str(LONG_PIECE + 1) + "}")
+
+
+def _has_long_piece(text: str) -> bool:
+    return _LONG_PIECE.search(text) is not None
 
 
 class FallbackEncoder:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -303,6 +303,7 @@ async def estimate(
     defaults: Defaults,
     *,
     prior: int | None = None,
+    offload: Callable[..., Awaitable[int]] | None = None,
     offload_above_chars: int = 32_768,
 ) -> Estimate:
     """Count on the event loop when it is quick, on a worker thread when it is not.
@@ -318,7 +319,7 @@ async def estimate(
     encoder, tally = _gather(endpoint, body)
     image = image_most(model)
     if encoder.exact and tally.chars > offload_above_chars:
-        visible = await asyncio.to_thread(tally.count, encoder, image)
+        visible = await (offload or asyncio.to_thread)(tally.count, encoder, image)
     else:
         visible = tally.count(encoder, image)
     if tally.prior:

@@ -16,12 +16,12 @@ import asyncio
 import contextlib
 import contextvars
 import ctypes
-import functools
 import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from types import TracebackType
+from typing import Any
 
 from aiohttp import web
 
@@ -38,8 +38,6 @@ log = logging.getLogger(__name__)
 
 _WATCH_S = 0.1  # how often the connections of held requests are checked
 _RETRY_CONCURRENT_S = "1"  # a request in flight may end at any moment
-_RELEASE_AFTER_S = 0.5  # by then the dropped requests' handlers have unwound, bodies freed
-_RELEASE_EVERY_S = 5.0  # at most this often (one release takes ~30 ms for 300 MB)
 
 Gone = Callable[[], bool]
 
@@ -78,31 +76,32 @@ class Counter:
         self.total -= 1
 
 
-def malloc_trim() -> Callable[[], object] | None:
-    """glibc's ``malloc_trim(0)``, where there is one: hands freed heap pages back to the OS.
-    glibc keeps what is freed inside its heaps for reuse, so after a burst of large bodies is
-    dropped, RSS would otherwise stay at its peak (reused later, not leaked, yet not given
-    back: 300 x 500 KB dropped kept ~310 MB)."""
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+_MMAP_THRESHOLD = 128 * 1024
+
+
+def large_allocations_returned() -> None:
+    """glibc keeps freed heap memory for reuse, so after a burst of large bodies is dropped RSS
+    stays at its peak (300 x 500 KB dropped kept ~310 MB). A fixed mmap threshold puts every
+    block of 128 KiB or more (bodies, their parsed text) in its own mapping, given back to the
+    OS the moment it is freed, with no periodic ``malloc_trim`` (which stalls every other
+    thread's allocations for tens of milliseconds). Where there is no glibc, nothing changes."""
     try:
-        trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+        mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
     except (OSError, TypeError):  # no C library to open by name (Windows)
-        return None
-    return None if trim is None else functools.partial(trim, 0)
+        return
+    if mallopt is not None:
+        mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
 
 
 class Departures:
     """Wakes held requests whose clients have gone: one task polls every watched connection
-    while any is watched, and ends when none is. Once requests have been dropped, ``release``
-    (``malloc_trim``) gives their bodies' memory back."""
+    while any is watched, and ends when none is."""
 
-    def __init__(self, interval_s: float = _WATCH_S,
-                 release: Callable[[], object] | None = None) -> None:
+    def __init__(self, interval_s: float = _WATCH_S) -> None:
         self._interval_s = interval_s
-        self._release = release
         self._watched: dict[asyncio.Future[None], Gone] = {}
         self._task: asyncio.Task[None] | None = None
-        self._releasing: asyncio.TimerHandle | None = None
-        self._released_at = -math.inf
 
     def __len__(self) -> int:
         return len(self._watched)
@@ -125,25 +124,8 @@ class Departures:
                 if gone():
                     del self._watched[left]
                     left.set_result(None)
-                    self._release_later()
-
-    def _release_later(self) -> None:
-        """One release for a burst of departures, once their handlers have let go; in a
-        thread, as it takes a few tens of milliseconds."""
-        if self._release is None or self._releasing is not None:
-            return
-        loop = asyncio.get_running_loop()
-        delay = max(_RELEASE_AFTER_S, self._released_at + _RELEASE_EVERY_S - loop.time())
-        self._releasing = loop.call_later(delay, self._release_now, loop)
-
-    def _release_now(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._releasing, self._released_at = None, loop.time()
-        if self._release is not None:
-            loop.run_in_executor(None, self._release)
 
     async def close(self) -> None:
-        if self._releasing is not None:
-            self._releasing.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -157,7 +139,9 @@ class Gate:
         self.clock = clock
         self.concurrent = Counter()
         self.held = Counter()
-        self.departures = departures or Departures(release=malloc_trim())
+        large_allocations_returned()
+        self.departures = departures or Departures()
+        self._counting: dict[str, tuple[asyncio.Lock, int]] = {}
 
     @contextlib.contextmanager
     def enter(self, tenant: str, limits: LimitSettings) -> Iterator[None]:
@@ -175,6 +159,24 @@ class Gate:
 
     def hold(self, tenant: str, limits: LimitSettings, gone: Gone) -> Hold:
         return Hold(self, tenant, limits, gone)
+
+    async def offload(self, tenant: str, func: Callable[..., int], *args: Any) -> int:
+        """Counts a large body on a worker thread, one at a time per tenant: a tenant that
+        sends costly text (long runs the BPE is slow on) uses one core's worth, never the
+        whole pool, and other tenants' requests keep their latency."""
+        lock, users = self._counting.get(tenant, (None, 0))
+        if lock is None:
+            lock = asyncio.Lock()
+        self._counting[tenant] = (lock, users + 1)
+        try:
+            async with lock:
+                return await asyncio.to_thread(func, *args)
+        finally:
+            lock, users = self._counting[tenant]
+            if users == 1:
+                del self._counting[tenant]  # bounded by the tenants counting right now
+            else:
+                self._counting[tenant] = (lock, users - 1)
 
     async def close(self) -> None:
         await self.departures.close()

@@ -84,7 +84,8 @@ class Pipeline:
         prior = await self._owners.prior_context(principal, target.body,
                                                  runtime.settings.on_store_error)
         estimate = await estimate_stage.estimate(
-            endpoint, target.body, target.price, runtime.defaults, prior=prior
+            endpoint, target.body, target.price, runtime.defaults, prior=prior,
+            offload=functools.partial(self.gate.offload, principal.tenant),
         )
         timeout_s = target.upstream.timeout_s
         ask = Ask(  # reserved after any hold; a background response also while it is followed

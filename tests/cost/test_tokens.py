@@ -143,3 +143,14 @@ def test_fallback_is_an_upper_bound_on_every_shipped_vocabulary() -> None:
     for _ in range(200):
         text = "".join(rng.choices(alphabet, k=rng.randrange(0, 300)))
         assert all(FallbackEncoder().count(text) >= e.count(text) for e in exact)
+
+
+def test_text_with_a_very_long_piece_is_bounded_by_its_bytes() -> None:
+    """BPE is superlinear in a piece without whitespace: such text is bounded by its UTF-8
+    length (never below the exact count) instead of costing a core for each request."""
+    encoder = encoder_for("gpt-4o")
+    pathological = "x" * 200_000
+    assert encoder.count(pathological) == 200_000
+    assert encoder.count("é" * 5_000) == 10_000
+    prose = "budgets hold. " * 2_000
+    assert encoder.count(prose) < len(prose) // 2  # ordinary text is still counted exactly
