@@ -77,15 +77,16 @@ class Counter:
 
 
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
-_MMAP_THRESHOLD = 128 * 1024
+_MMAP_THRESHOLD = 64 * 1024
 
 
 def large_allocations_returned() -> None:
     """glibc keeps freed heap memory for reuse, so after a burst of large bodies is dropped RSS
     stays at its peak (300 x 500 KB dropped kept ~310 MB). A fixed mmap threshold puts every
-    block of 128 KiB or more (bodies, their parsed text) in its own mapping, given back to the
-    OS the moment it is freed, with no periodic ``malloc_trim`` (which stalls every other
-    thread's allocations for tens of milliseconds). Where there is no glibc, nothing changes."""
+    block of 64 KiB or more (bodies, the chunks they are read in, their parsed text) in its
+    own mapping, given back to the OS the moment it is freed, with no periodic
+    ``malloc_trim`` (which stalls other threads' allocations for tens of milliseconds).
+    Where there is no glibc, nothing changes."""
     try:
         mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
     except (OSError, TypeError):  # no C library to open by name (Windows)
