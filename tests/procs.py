@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -100,3 +101,15 @@ def gateway_process(config: Path, log: Path, *extra: str,
     args = ["serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port), *extra]
     with running(args, port, "/healthz", log, env) as proc:
         yield proc
+
+
+def rss_mb(pid: int) -> float:
+    """A process's resident memory, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def p99(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100)[98]

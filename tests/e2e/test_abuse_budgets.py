@@ -34,7 +34,7 @@ from gateway.proxy.auth import Principal
 from gateway.proxy.budget_index import BudgetIndex, Slot, slots_of
 from gateway.settings.schema import Role
 from tests import leaks
-from tests.procs import Proc, gateway_process, mock_upstream
+from tests.procs import Proc, gateway_process, mock_upstream, p99
 
 QUIET = "sk-budgets-quiet-0123456789abcdef"
 HOSTILE = "sk-budgets-hostile-0123456789abcdef"
@@ -153,9 +153,6 @@ async def measure(url: str, api_budgets: bool) -> tuple[list[float], int, int | 
             await asyncio.gather(*loops)
     return quiet, sum(sent), over_cap
 
-
-def p99(values: list[float]) -> float:
-    return statistics.quantiles(values, n=100)[98]
 
 
 def figures(values: list[float]) -> str:

@@ -23,7 +23,7 @@ import pytest
 
 from gateway.proxy.endpoints import Endpoint
 from gateway.proxy.estimate import count_input_tokens
-from tests.procs import Proc, gateway_process, mock_upstream
+from tests.procs import Proc, gateway_process, mock_upstream, p99, rss_mb
 
 QUIET = "sk-quiet-tenant-0123456789abcdef"
 BENIGN = "sk-benign-tenant-0123456789abcdef"
@@ -74,12 +74,6 @@ budgets:
 """
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
-
 
 async def quiet_latencies(session: aiohttp.ClientSession, url: str) -> list[float]:
     out = []
@@ -92,9 +86,6 @@ async def quiet_latencies(session: aiohttp.ClientSession, url: str) -> list[floa
         out.append((time.perf_counter() - started) * 1000)
     return out
 
-
-def p99(values: list[float]) -> float:
-    return statistics.quantiles(values, n=100)[98]
 
 
 class Hostile:

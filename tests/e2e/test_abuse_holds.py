@@ -23,7 +23,7 @@ import orjson
 import pytest
 
 from tests import leaks
-from tests.procs import Proc, gateway_process, mock_upstream
+from tests.procs import Proc, gateway_process, mock_upstream, rss_mb
 
 TENANTS = ("a", "b", "c")
 SECRETS = {t: f"sk-e2e-holds-{t}-0123456789" for t in TENANTS}
@@ -130,12 +130,6 @@ async def until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> float
         await asyncio.sleep(0.02)
     return time.perf_counter() - started
 
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 async def test_held_requests_are_bounded_per_tenant_and_in_all(tmp_path: Path) -> None:

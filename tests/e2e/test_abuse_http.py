@@ -21,7 +21,6 @@ import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -34,7 +33,7 @@ from gateway.log import JsonFormatter
 from gateway.proxy.auth import Keyring
 from gateway.settings.schema import KeySettings, LimitSettings, TenantSettings
 from tests import leaks
-from tests.procs import Proc, gateway_process, mock_upstream
+from tests.procs import Proc, gateway_process, mock_upstream, rss_mb
 
 SECRET = "sk-e2e-http-layer-0123456789abcdef"
 leaks.SECRETS.add(SECRET)
@@ -142,12 +141,6 @@ async def still_serves(gw: Proc) -> float:
     assert answer.status == 200, answer.raw[:300]
     return time.monotonic() - started
 
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 # -- slow clients ----------------------------------------------------------------------------

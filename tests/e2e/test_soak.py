@@ -29,7 +29,7 @@ from gateway.proxy.endpoints import Endpoint
 from gateway.proxy.estimate import count_input_tokens
 from gateway.store.redis import RedisStore
 from tests import leaks
-from tests.procs import Proc, gateway_process, mock_upstream
+from tests.procs import Proc, gateway_process, mock_upstream, rss_mb
 from tests.servers import redis_server
 
 REQUESTS = int(os.environ.get("SOAK_REQUESTS", "20000"))
@@ -141,12 +141,6 @@ class Tally:
     lost_input: int = 0  # what the lost answers' reservations held, charged in full
     lost_output: int = 0
 
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(f"no VmRSS for {pid}")
 
 
 async def one(session: aiohttp.ClientSession, url: str, kind: Kind, tenant: str,
