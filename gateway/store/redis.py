@@ -7,9 +7,11 @@ tag ``{tenant}``, so a tenant's budgets live in one cluster slot and scripts sta
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from importlib import resources
 from typing import Any
 
@@ -120,12 +122,16 @@ class RedisStore:
         self._settle = client.register_script(_script("settle.lua"))
         self._peek = client.register_script(_script("peek.lua"))
         self._mark = client.register_script(_script("mark.lua"))
-        self.definitions: BudgetDefinitions = RedisBudgetDefinitions(client)
+        self.definitions: BudgetDefinitions = RedisBudgetDefinitions(client, self._guarded)
         self.objects: ObjectOwners = RedisObjects(client, self._guarded)
         self.failures: Counter[str] = Counter()
         self._held: dict[str, float] = {}  # this instance's reservations: id -> expires_at
         # a cluster pipelines per node already; coalescing is for one server
         self._batch = Coalescer(client) if isinstance(client, aioredis.Redis) else None
+        # redis-py's cluster client fails at once past its connections per node (with an empty
+        # message); calls wait for a free slot instead, as the single server's blocking pool
+        self._slots = None if self._batch is not None else asyncio.Semaphore(_POOL_SIZE)
+        # (definitions and objects call through _guarded, so they wait for a slot too)
         self._tenants: set[str] = set()
 
     @classmethod
@@ -295,9 +301,30 @@ class RedisStore:
 
     async def _guarded(self, operation: str, awaitable: Any) -> Any:
         """Redis failures leave the store as StoreError (counted per operation, for metrics);
-        on_store_error decides from there."""
+        on_store_error decides from there. The error names its kind: some say nothing else."""
         try:
-            return await awaitable
+            if self._slots is None:
+                return await awaitable
+            async with self._slot(awaitable):
+                return await awaitable
         except (RedisError, OSError) as exc:
             self.failures[operation] += 1
-            raise StoreError(f"redis: {exc}") from exc
+            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            raise StoreError(f"redis {reason}") from exc
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, awaitable: Any) -> AsyncIterator[None]:
+        assert self._slots is not None
+        try:
+            async with asyncio.timeout(_POOL_WAIT_S):
+                await self._slots.acquire()
+        except TimeoutError:
+            close = getattr(awaitable, "close", None)  # never started: no "never awaited"
+            if close is not None:
+                close()
+            raise redis_errors.ConnectionError(
+                f"no cluster connection free within {_POOL_WAIT_S:g} s") from None
+        try:
+            yield
+        finally:
+            self._slots.release()

@@ -8,6 +8,7 @@ slot); each operation is one Lua script: one round trip, atomic, on Redis and Re
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 
@@ -38,9 +39,24 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+Guard = Callable[[str, Any], Awaitable[Any]]
+
+
+async def _unguarded(operation: str, awaitable: Any) -> Any:
+    """Redis failures leave as StoreError, like the rest of the store."""
+    try:
+        return await awaitable
+    except (RedisError, OSError) as exc:
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise StoreError(f"redis {reason}") from exc
+
+
 class RedisBudgetDefinitions:
-    def __init__(self, client: aioredis.Redis | RedisCluster) -> None:
+    def __init__(self, client: aioredis.Redis | RedisCluster, guarded: Guard | None = None
+                 ) -> None:
+        """``guarded``: the store's way of making a call (its connection bound, its counts)."""
         self._redis = client
+        self._guard = guarded or _unguarded
         self._put = client.register_script(_script("budget_put.lua"))
         self._delete = client.register_script(_script("budget_delete.lua"))
         self._list = client.register_script(_script("budget_list.lua"))
@@ -65,11 +81,7 @@ class RedisBudgetDefinitions:
         return int(await self._guarded(self._redis.hget(_keys(tenant)[0], "_v")) or 0)
 
     async def _guarded(self, awaitable: Any) -> Any:
-        """Redis failures leave as StoreError, like the rest of the store."""
-        try:
-            return await awaitable
-        except (RedisError, OSError) as exc:
-            raise StoreError(f"redis: {exc}") from exc
+        return await self._guard("budgets", awaitable)
 
 
 def _budget(tenant: str, budget_id: str, value: bytes | str) -> Budget:

@@ -205,15 +205,12 @@ async def test_budgets_hold_against_the_worst_upstream(
                 ledger = await mock_ledger(session, mock)
             log = gw.output()
     figures = []
-    # Issue 14: past its connection bound the cluster client fails at once (503, fail closed)
-    # instead of waiting; budgets must hold all the same.
-    cluster = store_url.startswith("redis+cluster")
     for kind in KINDS:
         got = statuses[kind.name]
         ok = 504 if kind.lost else 200
         admitted = got.count(ok)
-        assert set(got) <= {ok, 429, *([503] if cluster else [])}, (kind.name, sorted(set(got)))
-        assert cluster or admitted >= FITS, (kind.name, admitted)
+        assert set(got) <= {ok, 429}, (kind.name, sorted(set(got)))  # no 503 on any store
+        assert admitted >= FITS, (kind.name, admitted)
         charged = round(reports[kind.name]["total_cost"] * 1e9)
         assert charged <= limits[kind.name], kind.name
         for budget in statuses_after[kind.name]["budgets"]:
@@ -229,7 +226,7 @@ async def test_budgets_hold_against_the_worst_upstream(
     assert unbounded == [], "every upstream request carries the bounds reserved for it"
     searching = [e for e in entries if e["path"] == Endpoint.RESPONSES.value
                  and e["model"] == "gpt-5" and e.get("max_tool_calls") is not None]
-    assert searching or statuses["web-search"].count(200) == 0, "searches carry max_tool_calls"
+    assert searching, "the web search requests carried max_tool_calls"
     total_charged = sum(round(r["total_cost"] * 1e9) for r in reports.values())
     billed = sum(billed_nano(e) for e in entries if e["billed"] is not None)
     # lost answers are charged their reservation, which covers what the mock billed for them
