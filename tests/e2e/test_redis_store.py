@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from gateway.cost.model import Filter
 from gateway.cost.windows import HOUR
@@ -22,7 +23,7 @@ from gateway.store.base import Line
 from gateway.store.redis import RedisStore
 from tests import leaks
 from tests.procs import Proc, free_port, gateway_process, mock_upstream, stop
-from tests.servers import start_redis
+from tests.servers import redis_cluster, redis_server, start_redis
 
 SECRET = "sk-e2e-redis-tenant"
 ADMIN_SECRET = "sk-e2e-redis-tenant-admin"
@@ -105,18 +106,35 @@ def redis(tmp: Path, port: int) -> Iterator[Any]:
         stop(proc)
 
 
-async def test_two_gateways_one_redis_exactly_fifty_of_four_hundred(tmp_path: Path) -> None:
-    redis_port = free_port()
-    with mock_upstream(tmp_path) as mock, redis(tmp_path, redis_port):
+@contextlib.contextmanager
+def shared_store(tmp: Path, kind: str) -> Iterator[str]:
+    if kind == "redis":
+        with redis_server(tmp) as url:
+            yield url
+    else:
+        with redis_cluster(tmp) as url:
+            yield url
+
+
+@pytest.mark.parametrize("kind", ["redis", "redis-cluster"])
+async def test_two_gateways_one_store_exactly_fifty_of_four_hundred(
+    tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two instances x 200 in flight against a budget for exactly 50, on one Redis and on a
+    3-node cluster alike: 50 admitted, 350 denied, no 503, no transport error."""
+    with mock_upstream(tmp_path) as mock, shared_store(tmp_path, kind) as store:
         per = await per_request_tokens(mock.url)
-        store = f"redis://127.0.0.1:{redis_port}/0"
         configs = [write_config(tmp_path / f"g{i}.yaml", mock.url, store, 50 * per)
                    for i in range(2)]
         with gateways(tmp_path, configs) as procs:
             statuses = await post_many([p.url for p in procs], 400)
         stats = await mock_stats(mock.url)
         spent = await RedisStore.from_url(store).query(Filter(tenant_id="shared"))
-    assert statuses.count(200) == 50 and statuses.count(429) == 350
+    counts = collections.Counter(statuses)
+    with capsys.disabled():
+        print(f"\n[{kind}] 2 gateways x 200 in flight, budget for 50: {counts[200]} admitted, "
+              f"{counts[429]} x 429, {counts[503]} x 503, {counts[0]} transport errors")
+    assert counts == {200: 50, 429: 350}
     assert stats["requests"] == {"/chat/completions": 50}
     assert spent.entry_count == 50
     assert spent.total_input_tokens + spent.total_output_tokens == 50 * per
