@@ -166,6 +166,7 @@ def _store(top: Fields) -> str | None:
     if parts.scheme != "memory":
         if not parts.netloc:
             top.error("store", "expected a host, as in redis://127.0.0.1:6379/0")
+        _store_bound(top, parse_qs(parts.query, keep_blank_values=True))
         return value
     options = parse_qs(parts.query, keep_blank_values=True)
     if parts.netloc or parts.path or parts.fragment or set(options) - {"persist"}:
@@ -173,6 +174,19 @@ def _store(top: Fields) -> str | None:
     elif "persist" in options and not all(options["persist"]):
         top.error("store", "persist= needs a file path")
     return value
+
+
+def _store_bound(top: Fields, options: Mapping[str, list[str]]) -> None:
+    """``max_connections`` (a whole number >= 1) and ``wait_s`` (seconds > 0) on a Redis URL."""
+    for name, kind in (("max_connections", int), ("wait_s", float)):
+        for given in options.get(name, ()):
+            try:
+                ok = kind(given) > 0
+            except ValueError:
+                ok = False
+            if not ok:
+                what = "a whole number >= 1" if kind is int else "a number of seconds > 0"
+                top.error("store", f"{name}= expects {what}, got {given!r}")
 
 
 def _http_url(fields: Fields, name: str, *, query_ok: bool) -> str | None:

@@ -12,8 +12,10 @@ import contextlib
 import math
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import hiredis
 import orjson
@@ -39,6 +41,27 @@ _ROLLUP_KEEP_S = 400 * 86_400
 _TENANTS_KEY = "gateway:tenants"
 _POOL_SIZE = 64
 _POOL_WAIT_S = 5.0
+BOUND_PARAMETERS = ("max_connections", "wait_s")  # the store URL's own, for both kinds
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """How many calls may be in flight to the store at once, and how long one waits for its
+    turn before it is a store error: ``?max_connections=64&wait_s=5`` on the store URL."""
+
+    max_connections: int = _POOL_SIZE
+    wait_s: float = _POOL_WAIT_S
+
+    @classmethod
+    def from_url(cls, url: str) -> tuple[str, Bound]:
+        """The URL without the bound's parameters (redis-py reads the rest), and the bound."""
+        parts = urlsplit(url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        ours = dict(q for q in query if q[0] in BOUND_PARAMETERS)
+        rest = urlencode([q for q in query if q[0] not in BOUND_PARAMETERS])
+        bound = cls(int(ours.get("max_connections", _POOL_SIZE)),
+                    float(ours.get("wait_s", _POOL_WAIT_S)))
+        return urlunsplit(parts._replace(query=rest)), bound
 # a pooled connection that died with a restarted Redis is retried on a fresh one, and so is a
 # Redis still loading its data; a Redis that stays away fails in well under a second
 _RETRIES: dict[str, Any] = {
@@ -114,7 +137,8 @@ def _rows(tenant: str, hour: int, table: dict[bytes, bytes]) -> list[RollupRow]:
 
 class RedisStore:
     def __init__(
-        self, client: aioredis.Redis | RedisCluster, *, max_entries: int = 100_000
+        self, client: aioredis.Redis | RedisCluster, *, max_entries: int = 100_000,
+        bound: Bound = Bound(),
     ) -> None:
         self._redis = client
         self._max_entries = max_entries
@@ -130,19 +154,25 @@ class RedisStore:
         self._batch = Coalescer(client) if isinstance(client, aioredis.Redis) else None
         # redis-py's cluster client fails at once past its connections per node (with an empty
         # message); calls wait for a free slot instead, as the single server's blocking pool
-        self._slots = None if self._batch is not None else asyncio.Semaphore(_POOL_SIZE)
+        self._slots = (None if self._batch is not None
+                       else asyncio.Semaphore(bound.max_connections))
+        self._wait_s = bound.wait_s
         # (definitions and objects call through _guarded, so they wait for a slot too)
         self._tenants: set[str] = set()
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisStore:
-        """``redis://``, ``rediss://`` or ``redis+cluster://host:port`` (any one node)."""
+        """``redis://``, ``rediss://`` or ``redis+cluster://host:port`` (any one node), each
+        with an optional ``max_connections`` and ``wait_s`` (see ``Bound``)."""
+        url, bound = Bound.from_url(url)
         if url.startswith("redis+cluster://"):
             node = "redis://" + url.removeprefix("redis+cluster://")
-            return cls(RedisCluster.from_url(node, **_RETRIES), **kwargs)
+            client = RedisCluster.from_url(node, max_connections=bound.max_connections,
+                                           **_RETRIES)
+            return cls(client, bound=bound, **kwargs)
         # a burst waits for a pooled connection instead of failing with "too many connections"
         pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=_POOL_SIZE, timeout=_POOL_WAIT_S, **_RETRIES
+            url, max_connections=bound.max_connections, timeout=bound.wait_s, **_RETRIES
         )
         pool.connection_class = hiredis_packing(pool.connection_class)
         return cls(aioredis.Redis(connection_pool=pool), **kwargs)
@@ -316,14 +346,14 @@ class RedisStore:
     async def _slot(self, awaitable: Any) -> AsyncIterator[None]:
         assert self._slots is not None
         try:
-            async with asyncio.timeout(_POOL_WAIT_S):
+            async with asyncio.timeout(self._wait_s):
                 await self._slots.acquire()
         except TimeoutError:
             close = getattr(awaitable, "close", None)  # never started: no "never awaited"
             if close is not None:
                 close()
             raise redis_errors.ConnectionError(
-                f"no cluster connection free within {_POOL_WAIT_S:g} s") from None
+                f"no cluster connection free within {self._wait_s:g} s") from None
         try:
             yield
         finally:

@@ -108,15 +108,15 @@ def redis(tmp: Path, port: int) -> Iterator[Any]:
 
 @contextlib.contextmanager
 def shared_store(tmp: Path, kind: str) -> Iterator[str]:
-    if kind == "redis":
-        with redis_server(tmp) as url:
-            yield url
-    else:
-        with redis_cluster(tmp) as url:
-            yield url
+    """``kind``: redis | redis-cluster, optionally with ``?max_connections=N`` appended (so a
+    small bound is seen to make calls wait, never fail)."""
+    name, _, query = kind.partition("?")
+    with (redis_server(tmp) if name == "redis" else redis_cluster(tmp)) as url:
+        yield url + (f"?{query}" if query else "")
 
 
-@pytest.mark.parametrize("kind", ["redis", "redis-cluster"])
+@pytest.mark.parametrize("kind", ["redis", "redis-cluster", "redis?max_connections=4",
+                                  "redis-cluster?max_connections=4"])
 async def test_two_gateways_one_store_exactly_fifty_of_four_hundred(
     tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -552,3 +552,13 @@ def test_text_yaml_cannot_convert_is_a_config_error_not_a_crash(text: str) -> No
     with pytest.raises(ConfigErrors) as info:
         parse_settings(text, "f.yaml", {})
     assert all(e.file == "f.yaml" and e.field for e in info.value.errors)
+
+
+@pytest.mark.parametrize("query", ["max_connections=0", "max_connections=x", "wait_s=-1",
+                                   "wait_s=soon"])
+def test_a_bad_store_bound_is_a_config_error(query: str) -> None:
+    text = ('store: "redis://127.0.0.1:6379/0?' + query + '"\n'
+            'upstreams:\n  u: {base_url: "http://127.0.0.1:1/v1", api_key: k}\n')
+    with pytest.raises(ConfigErrors) as refused:
+        parse_settings(text, "t.yaml", env={})
+    assert "store" in str(refused.value) and query.split("=")[0] in str(refused.value)

@@ -31,3 +31,11 @@ async def test_an_unreachable_server_is_a_store_error() -> None:
     with pytest.raises(StoreError):
         await definitions.put(Budget(name="n", tenant="t", max_cost_per_day=1.0, id="b1"))
     await client.aclose()
+
+
+def test_the_store_urls_bound_is_read_and_left_out_of_the_url() -> None:
+    from gateway.store.redis import Bound
+
+    url, bound = Bound.from_url("redis://127.0.0.1:6379/0?max_connections=8&wait_s=0.5&db=1")
+    assert (url, bound) == ("redis://127.0.0.1:6379/0?db=1", Bound(8, 0.5))
+    assert Bound.from_url("redis+cluster://h:7000") == ("redis+cluster://h:7000", Bound())
