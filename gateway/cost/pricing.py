@@ -246,11 +246,6 @@ def _leaves(rates: Rates, billed: Billed) -> dict[Item, int] | None:
     return leaves
 
 
-def max_output_within(price: Price, nano: int, input_tokens: int) -> int:
-    """The most output tokens that keep a call's worst (standard tier) cost within ``nano``."""
-    return price.worst(input_tokens).max_output_within(nano, input_tokens)
-
-
 class PriceTable:
     """Exact names first, then globs, the most specific (longest literal prefix) first, then
     ``fallback`` (the shipped price data) for names the table does not have."""
