@@ -25,7 +25,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from aiohttp import hdrs, web
@@ -148,10 +148,19 @@ class GatewayProtocol(web.RequestHandler):
         self._head_tail = b""  # its last bytes: the end of the head may span two reads
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
+        self._body_was_late = False  # its 408 is answered with the rest of the body unread
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._arm_head_timer()
+
+    def close(self) -> None:
+        """aiohttp closes a connection whose body was not all read once the answer is sent;
+        after a late body's 408 the client is likely still sending, so it lingers."""
+        if self._body_was_late and self.transport is not None and not self._force_close:
+            self._linger(self.transport)
+        else:
+            super().close()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         for timer in (self._head_timer, self._body_timer):
@@ -170,8 +179,7 @@ class GatewayProtocol(web.RequestHandler):
             if self._head_too_large(data):  # refused before the parser holds any of it
                 self._refuse(HeadersTooLarge(
                     f"The request's headers are larger than this gateway accepts "
-                    f"({self._max_head} bytes in all, limits.max_header_bytes per line)."),
-                    linger=True)
+                    f"({self._max_head} bytes in all, limits.max_header_bytes per line)."))
                 return
         parsed = self._request_count
         super().data_received(data)
@@ -255,25 +263,33 @@ class GatewayProtocol(web.RequestHandler):
     def _body_late(self, payload: StreamReader) -> None:
         self._body_timer = None
         if not payload.is_eof() and payload.exception() is None:
+            self._body_was_late = True
             payload.set_exception(BodyTimeout(self._limits.body_timeout_s))
 
-    def _refuse(self, error: GatewayError, *, linger: bool = False) -> None:
-        """Answers a request whose head never came whole, and closes the connection. With
-        ``linger``, for a client that is still sending: what it sends is read and dropped for
-        aiohttp's ``lingering_time`` first, as after any answer to an unread body (closing with
-        unread bytes would reset the connection, and the client lose the answer)."""
+    def _refuse(self, error: GatewayError) -> None:
+        """Answers a request whose head never came whole, and closes the connection after
+        lingering: the client may well be still sending it."""
         request_id = f"req_{uuid.uuid4().hex}"
         log.info("%d before the request's head was read: %s", error.status, error.message,
                  extra={FIELDS: {"request_id": request_id}})
         transport = self.transport
         if transport is not None:
             transport.write(raw_response(error, request_id))
-            if linger and transport.can_write_eof():
-                transport.write_eof()  # the answer is whole
-                self.close()  # no more parsing: data_received drops what comes
-                self._loop.call_later(self._lingering_time, self.force_close)
-                return
-        self.force_close()
+            self._linger(transport)
+        else:
+            self.force_close()
+
+    def _linger(self, transport: asyncio.BaseTransport) -> None:
+        """Closes a connection whose client may still be sending, once the answer is written:
+        the answer is ended (half-close), and what the client sends is read and dropped for
+        aiohttp's ``lingering_time`` before the socket is closed. Closing at once with unread
+        bytes would reset the connection, and the client could lose the answer."""
+        stream = cast(asyncio.Transport, transport)  # uvloop's are not asyncio subclasses
+        if stream.can_write_eof():
+            stream.write_eof()
+        super().close()  # no more requests; data_received drops what comes
+        self._force_close = True  # aiohttp's request loop leaves the socket to the timer
+        self._loop.call_later(self._lingering_time, self.force_close)
 
 
 class GatewayServer(web.Server):
