@@ -11,6 +11,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -73,28 +74,90 @@ def _is_free(port: int) -> bool:
         return True
 
 
+@dataclass
+class Cluster:
+    """A running Redis Cluster of primaries, node by node: its URL, and a way to kill one node
+    and start it again on its port with its own data directory (for failover drills)."""
+
+    ports: list[int]
+    options: tuple[str, ...]
+    workdir: Path
+    procs: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        """The ``redis+cluster://`` URL of a running node."""
+        return f"redis+cluster://127.0.0.1:{next(p for p in self.ports if p in self.procs)}"
+
+    @property
+    def seeds_url(self) -> str:
+        """A ``redis+cluster://`` URL naming every node, as an operator would."""
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports)
+
+    def start(self, port: int) -> None:
+        self.procs[port] = start_redis(self.workdir / f"node-{port}", port, *self.options)
+
+    def kill(self, port: int) -> None:
+        """SIGKILL, as a crash: no shutdown save, no goodbye to the other nodes."""
+        proc = self.procs.pop(port)
+        proc.kill()
+        proc.wait(timeout=10)
+
+    def owner(self, key: str) -> int:
+        """The port of the primary serving ``key``'s slot."""
+        cli = require("redis-cli", "apt-get install redis-tools")
+        alive = next(p for p in self.ports if p in self.procs)
+        slot = int(subprocess.run([cli, "-p", str(alive), "cluster", "keyslot", key],
+                                  capture_output=True, text=True, timeout=5, check=True).stdout)
+        out = subprocess.run([cli, "-p", str(alive), "cluster", "nodes"],
+                             capture_output=True, text=True, timeout=5, check=True).stdout
+        for line in out.splitlines():
+            fields = line.split()
+            if "master" not in fields[2]:
+                continue
+            for span in fields[8:]:
+                first, _, last = span.partition("-")
+                if span[0].isdigit() and int(first) <= slot <= int(last or first):
+                    return int(fields[1].split(":")[1].split("@")[0])
+        raise AssertionError(f"no primary serves slot {slot}")
+
+    def wait_ok(self) -> None:
+        """Until every running node says the cluster is ok."""
+        _wait_cluster_ok(require("redis-cli", "apt-get install redis-tools"),
+                         [p for p in self.ports if p in self.procs])
+
+
+@contextlib.contextmanager
+def cluster_nodes(workdir: Path, nodes: int = 3, *options: str, replicas: int = 0
+                  ) -> Iterator[Cluster]:
+    """A throwaway Redis Cluster of ``nodes`` nodes (``replicas`` per primary) started with
+    ``options``."""
+    cli = require("redis-cli", "apt-get install redis-tools")
+    cluster = Cluster([], ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                               *options), workdir)
+    try:
+        for _ in range(nodes):
+            port = _cluster_port()
+            (workdir / f"node-{port}").mkdir()
+            cluster.start(port)
+            cluster.ports.append(port)
+        addresses = [f"127.0.0.1:{p}" for p in cluster.ports]
+        subprocess.run([cli, "--cluster", "create", *addresses, "--cluster-replicas", str(replicas),
+                        "--cluster-yes"], check=True, capture_output=True, timeout=60)
+        cluster.wait_ok()
+        if replicas:
+            _wait_replicas_synced(cli, cluster.ports)
+        yield cluster
+    finally:
+        for proc in cluster.procs.values():
+            stop(proc)
+
+
 @contextlib.contextmanager
 def redis_cluster(workdir: Path, nodes: int = 3) -> Iterator[str]:
     """A throwaway Redis Cluster of ``nodes`` primaries; yields its ``redis+cluster://`` URL."""
-    cli = require("redis-cli", "apt-get install redis-tools")
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        ports = []
-        for _ in range(nodes):
-            port = _cluster_port()
-            node_dir = workdir / f"node-{port}"
-            node_dir.mkdir()
-            procs.append(start_redis(node_dir, port, "--cluster-enabled", "yes",
-                                      "--cluster-config-file", "nodes.conf"))
-            ports.append(port)
-        addresses = [f"127.0.0.1:{p}" for p in ports]
-        subprocess.run([cli, "--cluster", "create", *addresses, "--cluster-replicas", "0",
-                        "--cluster-yes"], check=True, capture_output=True, timeout=60)
-        _wait_cluster_ok(cli, ports)
-        yield f"redis+cluster://127.0.0.1:{ports[0]}"
-    finally:
-        for proc in procs:
-            stop(proc)
+    with cluster_nodes(workdir, nodes) as cluster:
+        yield cluster.url
 
 
 def _wait_cluster_ok(cli: str, ports: list[int]) -> None:
@@ -109,6 +172,21 @@ def _wait_cluster_ok(cli: str, ports: list[int]) -> None:
             return
         time.sleep(0.1)
     raise RuntimeError("redis cluster did not reach cluster_state:ok")
+
+
+def _wait_replicas_synced(cli: str, ports: list[int]) -> None:
+    """Until every replica has its primary's data: one still syncing cannot be promoted."""
+    deadline = time.monotonic() + READY_TIMEOUT_S * 3
+    while time.monotonic() < deadline:
+        infos = [
+            subprocess.run([cli, "-p", str(p), "info", "replication"], capture_output=True,
+                           text=True, timeout=5, check=False).stdout
+            for p in ports
+        ]
+        if all("role:master" in i or "master_link_status:up" in i for i in infos):
+            return
+        time.sleep(0.1)
+    raise RuntimeError("redis cluster replicas did not finish syncing")
 
 
 def _wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:

@@ -45,7 +45,7 @@ class RuntimeGauges:
     reload_failures: Callable[[], int]
     alerts_sent: Callable[[], int]
     alerts_failed: Callable[[], int]
-    store_failures: Callable[[], Mapping[str, int]]
+    store_failures: Callable[[], Mapping[tuple[str, str], int]]
     over_reservation: Callable[[], int] = lambda: 0
     background: Callable[[], int] = lambda: 0
 
@@ -81,10 +81,11 @@ class _RuntimeCollector(Collector):
             "any is a bound that did not hold)", g.over_reservation())
         yield GaugeMetricFamily("gateway_background_responses",
                                 "Background responses followed until they end", g.background())
-        errors = CounterMetricFamily("gateway_store_errors", "Budget store failures by operation",
-                                     labels=["operation"])
-        for operation, count in sorted(g.store_failures().items()):
-            errors.add_metric([operation], count)
+        errors = CounterMetricFamily("gateway_store_errors",
+                                     "Budget store failures by operation and kind",
+                                     labels=["operation", "kind"])
+        for (operation, kind), count in sorted(g.store_failures().items()):
+            errors.add_metric([operation, kind], count)
         yield errors
 
 

@@ -166,6 +166,10 @@ def _store(top: Fields) -> str | None:
     if parts.scheme != "memory":
         if not parts.netloc:
             top.error("store", "expected a host, as in redis://127.0.0.1:6379/0")
+        elif "," in parts.netloc and parts.scheme != "redis+cluster":
+            top.error("store", "several hosts are for redis+cluster:// (one Redis: one host)")
+        elif not all(_host_port(h) for h in parts.netloc.rpartition("@")[2].split(",")):
+            top.error("store", "expected host:port, or for a cluster host:port,host:port,...")
         _store_bound(top, parse_qs(parts.query, keep_blank_values=True))
         return value
     options = parse_qs(parts.query, keep_blank_values=True)
@@ -174,6 +178,13 @@ def _store(top: Fields) -> str | None:
     elif "persist" in options and not all(options["persist"]):
         top.error("store", "persist= needs a file path")
     return value
+
+
+def _host_port(address: str) -> bool:
+    host, colon, port = address.rpartition(":")
+    if not colon:
+        return bool(address)
+    return bool(host) and port.isdigit() and 0 < int(port) < 65_536
 
 
 def _store_bound(top: Fields, options: Mapping[str, list[str]]) -> None:

@@ -99,7 +99,7 @@ class BudgetDefinitions(Protocol):
 class Store(SpendSource, Protocol):
     definitions: BudgetDefinitions
     objects: ObjectOwners  # who created which response, and its context size
-    failures: Counter[str]  # StoreErrors raised so far, by operation
+    failures: Counter[tuple[str, str]]  # StoreErrors raised so far, by operation and kind
 
     async def reserve(
         self, tenant: str, rid: str, lines: Sequence[Line], now: float, ttl_s: float,

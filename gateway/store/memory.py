@@ -127,7 +127,7 @@ class MemoryStore:
         self.objects: ObjectOwners = MemoryObjects()
         self.definitions: BudgetDefinitions = self._budgets  # the same object, as the protocol
         self._rollups: dict[tuple[str, int, str, str], list[int]] = {}
-        self.failures: Counter[str] = Counter()  # in one process nothing fails; kept for metrics
+        self.failures: Counter[tuple[str, str]] = Counter()  # nothing fails here; for metrics
 
     def _state(self, line: Line, now: float) -> LineState:
         state = self._lines.get(line.key)

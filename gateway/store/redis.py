@@ -21,7 +21,7 @@ import hiredis
 import orjson
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
@@ -62,6 +62,20 @@ class Bound:
         bound = cls(int(ours.get("max_connections", _POOL_SIZE)),
                     float(ours.get("wait_s", _POOL_WAIT_S)))
         return urlunsplit(parts._replace(query=rest)), bound
+def cluster_seeds(url: str) -> tuple[str, list[ClusterNode]]:
+    """``redis+cluster://[auth@]host:port,host:port/...``: the first node as a ``redis://`` URL
+    (auth, path and query apply to every node) and the other nodes."""
+    parts = urlsplit(url)
+    auth, _, hosts = parts.netloc.rpartition("@")
+    first, *others = hosts.split(",")
+    seeds = []
+    for other in others:
+        host, _, port = other.rpartition(":")
+        seeds.append(ClusterNode(host.strip("[]"), int(port or 6379)))
+    netloc = f"{auth}@{first}" if auth else first
+    return urlunsplit(parts._replace(scheme="redis", netloc=netloc)), seeds
+
+
 # a pooled connection that died with a restarted Redis is retried on a fresh one, and so is a
 # Redis still loading its data; a Redis that stays away fails in well under a second
 _RETRIES: dict[str, Any] = {
@@ -148,7 +162,7 @@ class RedisStore:
         self._mark = client.register_script(_script("mark.lua"))
         self.definitions: BudgetDefinitions = RedisBudgetDefinitions(client, self._guarded)
         self.objects: ObjectOwners = RedisObjects(client, self._guarded)
-        self.failures: Counter[str] = Counter()
+        self.failures: Counter[tuple[str, str]] = Counter()
         self._held: dict[str, float] = {}  # this instance's reservations: id -> expires_at
         # a cluster pipelines per node already; coalescing is for one server
         self._batch = Coalescer(client) if isinstance(client, aioredis.Redis) else None
@@ -162,13 +176,14 @@ class RedisStore:
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisStore:
-        """``redis://``, ``rediss://`` or ``redis+cluster://host:port`` (any one node), each
-        with an optional ``max_connections`` and ``wait_s`` (see ``Bound``)."""
+        """``redis://``, ``rediss://`` or ``redis+cluster://host:port[,host:port...]`` (one
+        node or several, any of which may be down at start), each with an optional
+        ``max_connections`` and ``wait_s`` (see ``Bound``)."""
         url, bound = Bound.from_url(url)
         if url.startswith("redis+cluster://"):
-            node = "redis://" + url.removeprefix("redis+cluster://")
-            client = RedisCluster.from_url(node, max_connections=bound.max_connections,
-                                           **_RETRIES)
+            node, seeds = cluster_seeds(url)
+            client = RedisCluster.from_url(node, startup_nodes=seeds,
+                                           max_connections=bound.max_connections, **_RETRIES)
             return cls(client, bound=bound, **kwargs)
         # a burst waits for a pooled connection instead of failing with "too many connections"
         pool = aioredis.BlockingConnectionPool.from_url(
@@ -330,7 +345,8 @@ class RedisStore:
         return await self._guarded(operation, script(keys=keys, args=args))
 
     async def _guarded(self, operation: str, awaitable: Any) -> Any:
-        """Redis failures leave the store as StoreError (counted per operation, for metrics);
+        """Redis failures leave the store as StoreError (counted per operation and kind, the
+        exception's class: a set the code bounds, for metrics);
         on_store_error decides from there. The error names its kind: some say nothing else."""
         try:
             if self._slots is None:
@@ -338,8 +354,9 @@ class RedisStore:
             async with self._slot(awaitable):
                 return await awaitable
         except (RedisError, OSError) as exc:
-            self.failures[operation] += 1
-            reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            kind = type(exc).__name__
+            self.failures[operation, kind] += 1
+            reason = f"{kind}: {exc}" if str(exc) else kind
             raise StoreError(f"redis {reason}") from exc
 
     @contextlib.asynccontextmanager

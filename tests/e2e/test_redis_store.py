@@ -27,7 +27,8 @@ from tests.servers import redis_cluster, redis_server, start_redis
 
 SECRET = "sk-e2e-redis-tenant"
 ADMIN_SECRET = "sk-e2e-redis-tenant-admin"
-leaks.SECRETS.update([SECRET, ADMIN_SECRET])
+OPS_TOKEN = "e2e-redis-ops-token-0123456789abcdef"
+leaks.SECRETS.update([SECRET, ADMIN_SECRET, OPS_TOKEN])
 BODY = {"model": "gpt-4o-mini", "max_tokens": 10,
         "messages": [{"role": "user", "content": "count to ten"}]}
 TIMEOUT_S = 2  # upstream timeout: a reservation lives timeout + 60 s
@@ -44,12 +45,13 @@ tenants:
       - {{name: ops, sha256: "{admin_sha}", role: admin}}
 budgets:
   - {{name: cap, tenant: shared, max_tokens_per_hour: {limit}}}
+ops: {{token: "{ops_token}"}}
 """
 
 
 def write_config(path: Path, mock: str, store: str, limit: int, policy: str = "reject") -> Path:
     path.write_text(CONFIG.format(store=store, mock=mock, limit=limit, policy=policy,
-                                  timeout=TIMEOUT_S,
+                                  timeout=TIMEOUT_S, ops_token=OPS_TOKEN,
                                   sha=hashlib.sha256(SECRET.encode()).hexdigest(),
                                   admin_sha=hashlib.sha256(ADMIN_SECRET.encode()).hexdigest()))
     return path

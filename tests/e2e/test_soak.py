@@ -1,4 +1,5 @@
-"""The soak: two gateway processes on one real Redis take a long mixed load (tenants, endpoints,
+"""The soak: two gateway processes on one real Redis, and again on a 3-node Redis Cluster, take a
+long mixed load (tenants, endpoints,
 streaming or not, faults injected at random, clients that give up early), and afterwards the
 ledger is exact: the store holds exactly the usage the mock upstream says it served (reported,
 or produced and counted), no reservation is left, and neither gateway grew.
@@ -30,7 +31,7 @@ from gateway.proxy.estimate import count_input_tokens
 from gateway.store.redis import RedisStore
 from tests import leaks
 from tests.procs import Proc, gateway_process, mock_upstream, rss_mb
-from tests.servers import redis_server
+from tests.servers import redis_cluster, redis_server
 
 REQUESTS = int(os.environ.get("SOAK_REQUESTS", "20000"))
 CLIENTS = 32
@@ -224,7 +225,8 @@ async def settled(gateways: list[Proc]) -> None:
 async def reservations_left(url: str) -> int:
     """Held amounts straight from Redis: reservation ids in the lines' pending hashes (their
     ``_sum`` too) and in their expiry sets (``{tenant}:s:{rid}`` keys are settle markers)."""
-    client = aioredis.from_url(url)
+    client: Any = (aioredis.RedisCluster.from_url(url.replace("redis+cluster", "redis"))
+                   if url.startswith("redis+cluster://") else aioredis.from_url(url))
     try:
         left = 0
         async for key in client.scan_iter(match="*:p"):
@@ -239,12 +241,13 @@ async def reservations_left(url: str) -> int:
 
 
 @contextlib.contextmanager
-def stack(tmp: Path) -> Iterator[tuple[Proc, list[Proc], str]]:
+def stack(tmp: Path, store_kind: str) -> Iterator[tuple[Proc, list[Proc], str]]:
     with contextlib.ExitStack() as stack:
         mock = stack.enter_context(mock_upstream(tmp))
         (tmp / "lost").mkdir(exist_ok=True)
         lost = stack.enter_context(mock_upstream(tmp / "lost"))
-        store = stack.enter_context(redis_server(tmp))
+        servers = redis_server if store_kind == "redis" else redis_cluster
+        store = stack.enter_context(servers(tmp))
         gateways = []
         for i in range(2):
             config = write_config(tmp / f"soak-{i}.yaml", mock.url, lost.url, store)
@@ -253,9 +256,10 @@ def stack(tmp: Path) -> Iterator[tuple[Proc, list[Proc], str]]:
         yield mock, gateways, store
 
 
-async def test_soak_leaves_an_exact_ledger(tmp_path: Path, capsys: pytest.CaptureFixture[str]
-                                           ) -> None:
-    with stack(tmp_path) as (mock, gateways, store):
+@pytest.mark.parametrize("store_kind", ["redis", "redis-cluster"])
+async def test_soak_leaves_an_exact_ledger(tmp_path: Path, store_kind: str,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    with stack(tmp_path, store_kind) as (mock, gateways, store):
         tally = Tally()
         rss: list[list[float]] = []
         started = time.monotonic()
@@ -283,7 +287,8 @@ async def test_soak_leaves_an_exact_ledger(tmp_path: Path, capsys: pytest.Captur
     faults = sum(n for kind, n in tally.by_kind.items() if kind in FAULTS)
     growth = [end - quarter for quarter, end in zip(rss[0], rss[-1], strict=True)]
     with capsys.disabled():
-        print(f"\nsoak: {REQUESTS:,} requests in {elapsed:.0f} s over 2 gateways and 3 tenants, "
+        print(f"\nsoak [{store_kind}]: {REQUESTS:,} requests in {elapsed:.0f} s over 2 gateways "
+              f"and 3 tenants, "
               f"{faults:,} with a fault injected; statuses {dict(sorted(tally.statuses.items()))}"
               f", {tally.gave_up} client timeouts; store {spent.total_input_tokens:,} in / "
               f"{spent.total_output_tokens:,} out tokens, mock {expected_in:,} / "

@@ -85,14 +85,15 @@ async def test_every_metric_moves_after_a_scripted_run(gateway: MakeHarness) -> 
     real_settle = gw.store.settle
 
     async def failing_settle(*args: Any, **kwargs: Any) -> Any:
-        gw.store.failures["settle"] += 1
+        gw.store.failures["settle", "ConnectionError"] += 1
         raise StoreError("connection refused")
 
     gw.store.settle = failing_settle  # type: ignore[method-assign]
     assert (await gw.chat(max_tokens=3)).status == 200
     samples = await scrape(gw)
     assert value(samples, "gateway_config_reload_failures_total") == 1
-    assert value(samples, "gateway_store_errors_total", operation="settle") == 1
+    assert value(samples, "gateway_store_errors_total", operation="settle",
+                 kind="ConnectionError") == 1
     assert value(samples, "gateway_buffered_settlements") == 1
     gw.store.settle = real_settle  # type: ignore[method-assign]
     assert await gw.app[BUFFER].flush() == 1

@@ -562,3 +562,23 @@ def test_a_bad_store_bound_is_a_config_error(query: str) -> None:
     with pytest.raises(ConfigErrors) as refused:
         parse_settings(text, "t.yaml", env={})
     assert "store" in str(refused.value) and query.split("=")[0] in str(refused.value)
+
+
+@pytest.mark.parametrize(("store", "says"), [
+    ("redis://a:6379,b:6379/0", "several hosts are for redis+cluster://"),
+    ("redis+cluster://a:7000,:7001", "host:port"),
+    ("redis+cluster://a:7000,b:port", "host:port"),
+    ("redis+cluster://a:7000,", "host:port"),
+])
+def test_a_bad_store_host_list_is_a_config_error(store: str, says: str) -> None:
+    text = (f'store: "{store}"\n'
+            'upstreams:\n  u: {base_url: "http://127.0.0.1:1/v1", api_key: k}\n')
+    with pytest.raises(ConfigErrors) as refused:
+        parse_settings(text, "t.yaml", env={})
+    assert says in str(refused.value)
+
+
+def test_a_cluster_named_by_several_seed_nodes_is_accepted() -> None:
+    text = ('store: "redis+cluster://10.0.0.1:7000,10.0.0.2:7000?max_connections=8"\n'
+            'upstreams:\n  u: {base_url: "http://127.0.0.1:1/v1", api_key: k}\n')
+    assert parse_settings(text, "t.yaml", env={}).store.startswith("redis+cluster://")
