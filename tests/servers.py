@@ -10,7 +10,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -161,32 +161,31 @@ def redis_cluster(workdir: Path, nodes: int = 3) -> Iterator[str]:
 
 
 def _wait_cluster_ok(cli: str, ports: list[int]) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S * 3
-    while time.monotonic() < deadline:
-        states = [
-            subprocess.run([cli, "-p", str(p), "cluster", "info"], capture_output=True,
-                           text=True, timeout=5, check=False).stdout
-            for p in ports
-        ]
-        if all("cluster_state:ok" in s for s in states):
-            return
-        time.sleep(0.1)
-    raise RuntimeError("redis cluster did not reach cluster_state:ok")
+    _wait_every_node(cli, ports, ("cluster", "info"), lambda out: "cluster_state:ok" in out,
+                     "redis cluster did not reach cluster_state:ok")
 
 
 def _wait_replicas_synced(cli: str, ports: list[int]) -> None:
     """Until every replica has its primary's data: one still syncing cannot be promoted."""
+    _wait_every_node(cli, ports, ("info", "replication"),
+                     lambda out: "role:master" in out or "master_link_status:up" in out,
+                     "redis cluster replicas did not finish syncing")
+
+
+def _wait_every_node(cli: str, ports: list[int], command: tuple[str, ...],
+                     ok: Callable[[str], bool], failure: str) -> None:
+    """Until ``command``'s answer is ``ok`` on every node in ``ports``."""
     deadline = time.monotonic() + READY_TIMEOUT_S * 3
     while time.monotonic() < deadline:
-        infos = [
-            subprocess.run([cli, "-p", str(p), "info", "replication"], capture_output=True,
+        answers = [
+            subprocess.run([cli, "-p", str(p), *command], capture_output=True,
                            text=True, timeout=5, check=False).stdout
             for p in ports
         ]
-        if all("role:master" in i or "master_link_status:up" in i for i in infos):
+        if all(ok(answer) for answer in answers):
             return
         time.sleep(0.1)
-    raise RuntimeError("redis cluster replicas did not finish syncing")
+    raise RuntimeError(failure)
 
 
 def _wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
