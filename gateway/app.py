@@ -120,7 +120,9 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
     recorder = Recorder(store, clock, buffer)
     owners = ResponseOwners(store.objects, clock)
     background = BackgroundResponses(app[SESSION], recorder, owners, clock)
-    gate = Gate(clock)
+    gate = Gate(clock, store.freed)
+    gate.on_hold_ended = app[METRICS].held
+    config.on_change = store.freed.wake_all  # a held request meets the new budgets at once
     app[PIPELINE] = Pipeline(
         lambda: config.current,
         Admitter(store, clock, alerts, app[API_BUDGETS]),
@@ -144,6 +146,7 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
         store_failures=lambda: store.failures,
         over_reservation=lambda: recorder.over_reservation,
         background=lambda: len(background),
+        held=lambda: gate.held.total,
     ))
     flusher = asyncio.create_task(buffer.run())
     yield

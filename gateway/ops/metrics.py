@@ -29,6 +29,7 @@ from gateway.settings.schema import Settings
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
                     5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+_HOLD_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                      1.0)
 
@@ -48,6 +49,7 @@ class RuntimeGauges:
     store_failures: Callable[[], Mapping[tuple[str, str], int]]
     over_reservation: Callable[[], int] = lambda: 0
     background: Callable[[], int] = lambda: 0
+    held: Callable[[], int] = lambda: 0
 
 
 class _RuntimeCollector(Collector):
@@ -58,6 +60,8 @@ class _RuntimeCollector(Collector):
         g = self._g
         yield GaugeMetricFamily("gateway_reservations_in_flight",
                                 "Budget reservations held by requests in flight", g.in_flight())
+        yield GaugeMetricFamily("gateway_requests_held",
+                                "Requests held by throttled budgets now", g.held())
         yield GaugeMetricFamily("gateway_buffered_settlements",
                                 "Settlements waiting for the budget store to return", g.buffered())
         yield CounterMetricFamily("gateway_buffer_overflow",
@@ -119,6 +123,10 @@ class Metrics:
         self.upstream = Histogram("gateway_upstream_latency_seconds",
                                   "Time waiting on the upstream", ["route"],
                                   buckets=_LATENCY_BUCKETS, registry=r)
+        self.holds = Histogram("gateway_hold_seconds",
+                               "Time requests were held by throttled budgets, by outcome "
+                               "(admitted, denied, client-gone, cancelled, error)", ["outcome"],
+                               buckets=_HOLD_BUCKETS, registry=r)
         self.overhead = Histogram("gateway_overhead_seconds",
                                   "Time spent in the gateway itself, the upstream excluded",
                                   ["route"], buckets=_OVERHEAD_BUCKETS, registry=r)
@@ -140,6 +148,9 @@ class Metrics:
         if rec.upstream_s:
             self._child(self.upstream, rec.route).observe(rec.upstream_s)
             self._child(self.overhead, rec.route).observe(max(elapsed_s - rec.upstream_s, 0.0))
+
+    def held(self, outcome: str, held_s: float) -> None:
+        self._child(self.holds, outcome).observe(held_s)
 
     def _child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(...)``, remembered: prometheus-client takes a lock per lookup."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.errors import Unauthenticated
 from gateway.settings.schema import Role, TenantSettings
@@ -20,6 +20,7 @@ class Principal:
     tenant: str
     key_name: str
     role: Role
+    digest: str = field(default="", compare=False, repr=False)  # the key's sha256
 
 
 class Keyring:
@@ -27,13 +28,18 @@ class Keyring:
 
     def __init__(self, tenants: Mapping[str, TenantSettings]) -> None:
         self._by_hash = {
-            key.sha256: Principal(tenant.name, key.name, key.role)
+            key.sha256: Principal(tenant.name, key.name, key.role, key.sha256)
             for tenant in tenants.values()
             for key in tenant.keys
         }
 
     def __len__(self) -> int:
         return len(self._by_hash)
+
+    def holds(self, principal: Principal) -> bool:
+        """The same key is still in this configuration, for the same tenant, name and role (a
+        request held across a reload is admitted only if so)."""
+        return self._by_hash.get(principal.digest) == principal
 
     def authenticate(self, authorization: str | None) -> Principal:
         if not authorization:

@@ -10,7 +10,7 @@ import itertools
 import logging
 import math
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -18,9 +18,9 @@ from gateway.clock import Clock
 from gateway.cost.model import BudgetAction, Domain
 from gateway.cost.pricing import Price
 from gateway.cost.windows import HOUR, Window
-from gateway.errors import BudgetExceeded
+from gateway.errors import BudgetExceeded, Unauthenticated
 from gateway.ops.alerts import Alert, AlertSink
-from gateway.proxy.auth import Principal
+from gateway.proxy.auth import Keyring, Principal
 from gateway.proxy.budget_index import BudgetIndex, Slot
 from gateway.proxy.estimate import Estimate
 from gateway.proxy.tenant_budgets import ApiBudgets
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 _POLL_S = 1.0  # a held request re-checks at least this often: releases can free room early
 _CLAMP_TRIES = 3
 _STALE_TRIES = 3
+_RETRY_QUEUED_S = 1  # the requests ahead are being admitted as room frees
 _RETRY_WITHIN_S = HOUR.length_s + HOUR.width  # what a full hourly window may take to free
 
 
@@ -44,6 +45,7 @@ class Ask:
     estimate: Estimate
     price: Price
     ttl_s: float  # how long a reservation may be held
+    expected_s: float | None = None  # how long it is expected to be held (None: ttl_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,16 +67,31 @@ class Admission:
 
 class Hold(Protocol):
     """How a throttled request waits (``gateway.proxy.gate``): bounded in time and in number,
-    and ended when its client leaves."""
+    woken when room may have freed, in arrival order, and ended when its client leaves."""
 
     @property
     def max_wait_s(self) -> float:
         """The longest any budget may hold a request, whatever its own ``max_wait_s``."""
         ...
 
-    async def wait(self, seconds: float, fits_in_s: float, budgets: Sequence[str]) -> None:
-        """Sleeps ``seconds``; the first call starts the hold (and may refuse it)."""
+    def behind(self, budgets: Sequence[str]) -> bool:
+        """An earlier held request waits on one of ``budgets``: this one waits its turn."""
         ...
+
+    async def wait(self, seconds: float, fits_in_s: float, budgets: Sequence[str]) -> None:
+        """Waits ``seconds`` at most; the first call starts the hold (and may refuse it)."""
+        ...
+
+
+class Current(Protocol):
+    """The configuration in force, read again at each attempt: a held request meets every
+    reload (new limits, removed budgets, a revoked key) at its next attempt."""
+
+    @property
+    def keyring(self) -> Keyring: ...
+
+    @property
+    def budgets(self) -> BudgetIndex: ...
 
 
 class Admitter:
@@ -92,62 +109,76 @@ class Admitter:
         """A reservation id: unique across instances, cheaper than a uuid4 per request."""
         return f"{self._id_prefix}{next(self._ids):x}"
 
-    async def admit(self, ask: Ask, file_budgets: BudgetIndex, hold: Hold) -> Admission:
-        """The file's and the API's matching budgets, reserved together; a stale view of the
-        API budgets (changed on some instance) is reloaded and the request tried again. A
-        throttled request waits through ``hold``."""
-        for _ in range(_STALE_TRIES):
-            view = await self._api.view(ask.principal.tenant)
-            slots = file_budgets.slots(ask.principal, ask.model, ask.domain) + view.index.slots(
-                ask.principal, ask.model, ask.domain
-            )
-            admission = await self._reserve(ask, slots, view.version, hold)
-            if admission is not None:
-                return admission
-            self._api.invalidate(ask.principal.tenant)
-        raise StoreError("the tenant's API budgets kept changing while admitting a request")
-
     def known_slots(self, ask: Ask, file_budgets: BudgetIndex) -> tuple[Slot, ...]:
         """The matching slots known without asking the store (for when it cannot answer)."""
         view = self._api.cached(ask.principal.tenant)
         api = view.index.slots(ask.principal, ask.model, ask.domain) if view else ()
         return file_budgets.slots(ask.principal, ask.model, ask.domain) + api
 
-    async def _reserve(
-        self, ask: Ask, slots: tuple[Slot, ...], version: int, hold: Hold
-    ) -> Admission | None:
-        """None: the view of the API budgets was stale and nothing was reserved."""
-        principal, estimate, price, ttl_s = ask.principal, ask.estimate, ask.price, ask.ttl_s
-        if not slots:  # nothing to reserve, but the version must still be current
-            now = self._clock.now()
-            result = await self._store.reserve(principal.tenant, "-", [], now, ttl_s, version)
-            return None if result.stale else Admission(None, slots, estimate)
+    async def admit(self, ask: Ask, current: Callable[[], Current], hold: Hold) -> Admission:
+        """The file's and the API's matching budgets, reserved together, all or none.
+
+        Each attempt reads the configuration and the API budgets anew (a stale view of the
+        latter is reloaded and tried again), so a held request is judged by the budgets in
+        force when it is admitted. A throttled request waits through ``hold``: in turn behind
+        earlier held requests on the same budgets, until room is expected within its wait."""
+        principal, first = ask.principal, current()
         rid = self._next_id()
+        estimate, clamped, attempt, stale = ask.estimate, None, 0, 0
         deadline: float | None = None
-        clamped: int | None = None
-        attempt = 0
         while True:
+            slots, version = await self._slots(ask, current(), first)
             now = self._clock.now()
-            cost = reserved_cost(price, estimate)
+            throttling = [s for s in slots if s.budget.action is BudgetAction.THROTTLE]
+            names = [s.budget.name for s in throttling]
+            if names and hold.behind(names):  # earlier held requests on these budgets first
+                deadline = deadline or _deadline(hold, throttling, now)
+                if now >= deadline:
+                    raise _queued_too_long(throttling[0])
+                await hold.wait(min(deadline - now, _POLL_S), deadline - now, names)
+                continue
+            cost = reserved_cost(ask.price, estimate)
             lines = [slot.line(estimate.total, cost) for slot in slots]
-            result = await self._store.reserve(principal.tenant, rid, lines, now, ttl_s, version)
+            result = await self._store.reserve(principal.tenant, rid if slots else "-", lines,
+                                               now, ask.ttl_s, version, ask.expected_s)
             if result.stale:
-                return None
+                stale += 1
+                self._reload_api_budgets(principal.tenant, stale)
+                continue
+            if not slots:
+                return Admission(None, slots, estimate)
             if result.ok:
                 return await self._admitted(rid, slots, lines, result, estimate, clamped, now)
             failing = [slots[i] for i in result.failed]
-            fit = _clamp_fit(slots, lines, result, estimate, price, attempt)
+            fit = _clamp_fit(slots, lines, result, estimate, ask.price, attempt)
             attempt += 1
             if fit is not None and all(s.budget.clamp_max_tokens for s in failing):
                 clamped = fit
                 estimate = estimate.with_output(fit)
                 continue
-            if deadline is None:  # the shortest wait allowed, capped by the gateway's own
-                deadline = now + min(hold.max_wait_s, *(s.budget.max_wait_s for s in failing))
+            deadline = deadline or _deadline(hold, failing, now)
             wait = _throttle_wait(failing, result.fits_at, now, deadline)
             if wait is None or result.fits_at is None:
                 raise _denied(slots, lines, result, now)
             await hold.wait(wait, result.fits_at - now, [s.budget.name for s in failing])
+
+    async def _slots(self, ask: Ask, runtime: Current, first: Current
+                     ) -> tuple[tuple[Slot, ...], int]:
+        """The budgets matching the request now, and the version of the API ones; refused if
+        a reload since the request arrived revoked its key."""
+        principal = ask.principal
+        if runtime is not first and not runtime.keyring.holds(principal):
+            raise Unauthenticated("The API key was revoked while its request was held by a "
+                                  "throttled budget.")
+        view = await self._api.view(principal.tenant)
+        slots = runtime.budgets.slots(principal, ask.model, ask.domain) + view.index.slots(
+            principal, ask.model, ask.domain)
+        return slots, view.version
+
+    def _reload_api_budgets(self, tenant: str, stale: int) -> None:
+        if stale >= _STALE_TRIES:
+            raise StoreError("the tenant's API budgets kept changing while admitting a request")
+        self._api.invalidate(tenant)
 
     async def _admitted(
         self,
@@ -233,6 +264,21 @@ def _throttle_wait(
     if not all(s.budget.action is BudgetAction.THROTTLE for s in failing):
         return None
     return max(min(fits_at - now, deadline - now, _POLL_S), 0.001)
+
+
+def _deadline(hold: Hold, slots: Sequence[Slot], now: float) -> float:
+    """The shortest wait the budgets allow, capped by the gateway's own."""
+    return now + min(hold.max_wait_s, *(s.budget.max_wait_s for s in slots))
+
+
+def _queued_too_long(slot: Slot) -> BudgetExceeded:
+    """A request that waited its turn behind earlier held requests for its whole wait."""
+    denied = BudgetExceeded(
+        f"Budget '{slot.budget.name}' is throttling: earlier requests held by it were still "
+        f"waiting for room when this request's wait ran out.",
+        headers={"Retry-After": str(_RETRY_QUEUED_S)})
+    denied.budget, denied.action = slot.budget.name, slot.budget.action.value
+    return denied
 
 
 def _denied(

@@ -33,6 +33,7 @@ from gateway.errors import (
     TooManyHeld,
 )
 from gateway.settings.schema import LimitSettings
+from gateway.store.freed import RoomFreed
 
 log = logging.getLogger(__name__)
 
@@ -136,10 +137,14 @@ class Departures:
 class Gate:
     """The app's counts of requests in flight and held; one per app, shared by its requests."""
 
-    def __init__(self, clock: Clock, departures: Departures | None = None) -> None:
+    def __init__(self, clock: Clock, freed: RoomFreed | None = None,
+                 departures: Departures | None = None) -> None:
         self.clock = clock
+        self.freed = RoomFreed() if freed is None else freed
         self.concurrent = Counter()
         self.held = Counter()
+        self._queues: dict[str, list[Hold]] = {}  # held requests per tenant, in arrival order
+        self.on_hold_ended: Callable[[str, float], None] | None = None  # outcome, seconds
         large_allocations_returned()
         self.departures = departures or Departures()
         self._counting: dict[str, tuple[asyncio.Lock, int]] = {}
@@ -160,6 +165,27 @@ class Gate:
 
     def hold(self, tenant: str, limits: LimitSettings, gone: Gone) -> Hold:
         return Hold(self, tenant, limits, gone)
+
+    def queue(self, tenant: str) -> list[Hold]:
+        """The tenant's held requests, oldest first (bounded by ``limits.held_per_tenant``)."""
+        queue = self._queues.get(tenant)
+        if queue is None:
+            queue = self._queues[tenant] = []
+        return queue
+
+    def dequeue(self, tenant: str, hold: Hold) -> None:
+        """Takes ``hold`` out of its queue; those behind it get their turn at once."""
+        queue = self._queues.get(tenant, [])
+        if hold in queue:
+            queue.remove(hold)
+        if queue:
+            self.freed.wake(tenant)
+        else:
+            self._queues.pop(tenant, None)
+
+    def held_ended(self, outcome: str, held_s: float) -> None:
+        if self.on_hold_ended is not None:
+            self.on_hold_ended(outcome, held_s)
 
     async def offload(self, tenant: str, func: Callable[..., int], *args: Any) -> int:
         """Counts a large body on a worker thread, one at a time per tenant: a tenant that
@@ -185,7 +211,12 @@ class Gate:
 
 class Hold:
     """One request's wait for a throttled budget (``Admitter`` calls ``wait``): counted from its
-    first wait to the end of the ``with`` block, and ended when its client leaves."""
+    first wait to the end of the ``with`` block, and ended when its client leaves.
+
+    Woken by the store's ``RoomFreed`` (a settlement on any instance, a reload), else by its
+    poll timer. Held requests of a tenant queue in arrival order on this instance: one waits
+    its turn (``behind``) while an earlier one waits on any of the same budgets, and leaving
+    the queue wakes the next, so that a large request is never passed by smaller ones."""
 
     def __init__(self, gate: Gate, tenant: str, limits: LimitSettings, gone: Gone) -> None:
         self._gate = gate
@@ -193,21 +224,39 @@ class Hold:
         self._limits = limits
         self._gone = gone
         self._left: asyncio.Future[None] | None = None  # set while the request is held
+        self._woken: asyncio.Future[None] | None = None  # the next wake-up, while held
         self._since = 0.0
+        self.budgets: frozenset[str] = frozenset()  # what it waits on, while queued
 
     @property
     def max_wait_s(self) -> float:
         """The longest any budget may hold a request (``limits.max_wait_s``)."""
         return self._limits.max_wait_s
 
+    def behind(self, budgets: Sequence[str]) -> bool:
+        """An earlier held request of the tenant waits on one of ``budgets``."""
+        wanted = set(budgets)
+        for other in self._gate.queue(self._tenant):
+            if other is self:
+                return False
+            if other.budgets & wanted:
+                return True
+        return False
+
     async def wait(self, seconds: float, fits_in_s: float, budgets: Sequence[str]) -> None:
-        """Sleeps ``seconds`` by the clock, or less if the client leaves (then a 499)."""
+        """Waits up to ``seconds`` by the clock, less if room may have freed; a 499 if the
+        client leaves."""
         left = self._left or self._start(fits_in_s, budgets)
+        woken = self._woken or self._gate.freed.wait(self._tenant)
         sleeping = asyncio.ensure_future(self._gate.clock.sleep(seconds))
         try:
-            await asyncio.wait((sleeping, left), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((sleeping, left, woken), return_when=asyncio.FIRST_COMPLETED)
         finally:
             sleeping.cancel()
+        if woken.done():  # the next wake-up is listened for before the store is asked again
+            self._gate.freed.forget(self._tenant, woken)
+            woken = self._gate.freed.wait(self._tenant)
+        self._woken = woken
         if left.done():
             raise _client_left()
 
@@ -221,10 +270,13 @@ class Hold:
         if refused is not None:  # retried once its budget has room, it need not be held
             raise TooManyHeld(refused, headers={"Retry-After": str(max(math.ceil(fits_in_s), 1))})
         held.add(tenant)
+        self.budgets = frozenset(budgets)
+        self._gate.queue(tenant).append(self)
         self._since = time.perf_counter()
         self._left = self._gate.departures.watch(self._gone)
         log.info("budget hold started tenant=%s budgets=%s fits_in_s=%.0f held=%d/%d",
-                 tenant, ",".join(sorted(set(budgets))), fits_in_s, held.of(tenant), held.total)
+                 tenant, ",".join(sorted(self.budgets)), fits_in_s, held.of(tenant),
+                 held.total)
         return self._left
 
     def __enter__(self) -> Hold:
@@ -234,11 +286,18 @@ class Hold:
                  tb: TracebackType | None) -> None:
         if self._left is None:
             return
-        self._gate.departures.forget(self._left)
+        gate, tenant = self._gate, self._tenant
+        gate.departures.forget(self._left)
         self._left = None
-        self._gate.held.remove(self._tenant)
-        log.info("budget hold ended tenant=%s outcome=%s held_s=%.2f", self._tenant,
-                 _outcome(exc), time.perf_counter() - self._since)
+        if self._woken is not None:
+            gate.freed.forget(tenant, self._woken)
+            self._woken = None
+        gate.held.remove(tenant)
+        gate.dequeue(tenant, self)
+        held_s = time.perf_counter() - self._since
+        outcome = _outcome(exc)
+        gate.held_ended(outcome, held_s)
+        log.info("budget hold ended tenant=%s outcome=%s held_s=%.2f", tenant, outcome, held_s)
 
 
 def _refusal(counter: Counter, tenant: str, what: str, per_tenant: tuple[str, int],
@@ -270,4 +329,4 @@ def _outcome(exc: BaseException | None) -> str:
         return "client-gone"
     if isinstance(exc, asyncio.CancelledError):
         return "cancelled"
-    return f"error:{type(exc).__name__}"
+    return "error"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 import uuid
 from collections.abc import Callable
 
@@ -21,6 +22,7 @@ from gateway.proxy import estimate as estimate_stage
 from gateway.proxy.auth import Principal
 from gateway.proxy.budget_index import Slot
 from gateway.proxy.budgets import Admission, Admitter, Ask, Hold
+from gateway.proxy.durations import Durations
 from gateway.proxy.endpoints import Endpoint
 from gateway.proxy.estimate import Estimate
 from gateway.proxy.forward import Exchange, Forwarder
@@ -61,6 +63,7 @@ class Pipeline:
         self._background = background
         self.gate = gate  # requests in flight and held, per tenant and in all
         self.in_flight = 0  # requests holding a reservation, for /metrics
+        self._durations = Durations()  # when a reservation in flight is expected back
 
     async def handle(self, endpoint: Endpoint, request: web.Request) -> web.StreamResponse:
         rec = access.record() or access.RequestRecord(route=endpoint.value)
@@ -87,10 +90,12 @@ class Pipeline:
             endpoint, target.body, target.price, runtime.defaults, prior=prior,
             offload=functools.partial(self.gate.offload, principal.tenant),
         )
-        timeout_s = target.upstream.timeout_s
+        timeout_s, upstream = target.upstream.timeout_s, target.upstream.name
         ask = Ask(  # reserved after any hold; a background response also while it is followed
             principal, target.model, endpoint.domain, estimate, target.price,
             ttl_s=timeout_s + _EXPIRY_MARGIN_S + background * (timeout_s + FOLLOW_MARGIN_S),
+            expected_s=None if background else self._durations.expected_s(
+                upstream, target.model, timeout_s),
         )
         gone = functools.partial(client_gone, request)
         with self.gate.hold(principal.tenant, runtime.settings.limits, gone) as hold:
@@ -98,6 +103,7 @@ class Pipeline:
         exchange = Exchange()
         held = admission.rid is not None
         self.in_flight += held
+        started = time.monotonic()
         try:
             response = await self._forwarder.forward(
                 request, target, admission, budget_headers(admission), exchange
@@ -107,6 +113,7 @@ class Pipeline:
             return response
         finally:
             self.in_flight -= held
+            self._durations.observe(upstream, target.model, time.monotonic() - started)
             if background and _still_running(exchange):
                 self._background.adopt(principal, target, admission, exchange.response_id or "")
             else:
@@ -128,7 +135,7 @@ class Pipeline:
         """The decision goes into the request's record: its access-log line is the one line
         per budget decision."""
         try:
-            admission = await self._admitter.admit(ask, runtime.budgets, hold)
+            admission = await self._admitter.admit(ask, self._config, hold)
         except BudgetExceeded as denied:
             rec.decision, rec.reason = "deny", denied.message
             rec.decisions.append((denied.budget, denied.action, "deny"))

@@ -47,6 +47,7 @@ class LiveConfig(Generic[T]):
         self._build = build
         self._current = initial
         self._seen = file_stamp(path)  # the version of the file last loaded (or tried)
+        self.on_change: Callable[[], None] | None = None  # after each swap: wake held requests
 
     @property
     def current(self) -> T:
@@ -72,6 +73,8 @@ class LiveConfig(Generic[T]):
         self._current = runtime
         self.reloads += 1
         log.info("configuration reloaded from %s", self.path)
+        if self.on_change is not None:
+            self.on_change()
         return True
 
     async def watch(self, interval_s: float = 1.0) -> None:

@@ -12,6 +12,7 @@ from typing import Protocol
 
 from gateway.cost.model import Budget, Filter, Summary, Usage
 from gateway.cost.windows import Window
+from gateway.store.freed import RoomFreed
 from gateway.store.objects import ObjectOwners
 from gateway.store.spend import SpendSource
 
@@ -37,25 +38,31 @@ class ReserveResult:
     # was reserved; reload them and try again
 
 
-def fits_at(failed: Sequence[tuple[Line, int, Mapping[int, int]]], now: float) -> float | None:
-    """When every failed line would fit, judging by its settled buckets leaving the window.
+Failed = tuple[Line, int, Mapping[int, int], Sequence[tuple[float, int]]]
 
-    ``failed``: (line, used, settled amount per bucket). None: never (the request alone is over
-    a limit). A bucket frees at ``Window.leaves_at``, never before its requests have left the
-    exact window, so the answer is never too early. When settled buckets alone cannot free
-    enough, reservations in flight must settle too: the answer is then when the current bucket
-    leaves, at least a whole window's length away.
+
+def fits_at(failed: Sequence[Failed], now: float) -> float | None:
+    """When every failed line is expected to fit, as room frees from either source.
+
+    ``failed``: (line, used, settled amount per bucket, (expected end, amount) per reservation
+    in flight). None: never (the request alone is over a limit). A settled bucket frees at
+    ``Window.leaves_at``, never before its requests have left the exact window; a reservation
+    frees at its expected end (its upstream's usual duration, the timeout at worst), the whole
+    amount: an estimate, since it settles to its actual usage, which stays in the window. A
+    held request that still does not fit then is told the next time.
     """
     latest = now
-    for line, used, buckets in failed:
+    for line, used, buckets, held in failed:
         if line.amount > line.limit:
             return None
         excess = used + line.amount - line.limit
+        frees = sorted([*((line.window.leaves_at(b), a) for b, a in buckets.items()),
+                        *((max(end, now), a) for end, a in held)])
         freed, when = 0, line.window.leaves_at(line.window.bucket(now))
-        for bucket in sorted(buckets):
-            freed += buckets[bucket]
+        for at, amount in frees:
+            freed += amount
             if freed >= excess:
-                when = line.window.leaves_at(bucket)
+                when = at
                 break
         latest = max(latest, when)
     return latest
@@ -100,12 +107,16 @@ class Store(SpendSource, Protocol):
     definitions: BudgetDefinitions
     objects: ObjectOwners  # who created which response, and its context size
     failures: Counter[tuple[str, str]]  # StoreErrors raised so far, by operation and kind
+    freed: RoomFreed  # wakes held requests when room may have freed
 
     async def reserve(
         self, tenant: str, rid: str, lines: Sequence[Line], now: float, ttl_s: float,
-        version: int | None = None,
+        version: int | None = None, expected_s: float | None = None,
     ) -> ReserveResult:
         """All lines or none: add every amount if each enforced line stays within its limit.
+
+        ``ttl_s``: the hold expires then at the latest; ``expected_s`` (at most ``ttl_s``, the
+        default): when it is expected to settle, for ``fits_at`` of the requests it keeps out.
 
         ``version``: the caller's version of the tenant's API budgets; if the store's differs,
         nothing is reserved and the result says ``stale``. Checked in the same atomic step, so

@@ -18,6 +18,7 @@ from gateway.cost.rollup import RollupRow, hour_of
 from gateway.cost.tracker import InMemoryTracker
 from gateway.store import spend
 from gateway.store.base import BudgetDefinitions, Line, LineUse, ReserveResult, fits_at
+from gateway.store.freed import RoomFreed
 from gateway.store.memory_budgets import MemoryBudgetDefinitions
 from gateway.store.objects import MemoryObjects, ObjectOwners
 from gateway.store.snapshot import number, rollup_from_row, typed, usage_from_row, usage_row
@@ -31,6 +32,10 @@ class Pending:
     amount: int
     bucket: int
     expires_at: float
+    expected_at: float = math.inf  # when it is expected to settle (inf: at its expiry)
+
+    def frees_at(self) -> float:
+        return min(self.expected_at, self.expires_at)
 
 
 @dataclass(slots=True)
@@ -88,7 +93,8 @@ class LineState:
     def snapshot(self) -> dict[str, object]:
         return {
             "buckets": [[b, amount] for b, amount in self.buckets.items()],
-            "pending": {rid: [p.amount, p.bucket, p.expires_at] for rid, p in self.pending.items()},
+            "pending": {rid: [p.amount, p.bucket, p.expires_at, p.frees_at()]
+                        for rid, p in self.pending.items()},
         }
 
     @classmethod
@@ -103,10 +109,11 @@ class LineState:
         for rid, held in typed(fields.get("pending"), dict, f"{where}.pending").items():
             at = f"{where}.pending.{rid}"
             values = typed(held, list, at)
-            if len(values) != 3:
-                raise ValueError(f"{at}: expected [amount, bucket, expires_at]")
+            if len(values) not in (3, 4):  # expected_at since issue 15
+                raise ValueError(f"{at}: expected [amount, bucket, expires_at, expected_at]")
             restored.hold(rid, Pending(
-                typed(values[0], int, at), typed(values[1], int, at), number(values[2], at)))
+                typed(values[0], int, at), typed(values[1], int, at), number(values[2], at),
+                *(number(v, at) for v in values[3:])))
         return restored
 
 
@@ -128,6 +135,7 @@ class MemoryStore:
         self.definitions: BudgetDefinitions = self._budgets  # the same object, as the protocol
         self._rollups: dict[tuple[str, int, str, str], list[int]] = {}
         self.failures: Counter[tuple[str, str]] = Counter()  # nothing fails here; for metrics
+        self.freed = RoomFreed()  # woken at every settlement
 
     def _state(self, line: Line, now: float) -> LineState:
         state = self._lines.get(line.key)
@@ -138,7 +146,7 @@ class MemoryStore:
 
     async def reserve(
         self, tenant: str, rid: str, lines: Sequence[Line], now: float, ttl_s: float,
-        version: int | None = None,
+        version: int | None = None, expected_s: float | None = None,
     ) -> ReserveResult:
         if version is not None and version != self._budgets.current_version(tenant):
             return ReserveResult(False, (), stale=True)
@@ -148,10 +156,14 @@ class MemoryStore:
             i for i, line in enumerate(lines) if line.enforce and used[i] + line.amount > line.limit
         )
         if failed:
-            when = fits_at([(lines[i], used[i], states[i].buckets) for i in failed], now)
+            when = fits_at([(lines[i], used[i], states[i].buckets,
+                             [(p.frees_at(), p.amount) for p in states[i].pending.values()])
+                            for i in failed], now)
             return ReserveResult(False, used, failed, when)
+        expected_at = now + min(ttl_s, ttl_s if expected_s is None else expected_s)
         for line, state in zip(lines, states, strict=True):
-            state.hold(rid, Pending(line.amount, line.window.bucket(now), now + ttl_s))
+            state.hold(rid, Pending(line.amount, line.window.bucket(now), now + ttl_s,
+                                    expected_at))
         return ReserveResult(True, used)
 
     async def settle(
@@ -167,6 +179,8 @@ class MemoryStore:
             state.release(rid)
             # counted from when it settles (billed), never from its earlier reservation bucket
             state.charge(line, line.window.bucket(now), line.amount, now)
+        if lines:
+            self.freed.wake(tenant)
         if usage is not None:
             await self.record(usage)
         return True

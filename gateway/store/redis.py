@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import logging
 import math
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
@@ -33,10 +35,16 @@ from gateway.cost.windows import Window
 from gateway.store import spend
 from gateway.store.base import BudgetDefinitions, Line, LineUse, ReserveResult, StoreError
 from gateway.store.coalesce import Coalescer
+from gateway.store.freed import RoomFreed
 from gateway.store.objects import ObjectOwners, RedisObjects
 from gateway.store.redis_budgets import RedisBudgetDefinitions, budgets_key
 
+log = logging.getLogger(__name__)
+
 _SETTLED_MARKER_TTL_S = 86_400
+FREED_CHANNEL = "gateway:freed:"  # + tenant: a settlement while one of its requests is held
+_HELD_MARK_S = 30  # how long "a request of this tenant is held" lasts unless renewed
+_LISTEN_RETRY_S = 1.0
 _ROLLUP_KEEP_S = 400 * 86_400
 _TENANTS_KEY = "gateway:tenants"
 _POOL_SIZE = 64
@@ -111,6 +119,10 @@ def _script(name: str) -> str:
 _WITH_LINES = {"reserve.lua", "settle.lua", "peek.lua"}
 
 
+def _held_key(tenant: str) -> str:
+    return f"{{{tenant}}}:held"
+
+
 def _keys(line: Line) -> tuple[str, str, str]:
     return line.key, line.key + ":p", line.key + ":x"
 
@@ -173,6 +185,10 @@ class RedisStore:
         self._wait_s = bound.wait_s
         # (definitions and objects call through _guarded, so they wait for a slot too)
         self._tenants: set[str] = set()
+        self.freed = RoomFreed()
+        self.freed.on_first = self._first_held
+        self._listener: asyncio.Task[None] | None = None
+        self._marking: set[asyncio.Task[None]] = set()
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> RedisStore:
@@ -194,10 +210,12 @@ class RedisStore:
 
     async def reserve(
         self, tenant: str, rid: str, lines: Sequence[Line], now: float, ttl_s: float,
-        version: int | None = None,
+        version: int | None = None, expected_s: float | None = None,
     ) -> ReserveResult:
         keys = [k for line in lines for k in _keys(line)] + [budgets_key(tenant)]
-        args: list[Any] = [repr(now), repr(now + ttl_s), rid, "" if version is None else version]
+        expected_at = now + min(ttl_s, ttl_s if expected_s is None else expected_s)
+        args: list[Any] = [repr(now), repr(now + ttl_s), rid, "" if version is None else version,
+                           repr(expected_at)]
         spans = _spans(lines, now)
         for line in lines:
             w = line.window
@@ -230,8 +248,9 @@ class RedisStore:
         for line in lines:
             args += [line.amount, *spans[line.window], _keep_s(line.window)]
         hour = hour_of(usage.timestamp if usage is not None else now)
-        keys += [f"{{{tenant}}}:usage", f"{{{tenant}}}:r:{hour}", f"{{{tenant}}}:r:hours"]
-        args += [*self._usage_args(usage), hour]
+        keys += [f"{{{tenant}}}:usage", f"{{{tenant}}}:r:{hour}", f"{{{tenant}}}:r:hours",
+                 _held_key(tenant)]
+        args += [*self._usage_args(usage), hour, FREED_CHANNEL + tenant]
         if usage is not None:
             await self._know(tenant)
         self._held.pop(rid, None)
@@ -331,7 +350,54 @@ class RedisStore:
         await self._guarded("ping", self._redis.ping())
 
     async def close(self) -> None:
+        tasks = [*self._marking, *([self._listener] if self._listener else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         await self._redis.aclose()
+
+    def _first_held(self, tenant: str) -> None:
+        """A request of ``tenant`` is now held here: settlements of the tenant on any instance
+        are published from now on, and this instance listens."""
+        if self._listener is None or self._listener.done():
+            self._listener = asyncio.create_task(self._listen(), context=contextvars.Context())
+        task = asyncio.create_task(self._mark_held(tenant), context=contextvars.Context())
+        self._marking.add(task)
+        task.add_done_callback(self._marking.discard)
+
+    async def _mark_held(self, tenant: str) -> None:
+        """Marks the tenant, then wakes its held requests once: a settlement that landed
+        before the mark was not published, and this re-check sees it."""
+        with contextlib.suppress(StoreError):
+            await self._guarded("hold", self._redis.set(_held_key(tenant), 1, ex=_HELD_MARK_S))
+        self.freed.wake(tenant)
+
+    async def _listen(self) -> None:
+        """Wakes held requests at each published settlement; renews the marks of the tenants
+        still held here. Runs while the store is open; a broken connection is retried (held
+        requests poll meanwhile)."""
+        while True:
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.psubscribe(FREED_CHANNEL + "*")
+                renewed = asyncio.get_running_loop().time()
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True,
+                                                       timeout=1.0)
+                    if message is not None:
+                        self.freed.wake(_text(message["channel"]).removeprefix(FREED_CHANNEL))
+                    now = asyncio.get_running_loop().time()
+                    if now - renewed > _HELD_MARK_S / 3:
+                        renewed = now
+                        for tenant in self.freed.tenants():
+                            await self._redis.set(_held_key(tenant), 1, ex=_HELD_MARK_S)
+            except (RedisError, OSError) as exc:
+                log.warning("held-request wake-ups unavailable, polling meanwhile: %s: %s",
+                            type(exc).__name__, exc)
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()
+            await asyncio.sleep(_LISTEN_RETRY_S)
 
     async def _know(self, tenant: str) -> None:
         """Remembers the tenant for queries across tenants; once per tenant per process."""

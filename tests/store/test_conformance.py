@@ -23,7 +23,7 @@ async def test_reserve_within_limit_then_refuse(store: Store) -> None:
     assert first.ok and first.used == (0,)
     second = await store.reserve("t", "r2", [line(50)], T0, 600)
     assert not second.ok and second.used == (60,) and second.failed == (0,)
-    assert second.fits_at == HOUR.leaves_at(HOUR.bucket(T0))
+    assert second.fits_at == T0 + 600  # r1 is expected to settle by its expiry
     third = await store.reserve("t", "r3", [line(40)], T0, 600)
     assert third.ok
 
@@ -124,11 +124,24 @@ async def test_expired_reservation_is_released_and_late_settle_still_charges(sto
     assert await store.peek([ln], T0 + 40) == [25]
 
 
-async def test_reservations_in_flight_push_fits_at_to_the_whole_window(store: Store) -> None:
-    await store.reserve("t", "r1", [line(60)], T0, 600)
-    result = await store.reserve("t", "r2", [line(60)], T0 + 120, 600)
-    assert not result.ok
-    assert result.fits_at == HOUR.leaves_at(HOUR.bucket(T0 + 120))
+async def test_reservations_in_flight_free_at_their_expected_end(store: Store) -> None:
+    """Room held in flight counts as freeing when each reservation is expected to settle (never
+    past its expiry), settled usage as its bucket leaves the window: in time order, until
+    enough has freed."""
+    await store.reserve("t", "r1", [line(30)], T0, 600, expected_s=5)
+    await store.reserve("t", "r2", [line(30)], T0 + 1, 600, expected_s=2)
+    await store.reserve("t", "r3", [line(30)], T0 + 2, 600, expected_s=900)
+    result = await store.reserve("t", "r4", [line(40)], T0 + 2, 600)
+    assert not result.ok and result.fits_at == T0 + 3  # r2's 30 frees at T0 + 3: 60 + 40 fit
+    result = await store.reserve("t", "r5", [line(70)], T0 + 2, 600)
+    assert result.fits_at == T0 + 5  # r2 then r1
+    result = await store.reserve("t", "r6", [line(100)], T0 + 2, 600)
+    assert result.fits_at == T0 + 2 + 600  # r3 at its expiry, not 900 s
+    assert await store.settle("t", "r2", [line(30)], None, T0 + 3)
+    result = await store.reserve("t", "r7", [line(40)], T0 + 4, 600)
+    assert result.fits_at == T0 + 5  # r1 first; r2's usage now settled stays for the hour
+    result = await store.reserve("t", "r8", [line(100)], T0 + 4, 600)
+    assert result.fits_at == HOUR.leaves_at(HOUR.bucket(T0 + 3))  # r2's bucket must leave
 
 
 async def test_settled_usage_counts_from_when_it_settles(store: Store) -> None:

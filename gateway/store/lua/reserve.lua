@@ -2,12 +2,12 @@
 --
 -- KEYS, per line i (1-based), three keys sharing the tenant's hash tag:
 --   KEYS[3i-2]  sorted set: settled usage per time bucket (member = bucket index, score = amount)
---   KEYS[3i-1]  hash: pending reservations (field = reservation id, value = "amount:bucket"),
---               plus field "_sum" = the sum of their amounts
+--   KEYS[3i-1]  hash: pending reservations (field = reservation id, value =
+--               "amount:bucket:expected_at"), plus "_sum" = the sum of their amounts
 --   KEYS[3i]    sorted set: pending reservations by expiry (member = id, score = expires_at)
 -- KEYS[#KEYS]  hash: the tenant's API budgets (only its field "_v", their version, is read)
 -- ARGV: now, expires_at, reservation id, the caller's version of the API budgets ("" to skip
---   the check), then per line 7 values: limit, amount, enforce (1|0),
+--   the check), expected_at (when the reservation is expected to settle), then per line 7 values: limit, amount, enforce (1|0),
 --   current bucket, oldest bucket in the window, width (s per bucket; 0 = calendar month),
 --   leaves_now (when the current bucket leaves the window, by Window.leaves_at: an older
 --   bucket leaves as many widths earlier, so the rule lives in Python alone).
@@ -18,6 +18,7 @@
 local now = tonumber(ARGV[1])
 local expires_at = ARGV[2]
 local rid = ARGV[3]
+local expected_at = ARGV[5]
 local n = (#KEYS - 1) / 3
 if ARGV[4] ~= '' then
   local version = tonumber(redis.call('HGET', KEYS[#KEYS], '_v') or '0')
@@ -29,7 +30,7 @@ end
 local used, lines = {}, {}
 for i = 1, n do
   local settled, pending, expiry = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
-  local base = 4 + (i - 1) * 7
+  local base = 5 + (i - 1) * 7
   local line = {
     limit = tonumber(ARGV[base + 1]), amount = tonumber(ARGV[base + 2]),
     enforce = ARGV[base + 3] == '1', bucket = tonumber(ARGV[base + 4]),
@@ -68,18 +69,33 @@ if #failed > 0 then
       latest = -1
       break
     end
+    -- room frees as settled buckets leave the window and as reservations in flight reach
+    -- their expected end (Python's store.base.fits_at, to the unit)
     local excess = used[i] + line.amount - line.limit
     local freed, when = 0, line.leaves_now
+    local frees = {}
     local flat = redis.call('ZRANGE', KEYS[3 * i - 2], 0, -1, 'WITHSCORES')
-    local buckets = {}
     for j = 1, #flat, 2 do
-      buckets[#buckets + 1] = {tonumber(flat[j]), tonumber(flat[j + 1])}
+      local leaves = line.leaves_now - (line.bucket - tonumber(flat[j])) * line.width
+      frees[#frees + 1] = {leaves, tonumber(flat[j + 1])}  -- month: width 0
     end
-    table.sort(buckets, function(x, y) return x[1] < y[1] end)
-    for _, entry in ipairs(buckets) do
+    local held = redis.call('HGETALL', KEYS[3 * i - 1])
+    for j = 1, #held, 2 do
+      if string.sub(held[j], 1, 1) ~= '_' then
+        local amount, at = string.match(held[j + 1], '^(%-?%d+):%-?%d+:?([^:]*)$')
+        local ends = tonumber(at)  -- never past its expiry (the caller caps it)
+        if not ends then  -- held before expected ends were kept: its expiry
+          ends = tonumber(redis.call('ZSCORE', KEYS[3 * i], held[j]) or line.leaves_now)
+        end
+        if ends < now then ends = now end
+        frees[#frees + 1] = {ends, tonumber(amount)}
+      end
+    end
+    table.sort(frees, function(x, y) return x[1] < y[1] end)
+    for _, entry in ipairs(frees) do
       freed = freed + entry[2]
       if freed >= excess then
-        when = line.leaves_now - (line.bucket - entry[1]) * line.width  -- month: width 0
+        when = entry[1]
         break
       end
     end
@@ -90,7 +106,7 @@ else
   for i = 1, n do
     local line = lines[i]
     local pending, expiry = KEYS[3 * i - 1], KEYS[3 * i]
-    redis.call('HSET', pending, rid, line.amount .. ':' .. line.bucket)
+    redis.call('HSET', pending, rid, line.amount .. ':' .. line.bucket .. ':' .. expected_at)
     redis.call('HINCRBY', pending, '_sum', line.amount)
     redis.call('ZADD', expiry, expires_at, rid)
     local keep = math.ceil(tonumber(expires_at) - now) + 60

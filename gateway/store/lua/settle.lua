@@ -3,9 +3,11 @@
 -- KEYS[1]     string: "settled" marker of this reservation id (makes settling idempotent)
 -- KEYS, then per line i, three keys as in reserve.lua (settled buckets, pending, expiry),
 --   at KEYS[1 + 3i - 2], KEYS[1 + 3i - 1], KEYS[1 + 3i]
--- KEYS[#KEYS - 2]  stream: the tenant's usage log (capped by length)
--- KEYS[#KEYS - 1]  hash: the tenant's rollup for the usage's hour (field "model|provider|what")
--- KEYS[#KEYS]      sorted set: the hours that have a rollup (member and score = hour id)
+-- KEYS[#KEYS - 3]  stream: the tenant's usage log (capped by length)
+-- KEYS[#KEYS - 2]  hash: the tenant's rollup for the usage's hour (field "model|provider|what")
+-- KEYS[#KEYS - 1]  sorted set: the hours that have a rollup (member and score = hour id)
+-- KEYS[#KEYS]      string: present while some instance holds a request of the tenant; then
+--                  the settlement is published (ARGV[#ARGV], the channel) to wake it
 -- ARGV: reservation id, marker ttl (s; 0: no marker, for usage that reserved nothing), then per line 4 values: actual amount, current bucket,
 --   oldest bucket in the window, keep (s: how long the settled buckets must live);
 --   then the usage: has_usage (1|0), stream maxlen, json entry, rollup prefix "model|provider|",
@@ -17,7 +19,7 @@ local marker_ttl = tonumber(ARGV[2])
 if marker_ttl > 0 and not redis.call('SET', KEYS[1], '1', 'NX', 'EX', marker_ttl) then
   return 0
 end
-local n = (#KEYS - 4) / 3
+local n = (#KEYS - 5) / 3
 for i = 1, n do
   local settled, pending, expiry = KEYS[3 * i - 1], KEYS[3 * i], KEYS[3 * i + 1]
   local base = 2 + (i - 1) * 4
@@ -47,15 +49,18 @@ for i = 1, n do
 end
 local u = 2 + n * 4
 if ARGV[u + 1] == '1' then
-  redis.call('XADD', KEYS[#KEYS - 2], 'MAXLEN', ARGV[u + 2], '*', 'u', ARGV[u + 3])
-  local rollup, prefix = KEYS[#KEYS - 1], ARGV[u + 4]
+  redis.call('XADD', KEYS[#KEYS - 3], 'MAXLEN', ARGV[u + 2], '*', 'u', ARGV[u + 3])
+  local rollup, prefix = KEYS[#KEYS - 2], ARGV[u + 4]
   redis.call('HINCRBY', rollup, prefix .. 'in', ARGV[u + 5])
   redis.call('HINCRBY', rollup, prefix .. 'out', ARGV[u + 6])
   redis.call('HINCRBY', rollup, prefix .. 'cached', ARGV[u + 7])
   redis.call('HINCRBY', rollup, prefix .. 'cost', ARGV[u + 8])
   redis.call('HINCRBY', rollup, prefix .. 'n', 1)
   redis.call('EXPIRE', rollup, tonumber(ARGV[u + 9]))
-  redis.call('ZADD', KEYS[#KEYS], ARGV[u + 10], ARGV[u + 10])
-  redis.call('ZREMRANGEBYSCORE', KEYS[#KEYS], '-inf', tonumber(ARGV[u + 10]) - 400 * 24)
+  redis.call('ZADD', KEYS[#KEYS - 1], ARGV[u + 10], ARGV[u + 10])
+  redis.call('ZREMRANGEBYSCORE', KEYS[#KEYS - 1], '-inf', tonumber(ARGV[u + 10]) - 400 * 24)
+end
+if n > 0 and redis.call('EXISTS', KEYS[#KEYS]) == 1 then
+  redis.call('PUBLISH', ARGV[#ARGV], '1')
 end
 return 1
