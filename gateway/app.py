@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 from aiohttp import web
 
+from gateway.admin import identity
 from gateway.admin import routes as admin_routes
 from gateway.admin.budgets import BudgetAdmin
 from gateway.appkeys import (
@@ -47,6 +49,7 @@ from gateway.settings.watch import LiveConfig
 from gateway.store.base import Store, StoreError
 from gateway.store.buffer import SettleBuffer
 from gateway.store.factory import open_store
+from gateway.store.freed import RoomFreed
 from gateway.store.persist import persistence
 
 log = logging.getLogger(__name__)
@@ -122,7 +125,8 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
     background = BackgroundResponses(app[SESSION], recorder, owners, clock)
     gate = Gate(clock, store.freed)
     gate.on_hold_ended = app[METRICS].held
-    config.on_change = store.freed.wake_all  # a held request meets the new budgets at once
+    config.on_change = functools.partial(_reloaded, store.freed)
+    config.check = functools.partial(identity.names_taken_by_api, definitions=store.definitions)
     app[PIPELINE] = Pipeline(
         lambda: config.current,
         Admitter(store, clock, alerts, app[API_BUDGETS]),
@@ -156,6 +160,11 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(asyncio.CancelledError):
         await flusher
     await alerts.close()
+
+
+def _reloaded(freed: RoomFreed, old: Runtime, new: Runtime) -> None:
+    identity.log_renames(old, new)
+    freed.wake_all()  # a held request meets the new budgets at once
 
 
 def _watcher(interval_s: float) -> CleanupCtx:

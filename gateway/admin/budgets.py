@@ -19,7 +19,7 @@ from gateway.errors import ConfigErrors, Conflict, Forbidden, InvalidRequest, No
 from gateway.proxy.auth import Principal
 from gateway.proxy.tenant_budgets import ApiBudgets
 from gateway.runtime import Runtime
-from gateway.settings.load import parse_budget
+from gateway.settings.load import API_ID_PREFIX, parse_budget
 from gateway.settings.schema import Role
 from gateway.store.base import Store
 
@@ -30,7 +30,7 @@ _READ_ONLY = ("id", "source", "tenant")
 
 def budget_json(budget: Budget) -> dict[str, Any]:
     body = budget.to_dict()
-    body["id"] = budget.id or budget.name
+    body["id"] = budget.ident
     for alias, name in ALIASES.items():
         body[alias] = body[name]
     return body
@@ -64,7 +64,7 @@ class BudgetAdmin:
 
     async def get(self, principal: Principal, budget_id: str) -> Budget:
         for budget in await self.list(principal.tenant):
-            if (budget.id or budget.name) == budget_id:
+            if budget.ident == budget_id:
                 return budget
         if await self._owned_elsewhere(principal.tenant, budget_id):
             raise Forbidden("This budget belongs to another tenant.",
@@ -73,7 +73,7 @@ class BudgetAdmin:
 
     async def create(self, principal: Principal, data: Mapping[str, Any]) -> Budget:
         require_admin(principal)
-        budget_id = f"bud_{uuid.uuid4().hex[:16]}"
+        budget_id = f"{API_ID_PREFIX}{uuid.uuid4().hex[:16]}"
         fields = _fields(data)
         fields.setdefault("name", budget_id)
         async with self._creating:
@@ -136,7 +136,7 @@ class BudgetAdmin:
             raise InvalidRequest(f"Invalid budget: {message}.", param=first.field or None,
                                  code="invalid_budget") from None
         taken = {b.name for b in await self.list(principal.tenant)
-                 if (b.id or b.name) != budget_id}
+                 if b.ident != budget_id}
         taken |= {b.name for b in runtime.settings.budgets}
         if budget.name in taken:
             raise InvalidRequest(f"Invalid budget: name '{budget.name}' is already used.",

@@ -98,10 +98,10 @@ def status_json(limits: Sequence[LimitStatus]) -> dict[str, Any]:
     by_budget: dict[str, dict[str, Any]] = {}
     for status in limits:
         budget = status.budget
-        entry = by_budget.get(budget.id or budget.name)
+        entry = by_budget.get(budget.ident)
         if entry is None:
-            entry = by_budget[budget.id or budget.name] = {
-                "id": budget.id or budget.name, "name": budget.name,
+            entry = by_budget[budget.ident] = {
+                "id": budget.ident, "name": budget.name,
                 "source": budget.source, "action": budget.action.value, "limits": [],
             }
             body["budgets"].append(entry)

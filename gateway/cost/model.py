@@ -125,6 +125,11 @@ class Budget:
                 out.append((limit, usd_to_nano(value) if limit.is_cost else int(value)))
         return out
 
+    @property
+    def ident(self) -> str:
+        """What the budget is known by, and its counters follow: its ``id``, else its name."""
+        return self.id or self.name
+
     def to_dict(self) -> dict[str, object]:
         """JSON-safe (enums as their values, ``None`` kept), for stores and the admin API."""
         return {

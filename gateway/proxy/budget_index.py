@@ -165,12 +165,8 @@ def slots_of(budget: Budget) -> tuple[Slot, ...]:
     )
 
 
-def _ident(budget: Budget) -> str:
-    return budget.id or budget.name
-
-
 def _key(budget: Budget, limit: Limit) -> str:
-    return f"{{{budget.tenant}}}:b:{_ident(budget)}:{limit.value}"
+    return f"{{{budget.tenant}}}:b:{budget.ident}:{limit.value}"
 
 
 def literal_prefix(pattern: str) -> str:

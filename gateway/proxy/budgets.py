@@ -284,7 +284,8 @@ def _queued_too_long(slot: Slot) -> BudgetExceeded:
 def _denied(
     slots: tuple[Slot, ...], lines: list[Line], result: ReserveResult, now: float
 ) -> BudgetExceeded:
-    i = result.failed[0]
+    never = [j for j in result.failed if lines[j].amount > lines[j].limit]
+    i = (never or result.failed)[0]  # the limit that refused: one it can never fit, if any
     slot, line, used = slots[i], lines[i], result.used[i]
     message = (
         f"Budget '{slot.budget.name}' exceeded: {slot.limit.value} "

@@ -62,6 +62,7 @@ PRICE_FIELDS = (*RATE_FIELDS, *SIZE_FIELDS, "tiers")
 TENANT_FIELDS = ("models", "keys")
 KEY_FIELDS = ("name", "sha256", "role")
 LIMIT_FIELDS = tuple(limit.value for limit in Limit)
+API_ID_PREFIX = "bud_"  # the admin API's budget ids; the file's own ids may not take it
 BUDGET_FIELDS = (
     "name",
     "tenant",
@@ -74,6 +75,7 @@ BUDGET_FIELDS = (
     "max_wait_s",
     "clamp_max_tokens",
 )
+FILE_BUDGET_FIELDS = (*BUDGET_FIELDS, "id")
 STORE_SCHEMES = ("memory", "redis", "rediss", "redis+cluster")
 
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
@@ -333,17 +335,36 @@ def _sha256(key: Fields) -> str | None:
 def _budgets(
     top: Fields, key_names: Mapping[str, set[str]], limits: LimitSettings
 ) -> tuple[Budget, ...]:
+    """The file's budgets. Each is known by its ``id`` if it has one, else by its name: its
+    counters follow that, so a budget with an ``id`` keeps its usage through a rename."""
     budgets = []
     first: dict[str, Node] = {}
+    first_id: dict[str, Node] = {}
     for i, node in enumerate(top.sequence("budgets")):
-        budget = top.reader.fields(node, index("budgets", i), BUDGET_FIELDS)
+        budget = top.reader.fields(node, index("budgets", i), FILE_BUDGET_FIELDS)
         if budget is None:
             continue
-        name = budget.string("name")
+        name, ident = budget.string("name"), budget.string("id")
         if name is not None:
             _check_unique(budget, name, node, first, "budget name")
-        budgets.append(_checked_budget(budget, key_names, limits))
+        if ident is not None:
+            _check_id(budget, ident, node, first_id, limits)
+        budgets.append(replace(_checked_budget(budget, key_names, limits),
+                                           id=ident))
     return tuple(budgets)
+
+
+def _check_id(budget: Fields, ident: str, node: Node, first: dict[str, Node],
+              limits: LimitSettings) -> None:
+    problem = checks.name_problem(ident, limits)
+    if ident.startswith(API_ID_PREFIX):
+        problem = f"ids starting with {API_ID_PREFIX!r} are the admin API's"
+    if problem is not None:
+        budget.error("id", problem)
+    elif ident in first:
+        budget.error("id", f"duplicate budget id (first at line {line_of(first[ident])})")
+    else:
+        first[ident] = node
 
 
 def parse_budget(

@@ -11,10 +11,10 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
-from gateway.errors import ConfigErrors
+from gateway.errors import ConfigError, ConfigErrors
 from gateway.settings.load import load_settings
 from gateway.settings.schema import Settings
 
@@ -47,7 +47,10 @@ class LiveConfig(Generic[T]):
         self._build = build
         self._current = initial
         self._seen = file_stamp(path)  # the version of the file last loaded (or tried)
-        self.on_change: Callable[[], None] | None = None  # after each swap: wake held requests
+        self._reloading: set[asyncio.Future[bool]] = set()
+        self.on_change: Callable[[T, T], None] | None = None  # (old, new) after each swap
+        # problems only the running gateway can see (the store's API budgets), before a swap
+        self.check: Callable[[T], Awaitable[list[ConfigError]]] | None = None
 
     @property
     def current(self) -> T:
@@ -59,22 +62,35 @@ class LiveConfig(Generic[T]):
         try:
             runtime = self._build(load_settings(self.path))
         except ConfigErrors as exc:
-            self.reload_failures += 1
-            for error in exc.errors:
-                log.error(
-                    "config reload refused: %s:%s: %s: %s",
-                    error.file,
-                    error.line if error.line is not None else "?",
-                    error.field,
-                    error.message,
-                )
-            log.warning("keeping the last good configuration (%d problems)", len(exc.errors))
-            return False
-        self._current = runtime
+            return self._refused(exc)
+        return self._swap(runtime)
+
+    async def reload_checked(self) -> bool:
+        """``reload``, with ``check`` run on the new configuration before it is swapped in."""
+        self._seen = file_stamp(self.path)
+        try:
+            runtime = self._build(load_settings(self.path))
+            problems = [] if self.check is None else await self.check(runtime)
+            if problems:
+                raise ConfigErrors(problems)
+        except ConfigErrors as exc:
+            return self._refused(exc)
+        return self._swap(runtime)
+
+    def _refused(self, exc: ConfigErrors) -> bool:
+        self.reload_failures += 1
+        for error in exc.errors:
+            log.error("config reload refused: %s:%s: %s: %s", error.file,
+                      error.line if error.line is not None else "?", error.field, error.message)
+        log.warning("keeping the last good configuration (%d problems)", len(exc.errors))
+        return False
+
+    def _swap(self, runtime: T) -> bool:
+        old, self._current = self._current, runtime
         self.reloads += 1
         log.info("configuration reloaded from %s", self.path)
         if self.on_change is not None:
-            self.on_change()
+            self.on_change(old, runtime)
         return True
 
     async def watch(self, interval_s: float = 1.0) -> None:
@@ -101,7 +117,7 @@ class LiveConfig(Generic[T]):
                 pending = stamp
             else:
                 pending = None
-                self.reload()
+                await self.reload_checked()
 
     def install_sighup(self, loop: asyncio.AbstractEventLoop) -> None:
         """``kill -HUP`` reloads at once, for ops who would rather not wait for the poll."""
@@ -109,7 +125,9 @@ class LiveConfig(Generic[T]):
 
     def _on_sighup(self) -> None:
         log.info("SIGHUP: reloading %s", self.path)
-        self.reload()
+        task = asyncio.ensure_future(self.reload_checked())
+        self._reloading.add(task)
+        task.add_done_callback(self._reloading.discard)
 
 
 def load_live(path: str | os.PathLike[str], build: Callable[[Settings], T]) -> LiveConfig[T]:

@@ -162,6 +162,20 @@ async def test_over_a_monthly_limit_the_client_is_told_not_to_retry(gateway: Mak
     assert "never fit" in (await denied.json())["error"]["message"]
 
 
+async def test_a_refusal_names_the_limit_that_refused(gateway: MakeHarness) -> None:
+    """Both limits refuse the second request, but the token limit only for now (alone it fits);
+    the cost limit can never fit it: the message names that one, not the first listed."""
+    gw = await gateway("""
+  - {name: both, tenant: acme, max_tokens_per_hour: 1015, max_cost_per_hour: 0.00001}
+""")
+    assert (await gw.chat(max_tokens=5)).status == 200
+    denied = await gw.chat(max_tokens=1000)
+    assert denied.status == 429
+    message = (await denied.json())["error"]["message"]
+    assert "max_cost_per_hour" in message and "never fit" in message, message
+    assert "max_tokens_per_hour" not in message
+
+
 async def test_scopes_key_model_and_domain(gateway: MakeHarness) -> None:
     gw = await gateway("""
   - {name: ci-only, tenant: acme, key: acme-ci, max_tokens_per_hour: 1}
