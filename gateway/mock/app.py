@@ -2,13 +2,14 @@
 
 Polite by default, and deterministic: output tokens are the request's max output field
 (``max_completion_tokens`` / ``max_tokens`` / ``max_output_tokens``) or 16, per choice, times
-``n``; input tokens are whatever the injected counter says (by default the gateway's own
-estimate, so budget tests are exact); cached tokens come from ``metadata.mock_cached_tokens``,
-capped at input tokens.
+``n`` (fewer with ``metadata.mock_output_tokens``: the model stopping early, as a real one
+mostly does), answered ``metadata.mock_delay_s`` late; input tokens are whatever the
+injected counter says (by default the gateway's own estimate, so budget tests are exact);
+cached tokens come from ``metadata.mock_cached_tokens``, capped at input tokens.
 
 Worst mode (``make_app(worst=True)``, ``gateway mock-upstream --worst``) bills what the real
 API may bill at most (``gateway.mock.worst``), keeps Responses and runs background ones
-(``gateway.mock.stored``), answers ``metadata.mock_delay_s`` late, and keeps a ledger of what
+(``gateway.mock.stored``), and keeps a ledger of what
 each request carried and billed (``gateway.mock.billing``, in the stats' ``ledger``).
 """
 
@@ -264,7 +265,7 @@ class MockUpstream:
         return None if self._worst is None else self._worst.open(endpoint, body)
 
     def _fault(self, body: JSON, fault: Fault | None) -> Fault | None:
-        return fault if self._worst is None else self._worst.fault(body, fault)
+        return billing.late(body, fault)
 
     def _admit(
         self, endpoint: Endpoint, body: JSON, plan: Plan, fault: Fault | None,
@@ -281,6 +282,9 @@ class MockUpstream:
         wanted = body.get("stream") is not True or endpoint is Endpoint.RESPONSES
         wanted = wanted or fields.include_usage(body)
         per_choice = DEFAULT_OUTPUT_TOKENS if cap is None else cap
+        shorter = fields.metadata_count(body, "mock_output_tokens")  # the model stopped early
+        if shorter:
+            per_choice = min(per_choice, shorter)
         cached = min(fields.metadata_count(body, "mock_cached_tokens"), input_tokens)
         plan = Plan(
             id=f"{_ID_PREFIX[endpoint]}{next(self._ids):08d}",
@@ -289,7 +293,7 @@ class MockUpstream:
             billed=Usage(input_tokens, per_choice * choices, cached_tokens=cached),
             per_choice=per_choice,
             choices=choices,
-            capped=cap is not None,
+            capped=cap is not None and per_choice == cap,
             usage=wanted and not (fault is not None and fault.no_usage),
         )
         return plan if self._worst is None else self._worst.plan(endpoint, body, plan)

@@ -49,14 +49,6 @@ class Billing:
             stored.background_seconds(body)
         return self._planner.plan(endpoint, body, polite)
 
-    def fault(self, body: JSON, fault: Fault | None) -> Fault | None:
-        """``metadata.mock_delay_s``: the ``timeout`` fault, by another name."""
-        delay = fields.metadata_seconds(body, "mock_delay_s", 0.0)
-        if not delay:
-            return fault
-        fault = fault or Fault()
-        return replace(fault, delay_s=max(fault.delay_s, delay))
-
     def admit(
         self, endpoint: Endpoint, body: JSON, plan: Plan, fault: Fault | None, entry: LedgerEntry
     ) -> Stored | None:
@@ -94,6 +86,15 @@ class Billing:
             self._store.start(kept)
         self._store.keep(kept)
         return kept
+
+
+def late(body: JSON, fault: Fault | None) -> Fault | None:
+    """``metadata.mock_delay_s``: the ``timeout`` fault, by another name (both modes)."""
+    delay = fields.metadata_seconds(body, "mock_delay_s", 0.0)
+    if not delay:
+        return fault
+    fault = fault or Fault()
+    return replace(fault, delay_s=max(fault.delay_s, delay))
 
 
 def delivered(entry: LedgerEntry | None, whole: bool) -> None:

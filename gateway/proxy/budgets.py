@@ -157,7 +157,7 @@ class Admitter:
                 estimate = estimate.with_output(fit)
                 continue
             deadline = deadline or _deadline(hold, failing, now)
-            wait = _throttle_wait(failing, result.fits_at, now, deadline)
+            wait = _throttle_wait(failing, result, now, deadline)
             if wait is None or result.fits_at is None:
                 raise _denied(slots, lines, result, now)
             await hold.wait(wait, result.fits_at - now, [s.budget.name for s in failing])
@@ -257,13 +257,20 @@ def _clamp_fit(
 
 
 def _throttle_wait(
-    failing: list[Slot], fits_at: float | None, now: float, deadline: float
+    failing: list[Slot], result: ReserveResult, now: float, deadline: float
 ) -> float | None:
-    if fits_at is None or fits_at > deadline:
+    """How long to wait before asking again, or None: refuse now. Held while room could come
+    within the wait, were every reservation in flight to end now (their ends are estimates);
+    woken by settlements, else at the expected time (or a poll, once that has passed)."""
+    if result.fits_at is None or result.earliest is None:
+        return None
+    if result.earliest > deadline or now >= deadline:
         return None
     if not all(s.budget.action is BudgetAction.THROTTLE for s in failing):
         return None
-    return max(min(fits_at - now, deadline - now, _POLL_S), 0.001)
+    until = result.fits_at - now
+    wait = _POLL_S if until <= 0 else min(until, _POLL_S)
+    return max(min(wait, deadline - now), 0.001)
 
 
 def _deadline(hold: Hold, slots: Sequence[Slot], now: float) -> float:

@@ -33,7 +33,9 @@ class ReserveResult:
     ok: bool
     used: tuple[int, ...]  # per line, before this request (reservations in flight included)
     failed: tuple[int, ...] = ()  # indexes of enforced lines that did not fit
-    fits_at: float | None = None  # when every failed line frees enough by expiry; None: never
+    fits_at: float | None = None  # when every failed line is expected to fit; None: never
+    earliest: float | None = None  # when it would, were every reservation in flight to end
+    # now: a request that cannot fit even then before its wait ends need not be held
     stale: bool = False  # the tenant's API budgets changed since the caller's version: nothing
     # was reserved; reload them and try again
 
@@ -41,7 +43,7 @@ class ReserveResult:
 Failed = tuple[Line, int, Mapping[int, int], Sequence[tuple[float, int]]]
 
 
-def fits_at(failed: Sequence[Failed], now: float) -> float | None:
+def fits_at(failed: Sequence[Failed], now: float, ending_now: bool = False) -> float | None:
     """When every failed line is expected to fit, as room frees from either source.
 
     ``failed``: (line, used, settled amount per bucket, (expected end, amount) per reservation
@@ -49,7 +51,8 @@ def fits_at(failed: Sequence[Failed], now: float) -> float | None:
     ``Window.leaves_at``, never before its requests have left the exact window; a reservation
     frees at its expected end (its upstream's usual duration, the timeout at worst), the whole
     amount: an estimate, since it settles to its actual usage, which stays in the window. A
-    held request that still does not fit then is told the next time.
+    held request that still does not fit then is told the next time. ``ending_now``: every
+    reservation in flight frees now (the earliest it may).
     """
     latest = now
     for line, used, buckets, held in failed:
@@ -57,7 +60,7 @@ def fits_at(failed: Sequence[Failed], now: float) -> float | None:
             return None
         excess = used + line.amount - line.limit
         frees = sorted([*((line.window.leaves_at(b), a) for b, a in buckets.items()),
-                        *((max(end, now), a) for end, a in held)])
+                        *((now if ending_now else max(end, now), a) for end, a in held)])
         freed, when = 0, line.window.leaves_at(line.window.bucket(now))
         for at, amount in frees:
             freed += amount

@@ -156,10 +156,11 @@ class MemoryStore:
             i for i, line in enumerate(lines) if line.enforce and used[i] + line.amount > line.limit
         )
         if failed:
-            when = fits_at([(lines[i], used[i], states[i].buckets,
+            lines_failed = [(lines[i], used[i], states[i].buckets,
                              [(p.frees_at(), p.amount) for p in states[i].pending.values()])
-                            for i in failed], now)
-            return ReserveResult(False, used, failed, when)
+                            for i in failed]
+            return ReserveResult(False, used, failed, fits_at(lines_failed, now),
+                                 fits_at(lines_failed, now, ending_now=True))
         expected_at = now + min(ttl_s, ttl_s if expected_s is None else expected_s)
         for line, state in zip(lines, states, strict=True):
             state.hold(rid, Pending(line.amount, line.window.bucket(now), now + ttl_s,

@@ -225,13 +225,15 @@ class RedisStore:
         reply = await self._call(self._reserve, keys, args, "reserve")
         if reply[1] == b"stale":
             return ReserveResult(False, (), stale=True)
-        ok, fits, n = int(reply[0]) == 1, float(reply[1]), len(lines)
-        used = tuple(int(u) for u in reply[2 : 2 + n])
-        failed = tuple(int(i) for i in reply[2 + n :])
+        ok, fits, earliest, n = int(reply[0]) == 1, float(reply[1]), float(reply[2]), len(lines)
+        used = tuple(int(u) for u in reply[3 : 3 + n])
+        failed = tuple(int(i) for i in reply[3 + n :])
         if ok:
             self._held[rid] = now + ttl_s
             return ReserveResult(True, used)
-        return ReserveResult(False, used, failed, None if fits < 0 else fits)
+        if fits < 0:
+            return ReserveResult(False, used, failed)
+        return ReserveResult(False, used, failed, fits, earliest)
 
     async def settle(
         self, tenant: str, rid: str, lines: Sequence[Line], usage: Usage | None, now: float

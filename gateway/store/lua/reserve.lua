@@ -11,7 +11,8 @@
 --   current bucket, oldest bucket in the window, width (s per bucket; 0 = calendar month),
 --   leaves_now (when the current bucket leaves the window, by Window.leaves_at: an older
 --   bucket leaves as many widths earlier, so the rule lives in Python alone).
--- Reply: {ok (1|0), fits_at (-1: never, 0: n/a), used_1 .. used_n, failed indexes (0-based)},
+-- Reply: {ok (1|0), fits_at (-1: never, 0: n/a), earliest (fits_at were every reservation in
+--   flight to end now), used_1 .. used_n, failed indexes (0-based)},
 --   or {0, 'stale'} when the API budgets' version differs: nothing reserved
 -- Time comes from the caller's clock, never from Redis: the embedded store agrees to the unit.
 
@@ -60,24 +61,36 @@ for i = 1, n do
   end
 end
 
+-- the first time the sorted frees add up to excess (default: when the current bucket leaves)
+local function first_fit(frees, excess, default)
+  table.sort(frees, function(x, y) return x[1] < y[1] end)
+  local freed = 0
+  for _, entry in ipairs(frees) do
+    freed = freed + entry[2]
+    if freed >= excess then return entry[1] end
+  end
+  return default
+end
+
 local reply = {}
 if #failed > 0 then
-  local latest = now
+  local latest, earliest = now, now
   for _, i in ipairs(failed) do
     local line = lines[i]
     if line.amount > line.limit then
-      latest = -1
+      latest, earliest = -1, -1
       break
     end
     -- room frees as settled buckets leave the window and as reservations in flight reach
-    -- their expected end (Python's store.base.fits_at, to the unit)
+    -- their expected end (Python's store.base.fits_at, to the unit); earliest: were every
+    -- reservation in flight to end now
     local excess = used[i] + line.amount - line.limit
-    local freed, when = 0, line.leaves_now
-    local frees = {}
+    local frees, frees_now = {}, {}
     local flat = redis.call('ZRANGE', KEYS[3 * i - 2], 0, -1, 'WITHSCORES')
     for j = 1, #flat, 2 do
       local leaves = line.leaves_now - (line.bucket - tonumber(flat[j])) * line.width
       frees[#frees + 1] = {leaves, tonumber(flat[j + 1])}  -- month: width 0
+      frees_now[#frees_now + 1] = frees[#frees]
     end
     local held = redis.call('HGETALL', KEYS[3 * i - 1])
     for j = 1, #held, 2 do
@@ -89,19 +102,15 @@ if #failed > 0 then
         end
         if ends < now then ends = now end
         frees[#frees + 1] = {ends, tonumber(amount)}
+        frees_now[#frees_now + 1] = {now, tonumber(amount)}
       end
     end
-    table.sort(frees, function(x, y) return x[1] < y[1] end)
-    for _, entry in ipairs(frees) do
-      freed = freed + entry[2]
-      if freed >= excess then
-        when = entry[1]
-        break
-      end
-    end
+    local when = first_fit(frees, excess, line.leaves_now)
     if when > latest then latest = when end
+    when = first_fit(frees_now, excess, line.leaves_now)
+    if when > earliest then earliest = when end
   end
-  reply = {0, tostring(latest)}
+  reply = {0, tostring(latest), tostring(earliest)}
 else
   for i = 1, n do
     local line = lines[i]
@@ -113,7 +122,7 @@ else
     keep_at_least(pending, keep)
     keep_at_least(expiry, keep)
   end
-  reply = {1, '0'}
+  reply = {1, '0', '0'}
 end
 for i = 1, n do reply[#reply + 1] = used[i] end
 for _, i in ipairs(failed) do reply[#reply + 1] = i - 1 end
