@@ -80,8 +80,14 @@ class BudgetAdmin:
             budget = await self._validated(principal, fields, budget_id)
             await self._check_room(principal.tenant)
             await self._store.definitions.put(budget)
-        self._api.invalidate(principal.tenant)
+        self._changed(principal.tenant)
         return budget
+
+    def _changed(self, tenant: str) -> None:
+        """The tenant's API budgets changed: its next request, and its held ones now, read
+        them again."""
+        self._api.invalidate(tenant)
+        self._store.freed.wake(tenant)
 
     async def _check_room(self, tenant: str) -> None:
         """The cap is checked in this process before the put: instances creating at once (with
@@ -104,14 +110,14 @@ class BudgetAdmin:
         merged.update(_fields(data))
         budget = await self._validated(principal, merged, budget_id)
         await self._store.definitions.put(budget)
-        self._api.invalidate(principal.tenant)
+        self._changed(principal.tenant)
         return budget
 
     async def delete(self, principal: Principal, budget_id: str) -> None:
         require_admin(principal)
         await self._writable(principal, budget_id)
         await self._store.definitions.delete(principal.tenant, budget_id)
-        self._api.invalidate(principal.tenant)
+        self._changed(principal.tenant)
 
     async def _writable(self, principal: Principal, budget_id: str) -> Budget:
         budget = await self.get(principal, budget_id)
