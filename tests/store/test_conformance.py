@@ -312,3 +312,19 @@ async def test_objects_are_found_by_their_owner_only(store: Store) -> None:
     assert await store.objects.get("alpha", "response", "resp_2", T0) == Owned("up", None)
     await store.objects.delete("alpha", "response", "resp_1")
     assert await store.objects.get("alpha", "response", "resp_1", T0) is None
+
+
+async def test_a_settlement_wakes_the_tenants_held_requests(store: Store) -> None:
+    """What a throttled request waits on: a settlement of its tenant, from any instance (on
+    Redis, published while the tenant is marked held, and heard by every store object)."""
+    first = [("t", store.freed.wait("t")), ("u", store.freed.wait("u"))]  # marks the tenants
+    await asyncio.sleep(0.3)
+    woken = store.freed.wait("t")
+    other = store.freed.wait("u")
+    await store.reserve("t", "r1", [line(10)], T0, 600)
+    await store.settle("t", "r1", [line(5)], None, T0 + 1)
+    await asyncio.wait_for(woken, 5)
+    assert not other.done()
+    for tenant, waiter in [*first, ("t", woken), ("u", other)]:
+        store.freed.forget(tenant, waiter)
+    assert len(store.freed) == 0
