@@ -27,7 +27,7 @@ from gateway.proxy.estimate import count_input_tokens
 from gateway.store.redis import RedisStore
 from tests import leaks
 from tests.procs import Proc, gateway_process, mock_upstream
-from tests.servers import redis_server
+from tests.servers import redis_cluster, redis_server
 
 CAP, WRITTEN = 40, 20  # output allowed, output the upstream writes
 UPSTREAM_S = 1.0
@@ -84,12 +84,13 @@ def stack(tmp: Path, kind: str, budgets: str, tenants: int = 1,
     """A mock and ``instances`` gateways on one store (``memory``: one gateway)."""
     with contextlib.ExitStack() as stack:
         mock = stack.enter_context(mock_upstream(tmp))
-        store = (stack.enter_context(redis_server(tmp)) if kind == "redis"
+        servers = {"redis": redis_server, "redis-cluster": redis_cluster}
+        store = (stack.enter_context(servers[kind](tmp)) if kind in servers
                  else f"memory://?persist={tmp / 'spend.json'}")
         path = tmp / "gateway.yaml"
         path.write_text(config(store, mock.url, budgets, tenants))
         gateways = [stack.enter_context(gateway_process(path, tmp / f"gateway-{i}.log"))
-                    for i in range(instances if kind == "redis" else 1)]
+                    for i in range(instances if kind in servers else 1)]
         yield mock, gateways, store, path
 
 
@@ -117,7 +118,7 @@ async def post(session: aiohttp.ClientSession, url: str, index: int, started: fl
 
 
 async def spent(store: str, tenant: str) -> Any:
-    if store.startswith("redis"):
+    if store.startswith("redis"):  # (the cluster's URL too)
         reader = RedisStore.from_url(store)
         try:
             return await reader.query(Filter(tenant_id=tenant))
@@ -126,7 +127,7 @@ async def spent(store: str, tenant: str) -> Any:
     return None
 
 
-@pytest.mark.parametrize("kind", ["memory", "redis"])
+@pytest.mark.parametrize("kind", ["memory", "redis", "redis-cluster"])
 async def test_sixty_in_flight_are_held_and_admitted_in_arrival_order(
     tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -178,14 +179,15 @@ async def test_sixty_in_flight_are_held_and_admitted_in_arrival_order(
         assert all(a.status == 200 for a in mine if a.index < first_refused), mine
 
 
+@pytest.mark.parametrize("kind", ["redis", "redis-cluster"])
 async def test_a_hold_is_woken_by_another_instances_settlement(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Room for one request in flight: one on the first instance, then one on the second,
     held; it is admitted as soon as the first settles (a published settlement, not a poll)."""
     rounds = 20
     budgets = "".join(throttle(i, RESERVED + CHARGED, name=f"cap{i}") for i in range(rounds))
-    with stack(tmp_path, "redis", budgets, tenants=rounds, instances=2) as (_, gateways, _, _):
+    with stack(tmp_path, kind, budgets, tenants=rounds, instances=2) as (_, gateways, _, _):
         first, second = (g.url for g in gateways)
         delays = []
         async with aiohttp.ClientSession() as session:
@@ -200,7 +202,7 @@ async def test_a_hold_is_woken_by_another_instances_settlement(
                 delays.append(held.done_s - ahead.done_s)
     delays.sort()
     with capsys.disabled():
-        print(f"\n[throttle wake-up, redis, 2 instances] a hold admitted after another "
+        print(f"\n[throttle wake-up, {kind}, 2 instances] a hold admitted after another "
               f"instance's settlement: p50 {delays[len(delays) // 2] * 1000:.1f} ms, max "
               f"{delays[-1] * 1000:.1f} ms over {rounds} rounds (the poll fallback is 1 s)")
     assert delays[-1] < 0.25, delays
