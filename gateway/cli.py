@@ -18,6 +18,7 @@ from gateway.errors import ConfigErrors, GatewayError, NotFound
 from gateway.settings.schema import Role, Settings
 from gateway.store.base import Store, StoreError
 from gateway.store.persist import PersistError
+from gateway.store.sqlite import StoreFileError
 
 EXIT_OK, EXIT_ERROR = 0, 1
 DEFAULT_CONFIG = "config/gateway.yaml"
@@ -133,6 +134,10 @@ def _store_for_reading(settings: Settings, config: str) -> Store:
 
     url = settings.store
     try:
+        if urlsplit(url).scheme == "sqlite":
+            from gateway.store.sqlite import SqliteStore
+
+            return SqliteStore(url, read_only=True)  # beside a running gateway: WAL readers
         if urlsplit(url).scheme != "memory":
             return open_store(url)
         path = persist_path(url)
@@ -140,6 +145,11 @@ def _store_for_reading(settings: Settings, config: str) -> Store:
         raise StoreError(str(exc)) from None
     if path is None:
         raise StoreError(EMBEDDED_STORE.format(config=config, store=url))
+    from gateway.store.factory import alias_database
+    from gateway.store.sqlite import SqliteStore
+
+    if alias_database(path).is_file():  # the alias's database (an old JSON file is carried
+        return SqliteStore(f"sqlite://{alias_database(path)}", read_only=True)  # over into it)
     if not path.is_file():
         raise StoreError(
             f"state file {path} (store: {url!r} in {config}) does not exist: has the gateway "
@@ -155,9 +165,9 @@ def _read(settings: Settings, config: str, work: Callable[[Store], Awaitable[T]]
     async def run() -> T:
         store = _store_for_reading(settings, config)
         try:
-            await store.ping()
+            await store.connect()
             return await work(store)
-        except StoreError as exc:
+        except (StoreError, StoreFileError) as exc:
             parts = urlsplit(settings.store)  # shown without its password
             where = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
             raise StoreError(f"cannot read the store {where}: {exc}") from None
@@ -328,7 +338,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {error}", file=sys.stderr)
         print(f"{len(exc.errors)} problem(s) found.", file=sys.stderr)
         return EXIT_ERROR
-    except (OSError, PersistError) as exc:
+    except (OSError, PersistError, StoreFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

@@ -36,6 +36,9 @@ class InMemoryTracker:
         self._entries: deque[Usage] = deque(maxlen=max_entries)
 
     async def record(self, usage: Usage) -> None:
+        self.add(usage)
+
+    def add(self, usage: Usage) -> None:
         self._entries.append(usage)
 
     async def query(self, filter: Filter) -> Summary:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import fields, replace
 from types import MappingProxyType
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import SplitResult, parse_qs, urlsplit
 
 import yaml
 from yaml.nodes import Node
@@ -34,6 +34,7 @@ from gateway.settings.schema import (
     UpstreamSettings,
 )
 from gateway.settings.yamlpos import Fields, Reader, index, join, line_of, suggest
+from gateway.store.sqlite import sqlite_path
 
 T = TypeVar("T")
 
@@ -76,7 +77,7 @@ BUDGET_FIELDS = (
     "clamp_max_tokens",
 )
 FILE_BUDGET_FIELDS = (*BUDGET_FIELDS, "id")
-STORE_SCHEMES = ("memory", "redis", "rediss", "redis+cluster")
+STORE_SCHEMES = ("memory", "sqlite", "redis", "rediss", "redis+cluster")
 
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 
@@ -165,14 +166,14 @@ def _store(top: Fields) -> str | None:
         schemes = ", ".join(f"{s}://" for s in STORE_SCHEMES)
         top.error("store", f"expected a URL starting with one of {schemes}")
         return None
+    if parts.scheme == "sqlite":
+        try:
+            sqlite_path(value)
+        except ValueError as exc:
+            top.error("store", str(exc).split(": ", 1)[-1])
+        return value
     if parts.scheme != "memory":
-        if not parts.netloc:
-            top.error("store", "expected a host, as in redis://127.0.0.1:6379/0")
-        elif "," in parts.netloc and parts.scheme != "redis+cluster":
-            top.error("store", "several hosts are for redis+cluster:// (one Redis: one host)")
-        elif not all(_host_port(h) for h in parts.netloc.rpartition("@")[2].split(",")):
-            top.error("store", "expected host:port, or for a cluster host:port,host:port,...")
-        _store_bound(top, parse_qs(parts.query, keep_blank_values=True))
+        _redis_store(top, parts)
         return value
     options = parse_qs(parts.query, keep_blank_values=True)
     if parts.netloc or parts.path or parts.fragment or set(options) - {"persist"}:
@@ -180,6 +181,16 @@ def _store(top: Fields) -> str | None:
     elif "persist" in options and not all(options["persist"]):
         top.error("store", "persist= needs a file path")
     return value
+
+
+def _redis_store(top: Fields, parts: SplitResult) -> None:
+    if not parts.netloc:
+        top.error("store", "expected a host, as in redis://127.0.0.1:6379/0")
+    elif "," in parts.netloc and parts.scheme != "redis+cluster":
+        top.error("store", "several hosts are for redis+cluster:// (one Redis: one host)")
+    elif not all(_host_port(h) for h in parts.netloc.rpartition("@")[2].split(",")):
+        top.error("store", "expected host:port, or for a cluster host:port,host:port,...")
+    _store_bound(top, parse_qs(parts.query, keep_blank_values=True))
 
 
 def _host_port(address: str) -> bool:

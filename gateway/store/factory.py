@@ -1,8 +1,10 @@
 """Stores by URL scheme, so ``store:`` in the YAML picks the backend.
 
-``memory://?persist=PATH`` is the embedded store whose state is kept in the file PATH across
-restarts (``gateway.store.persist`` loads and saves it). A relative PATH is relative to the
-current directory of the ``gateway`` process when it starts; ``~`` is expanded.
+``sqlite://PATH`` is the durable embedded store (``gateway.store.sqlite``). The older
+``memory://?persist=PATH`` is an alias for it, on ``PATH`` with the suffix ``.db`` (a JSON
+state file left at PATH by an earlier release is carried into it on the first start). A
+relative PATH is relative to the current directory of the ``gateway`` process when it starts;
+``~`` is expanded. Plain ``memory://`` keeps nothing (the demo, tests).
 """
 
 from __future__ import annotations
@@ -17,13 +19,26 @@ from gateway.store.memory import MemoryStore
 def open_store(url: str) -> Store:
     scheme = urlsplit(url).scheme
     if scheme == "memory":
-        persist_path(url)  # a bad persist= fails here, before anything starts
-        return MemoryStore()
+        legacy = persist_path(url)  # a bad persist= fails here, before anything starts
+        if legacy is None:
+            return MemoryStore()
+        from gateway.store.sqlite import SqliteStore
+
+        return SqliteStore(f"sqlite://{alias_database(legacy)}", legacy=legacy)
+    if scheme == "sqlite":
+        from gateway.store.sqlite import SqliteStore
+
+        return SqliteStore(url)
     if scheme in ("redis", "rediss", "redis+cluster"):
         from gateway.store.redis import RedisStore
 
         return RedisStore.from_url(url)
     raise ValueError(f"store {url!r}: the {scheme!r} backend is not available in this build")
+
+
+def alias_database(legacy: Path) -> Path:
+    """The database ``memory://?persist=PATH`` is kept in: PATH with the suffix ``.db``."""
+    return legacy if legacy.suffix == ".db" else legacy.with_suffix(".db")
 
 
 def persist_path(url: str) -> Path | None:

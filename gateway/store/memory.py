@@ -183,7 +183,7 @@ class MemoryStore:
         if lines:
             self.freed.wake(tenant)
         if usage is not None:
-            await self.record(usage)
+            self.keep(usage)
         return True
 
     async def peek(self, lines: Sequence[Line], now: float) -> list[int]:
@@ -205,7 +205,11 @@ class MemoryStore:
                     if p.expires_at > now})
 
     async def record(self, usage: Usage) -> None:
-        await self.tracker.record(usage)
+        self.keep(usage)
+
+    def keep(self, usage: Usage) -> None:
+        """Records ``usage`` (its entry and its hour's rollup) at once: nothing suspends."""
+        self.tracker.add(usage)
         key = (usage.tenant_id, hour_of(usage.timestamp), usage.model, usage.provider)
         row = self._rollups.setdefault(key, [0, 0, 0, 0, 0])
         row[0] += usage.input_tokens

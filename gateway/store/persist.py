@@ -141,15 +141,30 @@ class Persister:
                 os.close(dir_fd)
 
 
+def read_state(path: Path) -> Mapping[str, object]:
+    """The state in a JSON state file (an earlier release's ``memory://?persist=``), checked
+    whole; a PersistError naming the file otherwise."""
+    store = MemoryStore()
+    persister = Persister(store, path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise PersistError(path, f"cannot be read: {exc.strerror or exc}") from exc
+    state = persister._state(raw)
+    try:
+        store.restore(state)
+    except ValueError as exc:
+        raise PersistError(path, f"malformed state: {exc}") from exc
+    return state
+
+
 async def persistence(store: Store, url: str, interval_s: float = 5.0) -> AsyncIterator[None]:
     """The app's cleanup context for ``store: memory://?persist=PATH`` (nothing otherwise):
     loads the state before serving, saves it periodically, and a final time on exit."""
     path = persist_path(url)
-    if path is None:
+    if path is None or type(store) is not MemoryStore:  # the durable store keeps itself
         yield
         return
-    if not isinstance(store, MemoryStore):
-        raise PersistError(path, f"persist= keeps the embedded store, not a {type(store).__name__}")
     persister = Persister(store, path, interval_s)
     persister.load()
     try:

@@ -12,9 +12,10 @@ from redis.asyncio.cluster import RedisCluster
 from gateway.store.base import Store
 from gateway.store.memory import MemoryStore
 from gateway.store.redis import RedisStore
+from gateway.store.sqlite import SqliteStore
 from tests.servers import redis_cluster, redis_server
 
-BACKENDS = ["memory", "fakeredis", "redis", "redis-cluster"]
+BACKENDS = ["memory", "sqlite", "fakeredis", "redis", "redis-cluster"]
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +34,9 @@ async def _open(request: pytest.FixtureRequest) -> Store:
     """The real backends are opened by URL, as the gateway opens them, on an emptied server."""
     if request.param == "memory":
         return MemoryStore()
+    if request.param == "sqlite":
+        path = request.getfixturevalue("tmp_path") / "state.db"
+        return SqliteStore(f"sqlite://{path}")
     if request.param == "fakeredis":
         return RedisStore(fakeredis.FakeAsyncRedis())
     if request.param == "redis":

@@ -1,0 +1,389 @@
+"""``sqlite://PATH``: the embedded store, durable. Counters are served from memory (the
+``MemoryStore``, atomic by construction on one event loop); SQLite is its journal.
+
+Every change that must outlive the process (a settlement and its usage record, usage that
+reserved nothing, the API budgets, an alert's mark) is appended to the ``journal`` table, and
+the call that made it returns only once that row is committed: a settled request's usage is
+on disk before its answer is finished, so killing the process at any moment loses none of it.
+Commits are grouped: one writer thread takes every row queued meanwhile into one transaction,
+so the request path waits for a commit, never for a commit each.
+
+WAL mode with ``synchronous=NORMAL``: a committed row survives a crash of the process at once,
+and a power loss once the WAL is checkpointed (SQLite's documented trade: the last commits
+before a power cut may be lost, the database is never corrupted); ``?synchronous=FULL`` makes
+each commit wait for the disk. Every ``COMPACT_EVERY`` rows the whole state is written as one
+snapshot row and the journal before it dropped, so a restart reads one snapshot and a short
+journal. Reservations in flight are not journaled: they were never charged, and a restart
+releases them (counted in the log).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+
+from gateway.cost.model import Budget, Usage
+from gateway.store.base import Line, ReserveResult
+from gateway.store.memory import LineState, MemoryStore
+from gateway.store.memory_budgets import MemoryBudgetDefinitions
+from gateway.store.snapshot import usage_from_row, usage_row
+
+log = logging.getLogger(__name__)
+
+COMPACT_EVERY = 50_000  # journal rows between snapshots
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS journal (seq INTEGER PRIMARY KEY, entry BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS snapshot (id INTEGER PRIMARY KEY CHECK (id = 1),
+                                     seq INTEGER NOT NULL, state BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+FORMAT = "llm-budget-gateway/sqlite-store/1"
+ROW, SNAPSHOT = "row", "snapshot"  # what a queued write is
+_SYNC = ("NORMAL", "FULL")
+
+
+class StoreFileError(Exception):
+    """The database file cannot be used: the gateway stops rather than start empty."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        self.path = path
+        super().__init__(f"state database {path}: {problem} (fix it or move it away; the "
+                         "gateway never starts empty over a file it cannot read)")
+
+
+def sqlite_path(url: str) -> tuple[Path, str]:
+    """``sqlite://PATH[?synchronous=NORMAL|FULL]``: the file (relative to the current
+    directory, ``~`` expanded) and the synchronous setting."""
+    parts = urlsplit(url)
+    raw = parts.netloc + parts.path
+    if not raw:
+        raise ValueError(f"store {url!r}: expected sqlite://PATH, e.g. sqlite://gateway-state.db")
+    sync = parse_qs(parts.query).get("synchronous", ["NORMAL"])[-1].upper()
+    if sync not in _SYNC:
+        raise ValueError(f"store {url!r}: synchronous= is NORMAL or FULL")
+    return Path(raw).expanduser().absolute(), sync
+
+
+class Journal:
+    """The database: rows appended through one writer thread, committed in groups."""
+
+    def __init__(self, path: Path, synchronous: str = "NORMAL", read_only: bool = False) -> None:
+        self.path = path
+        self._sync = synchronous
+        self.read_only = read_only  # a reader beside the gateway (the CLI): never writes
+        self._queue: list[tuple[str, int, bytes, asyncio.Future[None] | None]] = []
+        self._ready = threading.Condition()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.seq = 0  # the last row numbered
+        self.since_snapshot = 0
+
+    def open(self) -> tuple[Mapping[str, object] | None, list[tuple[int, Any]]]:
+        """The last snapshot and the journal after it; a file that is not ours, is corrupt or
+        is locked is a StoreFileError naming it."""
+        if not self.path.parent.is_dir():
+            raise StoreFileError(self.path, "its directory does not exist")
+        if self.read_only and not self.path.is_file():
+            raise StoreFileError(self.path, "does not exist: has the gateway run with it yet? "
+                                            "(a relative path is relative to the directory "
+                                            "the gateway started in)")
+        try:
+            db = self._connect()
+            try:
+                row = db.execute("SELECT seq, state FROM snapshot WHERE id = 1").fetchone()
+                entries = db.execute("SELECT seq, entry FROM journal ORDER BY seq").fetchall()
+            finally:
+                db.close()
+        except sqlite3.DatabaseError as exc:
+            raise StoreFileError(self.path, _problem(exc)) from exc
+        state, base = (None, 0) if row is None else (orjson.loads(row[1]), int(row[0]))
+        journal = [(int(seq), orjson.loads(entry)) for seq, entry in entries if seq > base]
+        self.seq = max([base, *(seq for seq, _ in journal)])
+        self.since_snapshot = len(journal)
+        return state, journal
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.read_only:
+            db = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True, timeout=5.0,
+                                 isolation_level=None)
+            _check_format(db)
+            return db
+        db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None,
+                             check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={self._sync}")
+        db.executescript(_SCHEMA)
+        if db.execute("SELECT value FROM meta WHERE name = 'format'").fetchone() is None:
+            db.execute("INSERT INTO meta VALUES ('format', ?)", (FORMAT,))
+        _check_format(db)
+        return db
+
+    def write_now(self, state: Mapping[str, object]) -> None:
+        """A first snapshot, written before the journal starts."""
+        db = self._connect()
+        try:
+            self._commit_rows(db, [(SNAPSHOT, self.seq, orjson.dumps(state))])
+        finally:
+            db.close()
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._thread = threading.Thread(target=self._write_loop, name="sqlite-journal",
+                                        daemon=True)
+        self._thread.start()
+
+    def append(self, entry: object) -> asyncio.Future[None]:
+        """Queues ``entry``; the future is done once it is committed."""
+        assert self._loop is not None
+        done: asyncio.Future[None] = self._loop.create_future()
+        self.seq += 1
+        self.since_snapshot += 1
+        self._put(ROW, self.seq, orjson.dumps(entry), done)
+        return done
+
+    def snapshot(self, state: Mapping[str, object]) -> None:
+        """Writes ``state`` (everything up to the last row numbered) and drops that journal."""
+        self.since_snapshot = 0
+        self._put(SNAPSHOT, self.seq, orjson.dumps(state), None)
+
+    def _put(self, kind: str, seq: int, data: bytes, done: asyncio.Future[None] | None
+             ) -> None:
+        with self._ready:
+            self._queue.append((kind, seq, data, done))
+            self._ready.notify()
+
+    def _write_loop(self) -> None:
+        db = self._connect()
+        try:
+            while True:
+                with self._ready:
+                    while not self._queue and not self._closed:
+                        self._ready.wait()
+                    batch, self._queue = self._queue, []
+                if not batch:
+                    return
+                self._commit(db, batch)
+        finally:
+            db.close()
+
+    def _commit(self, db: sqlite3.Connection, batch: list[tuple[str, int, bytes, Any]]) -> None:
+        error: BaseException | None = None
+        try:
+            self._commit_rows(db, [(kind, seq, data) for kind, seq, data, _ in batch])
+        except sqlite3.Error as exc:
+            log.error("could not write the state database %s: %s", self.path, exc)
+            error = exc
+        assert self._loop is not None
+        for *_, done in batch:
+            if done is not None:
+                self._loop.call_soon_threadsafe(_settle_future, done, error)
+
+    @staticmethod
+    def _commit_rows(db: sqlite3.Connection, rows: list[tuple[str, int, bytes]]) -> None:
+        """Journal rows and snapshots (the state up to their seq), in one transaction."""
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for kind, seq, data in rows:
+                if kind == ROW:
+                    db.execute("INSERT INTO journal VALUES (?, ?)", (seq, data))
+                else:
+                    db.execute("INSERT OR REPLACE INTO snapshot VALUES (1, ?, ?)", (seq, data))
+                    db.execute("DELETE FROM journal WHERE seq <= ?", (seq,))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        with self._ready:
+            self._closed = True
+            self._ready.notify()
+        if self._thread is not None:
+            self._thread.join()
+
+
+def _check_format(db: sqlite3.Connection) -> None:
+    try:
+        found = db.execute("SELECT value FROM meta WHERE name = 'format'").fetchone()
+    except sqlite3.OperationalError:
+        found = None
+    if found is None or found[0] != FORMAT:
+        db.close()
+        raise sqlite3.DatabaseError(f"not a gateway state database (format {FORMAT!r})")
+
+
+def _quiet(done: asyncio.Future[None]) -> None:
+    """A write nobody waits for: its failure is logged by the writer already."""
+    if not done.cancelled():
+        done.exception()
+
+
+def _settle_future(done: asyncio.Future[None], error: BaseException | None) -> None:
+    if done.done():
+        return
+    if error is None:
+        done.set_result(None)
+    else:
+        done.set_exception(OSError(f"state database write failed: {error}"))
+
+
+def _problem(exc: sqlite3.DatabaseError) -> str:
+    text = str(exc)
+    if "locked" in text:
+        return "locked by another process (another gateway on this file?)"
+    if "not a database" in text or "malformed" in text:
+        return f"not a readable SQLite database ({text})"
+    return text
+
+
+class SqliteStore(MemoryStore):
+    """The embedded store with a journal: restored on ``connect``, written as it changes."""
+
+    def __init__(self, url: str, *, read_only: bool = False, legacy: Path | None = None
+                 ) -> None:
+        super().__init__()
+        self._legacy = legacy  # a JSON state file of an earlier release, carried over once
+        path, sync = sqlite_path(url)
+        self.journal = Journal(path, sync, read_only)
+        self._budgets = _JournaledBudgets(self)
+        self.definitions = self._budgets
+        self.released_at_start = 0
+
+    async def connect(self) -> None:
+        state, entries = self.journal.open()
+        if state is None and not entries and self._legacy is not None:
+            state = self._carry_over(self._legacy)
+        if state is not None:
+            self.restore(state)
+        held: set[str] = set()
+        for _, entry in entries:
+            self._replay(entry, held)
+        self.released_at_start = self._release_all() + len(held)
+        if self.journal.read_only:
+            return
+        if entries or self.released_at_start:  # the restored state, released holds and all
+            self.journal.write_now(self.snapshot())
+        self.journal.start(asyncio.get_running_loop())
+        log.info("state restored from %s (%d journal rows after its snapshot); %d reservations "
+                 "in flight at the last stop released", self.journal.path, len(entries),
+                 self.released_at_start)
+
+    async def close(self) -> None:
+        if self.journal.read_only:
+            return
+        self.journal.snapshot(self.snapshot())
+        await asyncio.to_thread(self.journal.close)
+
+    def _carry_over(self, legacy: Path) -> Mapping[str, object] | None:
+        """The JSON state an earlier release kept (``memory://?persist=``), as this store's
+        first snapshot; the file is renamed ``*.migrated`` once the snapshot is written."""
+        from gateway.store.persist import read_state
+
+        if not legacy.is_file() or legacy == self.journal.path:
+            return None
+        state = read_state(legacy)
+        if self.journal.read_only:
+            return state
+        self.journal.write_now(state)
+        legacy.rename(legacy.with_name(legacy.name + ".migrated"))
+        log.warning("carried the state file %s over into %s (renamed %s.migrated)", legacy,
+                    self.journal.path, legacy.name)
+        return state
+
+    def _release_all(self) -> int:
+        held = {rid for state in self._lines.values() for rid in state.pending}
+        for state in self._lines.values():
+            for rid in list(state.pending):
+                state.release(rid)
+        return len(held)
+
+    async def settle(
+        self, tenant: str, rid: str, lines: Sequence[Line], usage: Usage | None, now: float
+    ) -> bool:
+        if not await super().settle(tenant, rid, lines, usage, now):
+            return False
+        charges = [[line.key, line.window.bucket(now), line.amount] for line in lines]
+        await self._write(["settle", rid, charges, None if usage is None else usage_row(usage)])
+        return True
+
+    async def reserve(
+        self, tenant: str, rid: str, lines: Sequence[Line], now: float, ttl_s: float,
+        version: int | None = None, expected_s: float | None = None,
+    ) -> ReserveResult:
+        """Journaled without waiting: a reservation is never charged, only counted when a
+        restart releases it."""
+        result = await super().reserve(tenant, rid, lines, now, ttl_s, version, expected_s)
+        if result.ok and lines:
+            self.journal.append(["reserve", rid]).add_done_callback(_quiet)
+        return result
+
+    async def record(self, usage: Usage) -> None:
+        self.keep(usage)
+        await self._write(["record", usage_row(usage)])
+
+    async def mark_once(self, key: str, until: float, now: float) -> bool:
+        first = await super().mark_once(key, until, now)
+        if first:
+            await self._write(["mark", key, until])
+        return first
+
+    async def _write(self, entry: list[object]) -> None:
+        await self.journal.append(entry)
+        if self.journal.since_snapshot >= COMPACT_EVERY:
+            self.journal.snapshot(self.snapshot())
+
+    def _replay(self, entry: list[Any], held: set[str]) -> None:
+        """One journal row, applied to the state restored so far (``held``: reservations
+        not settled yet)."""
+        kind = entry[0]
+        if kind == "reserve":
+            held.add(entry[1])
+        elif kind == "settle":
+            _, rid, charges, row = entry
+            held.discard(rid)
+            self._settled[rid] = None
+            for key, bucket, amount in charges:
+                state = self._lines.setdefault(key, LineState())
+                state.release(rid)  # held in the snapshot, settled after it
+                state.buckets[bucket] = state.buckets.get(bucket, 0) + amount
+                state.settled_total += amount
+            if row is not None:
+                self._replay_usage(row)
+        elif kind == "record":
+            self._replay_usage(entry[1])
+        elif kind == "mark":
+            self._marks[entry[1]] = float(entry[2])
+        elif kind == "budgets":
+            self._budgets.restore(entry[1])
+
+    def _replay_usage(self, row: Any) -> None:
+        self.keep(usage_from_row(row, "journal"))
+
+
+class _JournaledBudgets(MemoryBudgetDefinitions):
+    """API budgets, with every change journaled (the tenant's whole set: a few rows)."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        super().__init__()
+        self._store = store
+
+    async def put(self, budget: Budget) -> int:
+        version = await super().put(budget)
+        await self._store._write(["budgets", self.snapshot()])
+        return version
+
+    async def delete(self, tenant: str, budget_id: str) -> bool:
+        deleted = await super().delete(tenant, budget_id)
+        if deleted:
+            await self._store._write(["budgets", self.snapshot()])
+        return deleted

@@ -1,0 +1,85 @@
+"""The durable embedded store: what a settled request charged survives the process, however
+it ends; a file it cannot use stops the start with a message naming it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.cost.model import Budget, Filter, Usage
+from gateway.cost.windows import HOUR
+from gateway.store import sqlite
+from gateway.store.base import Line
+from gateway.store.sqlite import SqliteStore, StoreFileError
+
+T0 = 1_700_000_000.0
+LINE = Line("{t}:b:cap:max_tokens_per_hour", HOUR, 1_000, 100)
+CHARGE = Line(LINE.key, HOUR, 1_000, 30)
+
+
+def usage(tokens: int = 30) -> Usage:
+    return Usage(10, tokens - 10, 0, tokens, 0.001, "gpt-4o-mini", "mock", "t", T0)
+
+
+async def opened(path: Path) -> SqliteStore:
+    store = SqliteStore(f"sqlite://{path}")
+    await store.connect()
+    return store
+
+
+async def test_a_crashed_stores_settlements_are_all_there_after_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    store = await opened(path)
+    for i in range(5):
+        assert (await store.reserve("t", f"r{i}", [LINE], T0, 60)).ok
+        assert await store.settle("t", f"r{i}", [CHARGE], usage(), T0 + 1)
+    assert (await store.reserve("t", "held", [LINE], T0 + 2, 60)).ok  # in flight at the crash
+    await store.definitions.put(Budget(name="api", tenant="t", id="bud_1", max_tokens_per_day=9))
+    assert await store.mark_once("alert-key", T0 + 100, T0)
+    # no close(): the process is gone; its journal thread's commits are all it left
+    again = await opened(path)
+    try:
+        spent = await again.query(Filter(tenant_id="t"))
+        assert (spent.entry_count, spent.total_input_tokens + spent.total_output_tokens) == (5, 150)
+        assert await again.peek([LINE], T0 + 3) == [150]  # the held 100 released, not charged
+        assert again.released_at_start == 1
+        assert [b.id for b in (await again.definitions.list("t"))[1]] == ["bud_1"]
+        assert not await again.mark_once("alert-key", T0 + 100, T0 + 1)
+        assert not await again.settle("t", "r0", [LINE], usage(), T0 + 4), "settled once only"
+    finally:
+        await again.close()
+
+
+async def test_a_snapshot_replaces_the_journal_and_restores_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite, "COMPACT_EVERY", 3)
+    path = tmp_path / "state.db"
+    store = await opened(path)
+    for i in range(7):
+        await store.reserve("t", f"r{i}", [LINE], T0, 60)
+        await store.settle("t", f"r{i}", [LINE], usage(), T0 + 1)
+    await store.close()
+    again = await opened(path)
+    try:
+        assert (await again.query(Filter(tenant_id="t"))).entry_count == 7
+        assert await again.peek([LINE], T0 + 2) == [700]
+    finally:
+        await again.close()
+
+
+@pytest.mark.parametrize("content", [b"not a database at all, just text" * 100, b"\x00" * 4096])
+async def test_a_file_that_is_not_a_state_database_stops_the_start(
+    tmp_path: Path, content: bytes
+) -> None:
+    path = tmp_path / "state.db"
+    path.write_bytes(content)
+    with pytest.raises(StoreFileError) as refused:
+        await opened(path)
+    assert str(path) in str(refused.value) and "move it away" in str(refused.value)
+
+
+async def test_a_missing_directory_is_named(tmp_path: Path) -> None:
+    with pytest.raises(StoreFileError, match="directory does not exist"):
+        await opened(tmp_path / "nowhere" / "state.db")
