@@ -7,7 +7,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +48,9 @@ class Exchange:
     response_id: str | None = None  # a Responses API answer's id (the tenant will own it)
     status: str | None = None  # its status, when the answer said (background: "queued")
     upstream_s: float = 0.0  # from sending the request to the end of the answer
+    # settles the exchange; a stream's last event ([DONE], response.completed) and its end are
+    # sent only after it, so that a client that has the whole answer has been charged for it
+    finish: Callable[[], Awaitable[None]] | None = None
 
 
 def upstream_body(target: Target, admission: Admission) -> tuple[bytes, bool]:
@@ -193,18 +196,12 @@ class Forwarder:
         response = web.StreamResponse(status=200, headers=_response_headers(resp, headers))
         response.headers["Cache-Control"] = "no-cache"
         meter = StreamMeter(target.endpoint, hide_usage)
-        splitter = SSESplitter()
         exchange.response, exchange.ok = response, True
         client = _Client(response)
+        held: list[bytes] = []  # from the event that ends the answer on: sent once settled
         try:
             await client.prepare(request)  # the client may have left while we waited
-            async for chunk in resp.content.iter_any():
-                out = [b for e in splitter.feed(chunk) if (b := meter.feed(e)) is not None]
-                if out:
-                    await client.write(b"".join(out))
-            tail = splitter.rest()  # a last event the upstream did not end with a blank line
-            if tail.strip() and (out_tail := meter.feed(tail)) is not None:
-                await client.write(out_tail)
+            await _relay(resp, meter, client, held)
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.warning("upstream stream broke off: %s", type(exc).__name__)
             exchange.lost = True
@@ -214,8 +211,29 @@ class Forwarder:
             exchange.produced_text = meter.produced_text()
             if meter.response is not None:
                 _note_response(meter.response, exchange)
+        if exchange.finish is not None:
+            await exchange.finish()
+        if held:
+            await client.write(b"".join(held))
         if response.prepared:
             await _write_eof_quietly(response)
+
+
+async def _relay(resp: aiohttp.ClientResponse, meter: StreamMeter, client: _Client,
+                 held: list[bytes]) -> None:
+    """The upstream's events to the client as they come, metered; from the one that ends the
+    answer on, into ``held``."""
+    splitter = SSESplitter()
+    async for chunk in resp.content.iter_any():
+        out: list[bytes] = []
+        for event in splitter.feed(chunk):
+            if (sent := meter.feed(event)) is not None:
+                (held if meter.ended else out).append(sent)
+        if out:
+            await client.write(b"".join(out))
+    tail = splitter.rest()  # a last event the upstream did not end with a blank line
+    if tail.strip() and (out_tail := meter.feed(tail)) is not None:
+        held.append(out_tail)
 
 
 class _Client:

@@ -10,7 +10,7 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -101,6 +101,9 @@ class Pipeline:
         with self.gate.hold(principal.tenant, runtime.settings.limits, gone) as hold:
             admission = await self._admit(ask, runtime, rec, hold)
         exchange = Exchange()
+        settle = functools.partial(self._settle, principal, target, admission, exchange, rec)
+        if not background:  # (a background response is followed, and settled, at its end)
+            exchange.finish = _once(settle)
         held = admission.rid is not None
         self.in_flight += held
         started = time.monotonic()
@@ -117,7 +120,7 @@ class Pipeline:
             if background and _still_running(exchange):
                 self._background.adopt(principal, target, admission, exchange.response_id or "")
             else:
-                await self._settle(principal, target, admission, exchange, rec)
+                await (exchange.finish or settle)()
 
     async def _settle(self, principal: Principal, target: Target, admission: Admission,
                       exchange: Exchange, rec: access.RequestRecord) -> None:
@@ -154,6 +157,19 @@ class Pipeline:
         rec.ratios.extend((s.budget.name, s.limit.value, r)
                           for s, r in zip(admission.slots, admission.ratios, strict=True))
         return admission
+
+
+def _once(settle: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+    """``settle`` run at most once: before a stream's last event, or when the handler ends."""
+    done = False
+
+    async def run() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            await settle()
+
+    return run
 
 
 def _stored(target: Target, exchange: Exchange) -> bool:

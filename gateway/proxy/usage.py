@@ -158,6 +158,7 @@ class StreamMeter:
         self._tier: str | None = None  # chat chunks each carry the tier
         self.reported: Reported | None = None
         self.response: Mapping[str, Any] | None = None  # Responses: the latest response object
+        self.ended = False  # the event that ends the answer for a client has been read
 
     def feed(self, event: bytes) -> bytes | None:
         """The bytes to send the client for this event (None: send nothing)."""
@@ -165,6 +166,7 @@ class StreamMeter:
         if data is None:
             return event
         if data == b"[DONE]":
+            self.ended = True
             return event
         try:
             obj = orjson.loads(data)
@@ -188,6 +190,7 @@ class StreamMeter:
         self.response = response
         if kind in _FINAL_RESPONSE_EVENTS:
             self.reported = from_body(response)
+            self.ended = True
 
     def _read_chunk(self, obj: dict[str, Any], event: bytes) -> bytes | None:
         choices = obj.get("choices")

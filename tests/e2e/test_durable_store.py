@@ -43,24 +43,31 @@ budgets:
 
 
 def body(rng: random.Random) -> dict[str, Any]:
+    """Half of them streamed: a stream counts as answered once its ``[DONE]`` arrived."""
     return {"model": "gpt-4o-mini", "max_tokens": rng.randint(1, 30),
-            "messages": [{"role": "user", "content": "durable"}],
+            "messages": [{"role": "user", "content": "durable"}], "stream": rng.random() < 0.5,
             "metadata": {"mock_delay_s": f"{rng.uniform(0.0, 0.3):.3f}"}}
 
 
 async def burst(url: str, rng: random.Random, kill: Any) -> int:
-    """``IN_FLIGHT`` requests at once, ``kill`` called in the middle; the 200s received."""
+    """``IN_FLIGHT`` requests at once, ``kill`` called in the middle; the whole answers
+    received."""
     headers = {"Authorization": f"Bearer {SECRET}"}
     timeout = aiohttp.ClientTimeout(total=20)
     async with aiohttp.ClientSession(headers=headers, timeout=timeout) as session:
 
         async def one(payload: dict[str, Any]) -> int:
+            received = b""
             try:
                 async with session.post(f"{url}/v1/chat/completions", json=payload) as resp:
-                    await resp.read()
-                    return resp.status
+                    async for chunk in resp.content.iter_any():
+                        received += chunk
+                    status = resp.status
             except (aiohttp.ClientError, TimeoutError):
-                return 0
+                status = 0
+            if payload["stream"] and b"data: [DONE]" in received:
+                return 200  # the whole answer, even if the connection broke after it
+            return status if not payload["stream"] else 0
 
         tasks = [asyncio.ensure_future(one(body(rng))) for _ in range(IN_FLIGHT)]
         await asyncio.sleep(rng.uniform(0.15, 0.6))

@@ -292,3 +292,34 @@ async def test_an_upstream_answer_without_json_keeps_its_status(gateway: MakeHar
                               headers={"Authorization": f"Bearer {KEYS['ci']}"})
     assert got.status == 404
     assert "answered HTTP 404" in (await got.json())["error"]["message"]
+
+
+@pytest.mark.parametrize("path", ["/chat/completions", "/responses"])
+async def test_a_streams_last_event_comes_after_its_settlement(
+    gateway: MakeHarness, path: str
+) -> None:
+    """A client holding the whole answer ([DONE], or the Responses API's final event) has been
+    charged: a crash after that loses nothing it was answered for."""
+    gw = await gateway("")
+    record = gw.store.record
+
+    async def slow_record(usage: Any) -> None:  # a store a disk write away
+        await asyncio.sleep(0.2)
+        await record(usage)
+
+    gw.store.record = slow_record  # type: ignore[method-assign]
+    body = ({"model": "gpt-4o-mini", "max_tokens": 5, "stream": True,
+             "messages": [{"role": "user", "content": "hello"}]} if path == "/chat/completions"
+            else {"model": "gpt-4o-mini", "max_output_tokens": 16, "stream": True,
+                  "input": "hello"})
+    resp = await gw.post(path, body)
+    assert resp.status == 200
+    seen = b""
+    ends = ([b"data: [DONE]"] if path == "/chat/completions"
+            else [b"response.completed", b"response.incomplete"])  # (capped: incomplete)
+    while not any(end in seen for end in ends):
+        chunk = await resp.content.readany()
+        assert chunk, "the stream ended without its last event"
+        seen += chunk
+    assert (await gw.store.query(Filter())).entry_count == 1, "charged before the last event"
+    await resp.read()
