@@ -3,11 +3,12 @@
 Run from the repository root: ``python -m bench.store_overhead [--requests N] [--concurrency C]``.
 
 One run starts real processes on loopback ports: the mock upstream, a redis-server without
-persistence and two gateways whose configurations differ only in ``store:`` (``memory://`` and
-``redis://``). One tenant, one key, one budget with a token and a cost limit far out of reach,
-so every request reserves in two lines and is admitted. The same non-streaming chat requests
-(``max_tokens`` 16) go to the mock directly (the baseline), then to each gateway: a warm-up,
-not measured, then N requests at concurrency C, each timed. Overhead is a gateway's
+persistence and three gateways whose configurations differ only in ``store:`` (``memory://``,
+``sqlite://`` on a file in a temporary directory, and ``redis://``). One tenant, one key, one
+budget with a token and a cost limit far out of reach, so every request reserves in two lines
+and is admitted. The same non-streaming chat requests (``max_tokens`` 16) go to the mock
+directly (the baseline), then to each gateway: a warm-up, not measured, then N requests at
+concurrency C, each timed. Overhead is a gateway's
 percentile minus the baseline's. Where ``taskset`` and two CPUs exist, the gateways run on
 CPU 0 and the mock, Redis and this load generator on CPU 1.
 
@@ -167,8 +168,9 @@ async def bench(args: argparse.Namespace, tmp: Path, pinned: bool) -> None:
         redis_proc = start_redis(tmp, redis_port)
         stack.callback(stop, redis_proc)
         gateways = {}
-        for name, store in (("memory", "memory://"),
-                            ("redis", f"redis://127.0.0.1:{redis_port}/0")):
+        stores = (("memory", "memory://"), ("sqlite", f"sqlite://{tmp / 'state.db'}"),
+                  ("redis", f"redis://127.0.0.1:{redis_port}/0"))
+        for name, store in stores:
             config = tmp / f"{name}.yaml"
             config.write_text(CONFIG.format(store=store, mock=mock.url,
                                             sha=hashlib.sha256(SECRET.encode()).hexdigest()))
@@ -210,6 +212,7 @@ def report(runs: dict[str, Run], executed: dict[str, collections.Counter[str]],
           f"{'+p50 ms':>9}{'+p99 ms':>9}{'errors':>8}")
     print(row("direct (mock)", runs["direct"], None))
     print(row("gateway memory", runs["memory"], runs["direct"]))
+    print(row("gateway sqlite", runs["sqlite"], runs["direct"]))
     print(row("gateway redis", runs["redis"], runs["direct"]))
     trips = issued.total() / MONITOR_REQUESTS
     names = ", ".join(f"{n.upper()} {c / MONITOR_REQUESTS:.2f}" for n, c in issued.most_common())
@@ -217,7 +220,7 @@ def report(runs: dict[str, Run], executed: dict[str, collections.Counter[str]],
           f"client-issued commands under MONITOR over {MONITOR_REQUESTS} requests")
     scripts = sum(executed["redis"][n] for n in SCRIPT_CALLS) / requests
     total = executed["redis"].total() / requests
-    others = ", ".join(f"{t} {executed[t].total()}" for t in ("direct", "memory"))
+    others = ", ".join(f"{t} {executed[t].total()}" for t in ("direct", "memory", "sqlite"))
     print(f"  INFO commandstats over the measured run: {scripts:.2f} script calls and "
           f"{total:.1f} commands executed per request, scripts' own included "
           f"(commands during the other runs: {others})")

@@ -59,7 +59,7 @@ EMBEDDED_STORE = (
     "--workers {workers} needs a shared store, but this file sets store: {store!r}. The "
     "embedded store lives inside one process: {workers} workers would each keep their own "
     "budgets and spend, so every limit would let through up to {workers} times its amount "
-    "(and a persist= file would be overwritten by each in turn). Use a Redis store "
+    "(and each would journal into the same file). Use a Redis store "
     '(store: "redis://127.0.0.1:6379/0"), or serve with one worker.'
 )
 
@@ -149,7 +149,7 @@ def loop_factory() -> LoopFactory | None:
 
 def _require_shareable(config_path: str, store: str, bind: Bind, workers: int) -> None:
     problems = []
-    if urlsplit(store).scheme == "memory":
+    if urlsplit(store).scheme in ("memory", "sqlite"):
         problems.append(ConfigError(config_path, None, "store",
                                     EMBEDDED_STORE.format(workers=workers, store=store)))
     if bind.port == 0:

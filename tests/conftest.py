@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -26,3 +27,18 @@ def _capture_everything() -> Iterator[None]:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The scan reads what every other test produced, so it goes last."""
     items.sort(key=lambda item: item.name == SCAN)
+
+
+@pytest.fixture(autouse=True)
+def _no_state_file_in_the_checkout() -> Iterator[None]:
+    """A gateway left on the default store (``sqlite://gateway-state.db``, relative to its
+    working directory) must run in a temporary directory: one file shared by tests would
+    carry spend from one to the next."""
+    stray = Path(__file__).resolve().parent.parent / "gateway-state.db"
+    existed = stray.exists()
+    yield
+    if stray.exists() and not existed:
+        stray.unlink()
+        for side in ("-wal", "-shm"):
+            stray.with_name(stray.name + side).unlink(missing_ok=True)
+        pytest.fail("this test left gateway-state.db in the checkout")

@@ -58,12 +58,14 @@ def _wait_ready(proc: subprocess.Popen[bytes], probe: str, log: Path) -> None:
 @contextlib.contextmanager
 def running(args: Sequence[str], port: int, probe_path: str, log: Path,
             env: dict[str, str] | None = None) -> Iterator[Proc]:
-    """Runs ``python -m gateway.cli ARGS`` until the block ends, then stops it by its PID."""
+    """Runs ``python -m gateway.cli ARGS`` until the block ends, then stops it by its PID. It
+    runs in the log's directory: a default ``sqlite://gateway-state.db`` lands there, one per
+    test, never in the checkout."""
     leaks.LOG_FILES.append(log)
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", *args],
-            stdout=out, stderr=subprocess.STDOUT,
+            stdout=out, stderr=subprocess.STDOUT, cwd=log.parent,
             env={**os.environ, **_checkout_env(), **(env or {})},
         )
     try:

@@ -23,18 +23,20 @@ WAIT_S = 10.0
 
 def config_with_store(tmp_path: Path, store: str) -> Path:
     text = EXAMPLE.read_text()
-    assert 'store: "memory://"' in text
+    default = 'store: "sqlite://gateway-state.db"'
+    assert default in text
     path = tmp_path / "gateway.yaml"
-    path.write_text(text.replace('store: "memory://"', f'store: "{store}"', 1))
+    path.write_text(text.replace(default, f'store: "{store}"', 1))
     return path
 
 
-@pytest.mark.parametrize("persisted", [False, True], ids=["memory", "memory-persist"])
+@pytest.mark.parametrize("kind", ["memory", "memory-persist", "sqlite"])
 def test_workers_are_refused_on_the_embedded_store(
-    tmp_path: Path, persisted: bool, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     state = tmp_path / "state.json"
-    store = f"memory://?persist={state}" if persisted else "memory://"
+    store = {"memory": "memory://", "memory-persist": f"memory://?persist={state}",
+             "sqlite": f"sqlite://{state}"}[kind]
     config = config_with_store(tmp_path, store)
     assert main(["serve", "--config", str(config), "--workers", "2"]) == 1
     err = capsys.readouterr().err

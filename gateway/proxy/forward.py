@@ -48,6 +48,7 @@ class Exchange:
     response_id: str | None = None  # a Responses API answer's id (the tenant will own it)
     status: str | None = None  # its status, when the answer said (background: "queued")
     upstream_s: float = 0.0  # from sending the request to the end of the answer
+    sent_at: float = 0.0  # when the request was sent (perf_counter)
     # settles the exchange; a stream's last event ([DONE], response.completed) and its end are
     # sent only after it, so that a client that has the whole answer has been charged for it
     finish: Callable[[], Awaitable[None]] | None = None
@@ -94,7 +95,7 @@ class Forwarder:
         data, hide_usage = upstream_body(target, admission)
         upstream = target.upstream
         timeout = _timeout(upstream.timeout_s, target.stream)
-        started = time.perf_counter()
+        started = exchange.sent_at = time.perf_counter()
         try:
             async with self._session.post(
                 upstream.base_url + target.endpoint.value,
@@ -212,6 +213,7 @@ class Forwarder:
             if meter.response is not None:
                 _note_response(meter.response, exchange)
         if exchange.finish is not None:
+            exchange.upstream_s = time.perf_counter() - exchange.sent_at  # the answer is in
             await exchange.finish()
         if held:
             await client.write(b"".join(held))

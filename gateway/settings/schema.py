@@ -81,7 +81,7 @@ class LimitSettings:
 class Settings:
     source: str = "<defaults>"  # the file it was loaded from
     listen: str = "127.0.0.1:8080"
-    store: str = "memory://"
+    store: str = "sqlite://gateway-state.db"  # durable by default; memory:// keeps nothing
     on_store_error: StoreErrorPolicy = StoreErrorPolicy.REJECT
     max_body_bytes: int = 32 * 1024 * 1024
     upstreams: tuple[UpstreamSettings, ...] = ()

@@ -6,9 +6,11 @@
 
 Meanwhile the gateway with ``on_store_error: reject`` answers 503 ``budget_store_unavailable``
 and the one with ``allow`` forwards unreserved; requests already upstream when the node died
-settle into the gateways' buffers. Afterwards the store holds exactly what the upstream served:
-every 200 recorded once (a settlement the node applied before dying and that is retried from a
-buffer is not charged twice: settling is idempotent per reservation), nothing lost.
+settle into the gateways' buffers. Afterwards nothing is charged twice (a settlement the node
+applied before dying and that is retried from a buffer is not: settling is idempotent per
+reservation). With the restart on its AOF the store holds exactly what the upstream served;
+with a replica promoted, Redis's replication being asynchronous, the writes the primary
+acknowledged in its last instant may be missing (counted and printed; at most 1 %).
 """
 
 from __future__ import annotations
@@ -161,11 +163,18 @@ async def test_a_primary_killed_mid_run_loses_nothing_and_charges_once(
               f" upstream served {served}, store recorded {spent.entry_count} "
               f"({spent.total_input_tokens:,} in / {spent.total_output_tokens:,} out tokens, "
               f"upstream reported {stats['input_tokens']:,} / {stats['output_tokens']:,}); "
-              f"{written_back:g} settlements written back from buffers; store errors {errors}")
+              f"{written_back:g} settlements written back from buffers; "
+              f"{served - spent.entry_count} lost; store errors {errors}")
     assert set(rejecting) <= {200, 503} and rejecting[503] > 0, rejecting
     assert set(allowing) == {200}, allowing
     assert written_back > 0, "requests upstream during the outage settled through the buffer"
     assert errors and all("kind=" in name for name in errors), errors
-    assert spent.entry_count == served == rejecting[200] + allowing[200]
-    assert spent.total_input_tokens == stats["input_tokens"]
-    assert spent.total_output_tokens == stats["output_tokens"]
+    assert served == rejecting[200] + allowing[200]
+    assert spent.total_input_tokens == spent.total_output_tokens == 10 * spent.entry_count
+    assert spent.entry_count <= served, "nothing charged twice"
+    if drill == "restart":  # the node's AOF (fsync always) has every write it acknowledged
+        assert spent.entry_count == served
+        assert spent.total_input_tokens == stats["input_tokens"]
+        assert spent.total_output_tokens == stats["output_tokens"]
+    else:  # Redis replicates asynchronously: the instant before the kill may not have reached
+        assert served - spent.entry_count <= served // 100, "the replica, a few writes at most"

@@ -1,4 +1,5 @@
-"""``memory://?persist=PATH``: a restarted gateway still knows the day's spend."""
+"""``memory://?persist=PATH`` (an alias of ``sqlite://`` on PATH with the suffix ``.db``): a
+restarted gateway still knows the day's spend."""
 
 from __future__ import annotations
 
@@ -10,8 +11,7 @@ from pathlib import Path
 
 import aiohttp
 
-from gateway.store.memory import MemoryStore
-from gateway.store.persist import Persister
+from gateway.store.sqlite import SqliteStore
 from tests import leaks
 from tests.procs import free_port, running, stop
 
@@ -52,8 +52,8 @@ async def test_restart_keeps_the_days_spend(tmp_path: Path) -> None:
             ratios = [await _ratio(gateway.url) for _ in range(3)]
             stop(gateway.popen, signal.SIGTERM)  # graceful: the state is saved on the way out
         assert gateway.popen.returncode == 0
-        saved = MemoryStore()
-        Persister(saved, state).load()
+        saved = SqliteStore(f"sqlite://{state.with_suffix('.db')}", read_only=True)
+        await saved.connect()
         assert len(saved.tracker) == 3
         with running(args, gw_port, "/healthz", tmp_path / "second.log") as gateway:
             after_restart = await _ratio(gateway.url)

@@ -20,12 +20,18 @@ from typing import Any, TypeVar
 import aiohttp
 
 from gateway.cost.model import Filter
-from gateway.store.memory import MemoryStore
-from gateway.store.persist import Persister
 from gateway.store.redis import RedisStore
+from gateway.store.sqlite import SqliteStore
 from tests import leaks
 from tests.procs import Proc, free_port, mock_upstream, running
 from tests.servers import redis_server
+
+
+async def saved_store(state: Path) -> SqliteStore:
+    """What a stopped gateway kept on ``memory://?persist=STATE`` (its SQLite alias)."""
+    saved = SqliteStore(f"sqlite://{state.with_suffix('.db')}", read_only=True)
+    await saved.connect()
+    return saved
 
 SECRET = "sk-e2e-shutdown-tenant"
 leaks.SECRETS.add(SECRET)
@@ -149,8 +155,7 @@ async def test_sigterm_lets_fifty_streams_finish_and_records_each(tmp_path: Path
     assert all(body.rstrip().endswith(b"data: [DONE]") for body in bodies)
     assert status == 0, gateway.output()[-4000:]
     assert stats["faulted"] == {"/chat/completions": STREAMS}, "nothing else was proxied"
-    saved = MemoryStore()
-    Persister(saved, state).load()
+    saved = await saved_store(state)
     spent = await saved.query(Filter(tenant_id=TENANT))
     assert spent.entry_count == STREAMS
     assert spent.total_output_tokens == stats["output_tokens"] == STREAMS * 30
@@ -211,8 +216,7 @@ async def test_streams_past_the_grace_period_are_cut_off_and_still_charged(
     assert took < 10, "cut off at the grace period, not at the streams' end"
     assert all(body and b"[DONE]" not in body for body in bodies)
     assert "grace period of 0.5s over: cutting off 5" in gateway.output()
-    saved = MemoryStore()
-    Persister(saved, state).load()
+    saved = await saved_store(state)
     spent = await saved.query(Filter(tenant_id=TENANT))
     assert spent.entry_count == 5, "every cut-off stream is charged"
     # what the upstream billed for a stream cut off mid-way is unknown: its reservation is

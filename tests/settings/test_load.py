@@ -57,7 +57,7 @@ def test_the_example_config_loads() -> None:
     settings = load_settings(ROOT / "config" / "gateway.yaml", env={})
     assert settings.source.endswith("config/gateway.yaml")
     assert settings.listen == "127.0.0.1:8080"
-    assert settings.store == "memory://"
+    assert settings.store == "sqlite://gateway-state.db"
     assert [u.name for u in settings.upstreams] == ["mock"]
     assert settings.upstreams[0].base_url == "http://127.0.0.1:9000/v1"
     keys = {k.name: k for k in settings.tenants["acme"].keys}
@@ -160,7 +160,8 @@ def test_a_full_file_becomes_typed_settings() -> None:
 def test_defaults_for_what_the_file_leaves_out() -> None:
     text, _ = document("budgets:\n  - {name: b, tenant: acme, max_tokens_per_day: 0}\n")
     s = parse_settings(text, "t.yaml", env={})
-    assert (s.listen, s.store, s.on_store_error) == ("127.0.0.1:8080", "memory://", "reject")
+    assert (s.listen, s.store, s.on_store_error) == ("127.0.0.1:8080", "sqlite://gateway-state.db",
+                                                     "reject")
     assert s.tenants["acme"].models is None
     (budget,) = s.budgets
     assert (budget.action, budget.max_wait_s, budget.clamp_max_tokens) == ("reject", 30.0, False)
