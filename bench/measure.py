@@ -93,7 +93,8 @@ class Bench:
             yield proc
 
     def config(self, store: str, **changes: Any) -> GatewayConfig:
-        url = "memory://" if store == "memory" else f"redis://127.0.0.1:{self.redis_port}/0"
+        url = {"memory": "memory://", "sqlite": f"sqlite://{self.tmp / f'{store}-state.db'}"
+               }.get(store, f"redis://127.0.0.1:{self.redis_port}/0")
         base = GatewayConfig(url, self.upstream + JSON_PATH, self.upstream + STREAM_PATH)
         return dataclasses.replace(base, **changes)
 
@@ -145,7 +146,7 @@ class Bench:
         self.flush_redis()
         with contextlib.ExitStack() as stack:
             procs = {"forwarder": stack.enter_context(self.forwarder("forwarder", self.upstream))}
-            for store in ("memory", "redis"):
+            for store in ("memory", "sqlite", "redis"):
                 procs[f"gateway {store}"] = stack.enter_context(
                     self.gateway(f"gateway-{store}", self.config(store)))
             urls = {"direct": self.upstream, **{k: p.url for k, p in procs.items()}}

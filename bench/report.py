@@ -10,7 +10,7 @@ from typing import Any
 from bench.load import Load
 from bench.stream_client import percentiles
 
-SYSTEMS = ("direct", "forwarder", "gateway memory", "gateway redis")
+SYSTEMS = ("direct", "forwarder", "gateway memory", "gateway sqlite", "gateway redis")
 
 
 @dataclass
