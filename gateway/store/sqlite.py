@@ -81,6 +81,7 @@ class Journal:
         self.read_only = read_only  # a reader beside the gateway (the CLI): never writes
         self._queue: list[tuple[str, int, bytes, asyncio.Future[None] | None]] = []
         self._db: sqlite3.Connection | None = None
+        self._flushing = False  # a flush is scheduled for this turn of the loop
         self._loop: asyncio.AbstractEventLoop | None = None
         self.seq = 0  # the last row numbered
         self.since_snapshot = 0
@@ -146,6 +147,12 @@ class Journal:
         self._put(ROW, self.seq, orjson.dumps(entry), done)
         return done
 
+    def note(self, entry: object) -> None:
+        """Queues ``entry`` to ride with the next commit, never making one of its own."""
+        self.seq += 1
+        self.since_snapshot += 1
+        self._queue.append((ROW, self.seq, orjson.dumps(entry), None))
+
     def snapshot(self, state: Mapping[str, object]) -> None:
         """Writes ``state`` (everything up to the last row numbered) and drops that journal."""
         self.since_snapshot = 0
@@ -154,12 +161,14 @@ class Journal:
     def _put(self, kind: str, seq: int, data: bytes, done: asyncio.Future[None] | None
              ) -> None:
         self._queue.append((kind, seq, data, done))
-        if len(self._queue) == 1 and self._loop is not None:
+        if not self._flushing and self._loop is not None:
+            self._flushing = True
             self._loop.call_soon(self._flush)  # once per turn of the loop: a group commit
 
     def _flush(self) -> None:
         """Everything queued during this turn of the loop, in one transaction. On the loop:
         a WAL commit without fsync is a write to the file, cheaper than a thread's handoff."""
+        self._flushing = False
         batch, self._queue = self._queue, []
         if not batch or self._db is None:
             return
@@ -205,12 +214,6 @@ def _check_format(db: sqlite3.Connection) -> None:
     if found is None or found[0] != FORMAT:
         db.close()
         raise sqlite3.DatabaseError(f"not a gateway state database (format {FORMAT!r})")
-
-
-def _quiet(done: asyncio.Future[None]) -> None:
-    """A write nobody waits for: its failure is logged by the writer already."""
-    if not done.cancelled():
-        done.exception()
 
 
 def _settle_future(done: asyncio.Future[None], error: BaseException | None) -> None:
@@ -305,11 +308,12 @@ class SqliteStore(MemoryStore):
         self, tenant: str, rid: str, lines: Sequence[Line], now: float, ttl_s: float,
         version: int | None = None, expected_s: float | None = None,
     ) -> ReserveResult:
-        """Journaled without waiting: a reservation is never charged, only counted when a
-        restart releases it."""
+        """Journaled with the next commit, never waited for: a reservation is never charged,
+        only counted when a restart releases it (one made just before a crash may go
+        uncounted)."""
         result = await super().reserve(tenant, rid, lines, now, ttl_s, version, expected_s)
         if result.ok and lines:
-            self.journal.append(["reserve", rid]).add_done_callback(_quiet)
+            self.journal.note(["reserve", rid])
         return result
 
     async def record(self, usage: Usage) -> None:
