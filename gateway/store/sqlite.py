@@ -21,11 +21,12 @@ releases them (counted in the log).
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import sqlite3
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
@@ -82,6 +83,7 @@ class Journal:
         self._queue: list[tuple[str, int, bytes, asyncio.Future[None] | None]] = []
         self._db: sqlite3.Connection | None = None
         self._flushing = False  # a flush is scheduled for this turn of the loop
+        self._lock: IO[str] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.seq = 0  # the last row numbered
         self.since_snapshot = 0
@@ -125,6 +127,22 @@ class Journal:
             db.execute("INSERT INTO meta VALUES ('format', ?)", (FORMAT,))
         _check_format(db)
         return db
+
+    def lock(self) -> None:
+        """One gateway per file: its counters live in that process, so a second one on the
+        same file would keep budgets of its own. Held (``PATH.lock``) until the process ends."""
+        if not self.path.parent.is_dir():
+            raise StoreFileError(self.path, "its directory does not exist")
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        handle = lock_path.open("a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise StoreFileError(self.path, f"locked by another process ({lock_path}): another "
+                                            "gateway runs on this file; stop it, or give this "
+                                            "one a file of its own") from None
+        self._lock = handle
 
     def write_now(self, state: Mapping[str, object]) -> None:
         """A first snapshot, written before the journal starts."""
@@ -204,6 +222,13 @@ class Journal:
         if self._db is not None:
             self._db.close()
             self._db = None
+        self.unlock()
+
+    def unlock(self) -> None:
+        """Lets another gateway have the file (as the end of this process does)."""
+        if self._lock is not None:
+            self._lock.close()  # and with it the lock
+            self._lock = None
 
 
 def _check_format(db: sqlite3.Connection) -> None:
@@ -248,6 +273,8 @@ class SqliteStore(MemoryStore):
         self.released_at_start = 0
 
     async def connect(self) -> None:
+        if not self.journal.read_only:
+            self.journal.lock()
         state, entries = self.journal.open()
         if state is None and not entries and self._legacy is not None:
             state = self._carry_over(self._legacy)

@@ -37,7 +37,8 @@ async def test_a_crashed_stores_settlements_are_all_there_after_a_restart(tmp_pa
     assert (await store.reserve("t", "held", [LINE], T0 + 2, 60)).ok  # in flight at the crash
     await store.definitions.put(Budget(name="api", tenant="t", id="bud_1", max_tokens_per_day=9))
     assert await store.mark_once("alert-key", T0 + 100, T0)
-    # no close(): the process is gone; its journal thread's commits are all it left
+    # no close(): the process is gone; its commits are all it left, and its lock went with it
+    store.journal.unlock()
     again = await opened(path)
     try:
         spent = await again.query(Filter(tenant_id="t"))
@@ -83,3 +84,19 @@ async def test_a_file_that_is_not_a_state_database_stops_the_start(
 async def test_a_missing_directory_is_named(tmp_path: Path) -> None:
     with pytest.raises(StoreFileError, match="directory does not exist"):
         await opened(tmp_path / "nowhere" / "state.db")
+
+
+async def test_a_second_gateway_on_the_same_file_is_refused(tmp_path: Path) -> None:
+    """Counters live in the process: two on one file would keep two sets of budgets."""
+    path = tmp_path / "state.db"
+    first = await opened(path)
+    try:
+        with pytest.raises(StoreFileError, match="locked by another process"):
+            await opened(path)
+        reader = SqliteStore(f"sqlite://{path}", read_only=True)  # the CLI beside it: fine
+        await reader.connect()
+        await reader.close()
+    finally:
+        await first.close()
+    again = await opened(path)  # released with the first
+    await again.close()
