@@ -2,9 +2,10 @@
 expected back when they usually end (``fits_at``), not at their expiry an upstream timeout
 and a minute away: a throttled request then waits about as long as it must.
 
-Per upstream and model: a smoothed mean of the last answers' durations, never past the
-upstream's timeout. Bounded: upstreams and models are the configuration's, and past
-``MAX_KEYS`` the table starts again (a figure relearned in a few requests).
+Per upstream and priced model (the price a request resolved to, as its metrics label: never
+a name the client made up): a smoothed mean of the last answers' durations, never past the
+upstream's timeout. Bounded by the configuration's upstreams and prices; past ``MAX_KEYS`` the
+table starts again (a figure relearned in a few requests).
 """
 
 from __future__ import annotations

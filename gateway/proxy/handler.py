@@ -95,7 +95,7 @@ class Pipeline:
             principal, target.model, endpoint.domain, estimate, target.price,
             ttl_s=timeout_s + _EXPIRY_MARGIN_S + background * (timeout_s + FOLLOW_MARGIN_S),
             expected_s=None if background else self._durations.expected_s(
-                upstream, target.model, timeout_s),
+                upstream, rec.model_label, timeout_s),
         )
         gone = functools.partial(client_gone, request)
         with self.gate.hold(principal.tenant, runtime.settings.limits, gone) as hold:
@@ -116,7 +116,7 @@ class Pipeline:
             return response
         finally:
             self.in_flight -= held
-            self._durations.observe(upstream, target.model, time.monotonic() - started)
+            self._durations.observe(upstream, rec.model_label, time.monotonic() - started)
             if background and _still_running(exchange):
                 self._background.adopt(principal, target, admission, exchange.response_id or "")
             else:
