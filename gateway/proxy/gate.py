@@ -166,12 +166,12 @@ class Gate:
     def hold(self, tenant: str, limits: LimitSettings, gone: Gone) -> Hold:
         return Hold(self, tenant, limits, gone)
 
-    def queue(self, tenant: str) -> list[Hold]:
+    def queue(self, tenant: str) -> Sequence[Hold]:
         """The tenant's held requests, oldest first (bounded by ``limits.held_per_tenant``)."""
-        queue = self._queues.get(tenant)
-        if queue is None:
-            queue = self._queues[tenant] = []
-        return queue
+        return self._queues.get(tenant, ())
+
+    def enqueue(self, tenant: str, hold: Hold) -> None:
+        self._queues.setdefault(tenant, []).append(hold)
 
     def dequeue(self, tenant: str, hold: Hold) -> None:
         """Takes ``hold`` out of its queue; those behind it get their turn at once."""
@@ -271,7 +271,7 @@ class Hold:
             raise TooManyHeld(refused, headers={"Retry-After": str(max(math.ceil(fits_in_s), 1))})
         held.add(tenant)
         self.budgets = frozenset(budgets)
-        self._gate.queue(tenant).append(self)
+        self._gate.enqueue(tenant, self)
         self._since = time.perf_counter()
         self._left = self._gate.departures.watch(self._gone)
         log.info("budget hold started tenant=%s budgets=%s fits_in_s=%.0f held=%d/%d",
