@@ -46,6 +46,9 @@ class BudgetChecker:
 
 
 def _over(budget: Budget, what: str, used: float, limit: float, ratio: float) -> BudgetDecision:
+    """Over a limit: reject denies; throttle allows and says to slow down; alert allows and
+    says why (the seed's three actions; the proxy holds a throttled request instead)."""
     reason = f"{what} limit of budget {budget.name!r} exceeded: {used:g} of {limit:g}"
-    allowed = budget.action is BudgetAction.ALERT
-    return BudgetDecision(allowed, reason, ratio)
+    if budget.action is BudgetAction.THROTTLE:
+        reason += "; slow down"
+    return BudgetDecision(budget.action is not BudgetAction.REJECT, reason, ratio)

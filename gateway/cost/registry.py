@@ -46,6 +46,7 @@ def _redis(config: Mapping[str, Any]) -> Tracker:
 
 DEFAULT = Registry()
 DEFAULT.register("memory", _memory)
+DEFAULT.register("inmemory", _memory)  # the seed's name for it
 DEFAULT.register("redis", _redis)
 
 register = DEFAULT.register

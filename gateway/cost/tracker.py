@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import deque
 from collections.abc import Iterable
 from typing import Protocol
@@ -28,29 +29,34 @@ def summarize(entries: list[Usage]) -> Summary:
 
 
 class InMemoryTracker:
-    """Keeps the newest ``max_entries`` records, evicting the oldest first."""
+    """Keeps the newest ``max_entries`` records (0: no limit), evicting the oldest first. Safe
+    for concurrent use: threads may record and query at once."""
 
     def __init__(self, max_entries: int = 100_000) -> None:
-        if max_entries <= 0:
-            raise ValueError("max_entries must be positive")
-        self._entries: deque[Usage] = deque(maxlen=max_entries)
+        if max_entries < 0:
+            raise ValueError("max_entries must be 0 (no limit) or positive")
+        self._lock = threading.Lock()
+        self._entries: deque[Usage] = deque(maxlen=max_entries or None)
 
     async def record(self, usage: Usage) -> None:
         self.add(usage)
 
     def add(self, usage: Usage) -> None:
-        self._entries.append(usage)
+        with self._lock:
+            self._entries.append(usage)
 
     async def query(self, filter: Filter) -> Summary:
-        return summarize([u for u in self._entries if filter.matches(u)])
+        return summarize([u for u in self.entries() if filter.matches(u)])
 
     def entries(self) -> list[Usage]:
         """Oldest first: what a saved copy of the tracker holds."""
-        return list(self._entries)
+        with self._lock:
+            return list(self._entries)
 
     def restore(self, entries: Iterable[Usage]) -> None:
         """Replaces the records by ``entries`` (oldest first), keeping the newest if too many."""
-        self._entries = deque(entries, maxlen=self._entries.maxlen)
+        with self._lock:
+            self._entries = deque(entries, maxlen=self._entries.maxlen)
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -38,11 +38,50 @@ async def test_tracker_evicts_oldest_first() -> None:
     assert (await tracker.query(Filter(since=T0 + 2))).entry_count == 3
     assert (await tracker.query(Filter(until=T0 + 2))).entry_count == 0
     with pytest.raises(ValueError):
-        InMemoryTracker(max_entries=0)
+        InMemoryTracker(max_entries=-1)
+
+
+async def test_max_entries_zero_means_unlimited() -> None:
+    """Seed: "MaxEntries int // 0 means unlimited for in-memory"."""
+    tracker = InMemoryTracker(max_entries=0)
+    for _ in range(100_001):
+        tracker.add(usage(timestamp=T0))
+    assert len(tracker) == 100_001  # past the default cap: nothing evicted
+
+
+def test_the_tracker_is_safe_for_concurrent_use() -> None:
+    """Seed: "Tracker records usage entries and answers aggregate queries. Implementations must
+    be safe for concurrent use."""
+    import asyncio
+    import threading
+
+    tracker = InMemoryTracker(max_entries=1_000)
+    errors: list[BaseException] = []
+
+    def record() -> None:
+        for i in range(20_000):
+            tracker.add(usage(timestamp=T0 + i))
+
+    def query() -> None:
+        try:
+            for _ in range(200):
+                asyncio.run(tracker.query(Filter()))
+        except BaseException as exc:  # "deque mutated during iteration", before
+            errors.append(exc)
+
+    threads = [threading.Thread(target=record), threading.Thread(target=query)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert len(tracker) == 1_000
 
 
 async def test_registry_knows_memory_and_new_backends() -> None:
-    assert "memory" in cost.names()
+    """Seed: "The "inmemory" name is registered automatically"."""
+    assert {"memory", "inmemory"} <= set(cost.names())
+    assert isinstance(cost.new("inmemory"), InMemoryTracker)
     tracker = cost.new("memory", {"max_entries": 2})
     await tracker.record(usage())
     registry = cost.Registry()
@@ -108,3 +147,17 @@ async def test_registry_redis_backend_records_and_queries(
         assert [u.timestamp for u in raw] == [T0 + 2, T0 + 3, T0 + 4]  # log capped, oldest out
         assert (await tracker.query(Filter(since=T0 + 3))).entry_count == 2
         await tracker.close()  # type: ignore[attr-defined]
+
+
+async def test_throttle_allows_and_says_to_slow_down() -> None:
+    """Seed: "BudgetActionThrottle: Allow but signal the caller to slow down." (reject: "Deny the
+    request entirely (Allowed: false)")."""
+    tracker = InMemoryTracker()
+    checker = BudgetChecker(tracker, FakeClock(T0))
+    await tracker.record(usage(timestamp=T0 - 10, cost=2.0))
+    over = {action: await checker.check(
+        Budget(tenant="t1", max_cost_per_day=1.0, action=action), usage(cost=0.1))
+        for action in BudgetAction}
+    assert not over[BudgetAction.REJECT].allowed
+    assert over[BudgetAction.THROTTLE].allowed and "slow down" in over[BudgetAction.THROTTLE].reason
+    assert over[BudgetAction.ALERT].allowed and over[BudgetAction.ALERT].reason
