@@ -37,13 +37,20 @@ class Usage:
 
 @dataclass(frozen=True, slots=True)
 class Filter:
-    """Unset fields match everything; ``since`` is inclusive, ``until`` exclusive."""
+    """Unset fields match everything, and so do zero values ("" and 0, as the seed has it:
+    "Zero-value fields are ignored and match any record."); ``since`` is inclusive, ``until``
+    exclusive."""
 
     tenant_id: str | None = None
     model: str | None = None
     provider: str | None = None
     since: float | None = None
     until: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("tenant_id", "model", "provider", "since", "until"):
+            if not getattr(self, name):  # "" or 0: unset
+                object.__setattr__(self, name, None)
 
     def matches(self, usage: Usage) -> bool:
         return (

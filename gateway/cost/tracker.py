@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import deque
 from collections.abc import Iterable
 from typing import Protocol
 
+from gateway.clock import Clock, SystemClock
 from gateway.cost.model import Filter, Summary, Usage, nano_to_usd, usd_to_nano
 
 
@@ -30,11 +32,13 @@ def summarize(entries: list[Usage]) -> Summary:
 
 class InMemoryTracker:
     """Keeps the newest ``max_entries`` records (0: no limit), evicting the oldest first. Safe
-    for concurrent use: threads may record and query at once."""
+    for concurrent use: threads may record and query at once. A record without a timestamp is
+    stamped with ``clock``'s now: recording usage is recording it now."""
 
-    def __init__(self, max_entries: int = 100_000) -> None:
+    def __init__(self, max_entries: int = 100_000, clock: Clock | None = None) -> None:
         if max_entries < 0:
             raise ValueError("max_entries must be 0 (no limit) or positive")
+        self._clock = clock or SystemClock()
         self._lock = threading.Lock()
         self._entries: deque[Usage] = deque(maxlen=max_entries or None)
 
@@ -42,6 +46,8 @@ class InMemoryTracker:
         self.add(usage)
 
     def add(self, usage: Usage) -> None:
+        if not usage.timestamp:
+            usage = dataclasses.replace(usage, timestamp=self._clock.now())
         with self._lock:
             self._entries.append(usage)
 

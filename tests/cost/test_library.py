@@ -161,3 +161,22 @@ async def test_throttle_allows_and_says_to_slow_down() -> None:
     assert not over[BudgetAction.REJECT].allowed
     assert over[BudgetAction.THROTTLE].allowed and "slow down" in over[BudgetAction.THROTTLE].reason
     assert over[BudgetAction.ALERT].allowed and over[BudgetAction.ALERT].reason
+
+
+async def test_a_filters_zero_values_match_any_record() -> None:
+    """Seed: "Filter constrains a Query call. Zero-value fields are ignored and match any
+    record."""
+    tracker = InMemoryTracker()
+    await tracker.record(usage())
+    for zero in (Filter(tenant_id=""), Filter(model="", provider=""), Filter(since=0.0),
+                 Filter(until=0.0), Filter(tenant_id="", since=0, until=0)):
+        assert (await tracker.query(zero)).entry_count == 1, zero
+
+
+async def test_usage_recorded_without_a_timestamp_is_recorded_now() -> None:
+    """Seed: "Tracker records usage entries" (recording usage is recording it now: one left at
+    the epoch would never count in any window)."""
+    tracker = InMemoryTracker(clock=FakeClock(T0))
+    await tracker.record(usage(timestamp=0.0))
+    assert (await tracker.query(Filter(since=T0 - 1))).entry_count == 1
+    assert tracker.entries()[0].timestamp == T0
