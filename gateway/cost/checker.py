@@ -8,9 +8,9 @@ The proxy does not use it for admission: it reserves atomically in the store ins
 from __future__ import annotations
 
 from gateway.clock import Clock, SystemClock
-from gateway.cost.model import Budget, BudgetAction, BudgetDecision, Filter, Usage
+from gateway.cost.model import Budget, BudgetAction, BudgetDecision, Filter, Limit, Usage
 from gateway.cost.tracker import Tracker
-from gateway.cost.windows import DAY, HOUR
+from gateway.cost.windows import MONTH, window_of
 
 
 class BudgetChecker:
@@ -19,24 +19,28 @@ class BudgetChecker:
         self._clock = clock or SystemClock()
 
     async def check(self, budget: Budget, estimated: Usage) -> BudgetDecision:
-        """The hourly token window first, then the daily cost window; the first one past its
-        limit decides."""
+        """Every limit the budget sets (0: no limit, as the seed has it), in ``Limit``'s order;
+        the first one the estimate would pass decides."""
         now = self._clock.now()
         tenant = budget.tenant or estimated.tenant_id or None
         ratios: list[float] = []
-        if budget.max_tokens_per_hour:
-            hour = await self._tracker.query(Filter(tenant_id=tenant, since=now - HOUR.length_s))
-            used = hour.total_input_tokens + hour.total_output_tokens
-            wanted = estimated.total_tokens or estimated.input_tokens + estimated.output_tokens
-            ratio = (used + wanted) / budget.max_tokens_per_hour
+        for limit in Limit:
+            maximum = getattr(budget, limit.value)
+            if not maximum:
+                continue
+            window = window_of(limit)
+            since = (window.leaves_at(window.bucket(now) - 1) if window is MONTH
+                     else now - window.length_s)
+            spent = await self._tracker.query(Filter(tenant_id=tenant, since=since))
+            if limit.is_cost:
+                used, wanted = spent.total_cost, estimated.cost
+            else:
+                used = spent.total_input_tokens + spent.total_output_tokens
+                wanted = (estimated.total_tokens
+                          or estimated.input_tokens + estimated.output_tokens)
+            ratio = (used + wanted) / maximum
             if ratio > 1:
-                return _over(budget, "hourly token", used, budget.max_tokens_per_hour, ratio)
-            ratios.append(ratio)
-        if budget.max_cost_per_day:
-            day = await self._tracker.query(Filter(tenant_id=tenant, since=now - DAY.length_s))
-            ratio = (day.total_cost + estimated.cost) / budget.max_cost_per_day
-            if ratio > 1:
-                return _over(budget, "daily cost", day.total_cost, budget.max_cost_per_day, ratio)
+                return _over(budget, limit, used, maximum, ratio)
             ratios.append(ratio)
         top = max(ratios, default=0.0)
         threshold = budget.alert_threshold
@@ -45,10 +49,16 @@ class BudgetChecker:
         return BudgetDecision(True, "", top)
 
 
-def _over(budget: Budget, what: str, used: float, limit: float, ratio: float) -> BudgetDecision:
+_ADVERB = {"hour": "hourly", "day": "daily", "month": "monthly"}
+
+
+def _over(budget: Budget, limit: Limit, used: float, maximum: float, ratio: float
+          ) -> BudgetDecision:
     """Over a limit: reject denies; throttle allows and says to slow down; alert allows and
     says why (the seed's three actions; the proxy holds a throttled request instead)."""
-    reason = f"{what} limit of budget {budget.name!r} exceeded: {used:g} of {limit:g}"
+    what = f"{_ADVERB[limit.window]} {'cost' if limit.is_cost else 'token'} limit"
+    reason = (f"{what} ({limit.value}) of budget {budget.name!r} exceeded: {used:g} of "
+              f"{maximum:g}")
     if budget.action is BudgetAction.THROTTLE:
         reason += "; slow down"
     return BudgetDecision(budget.action is not BudgetAction.REJECT, reason, ratio)

@@ -180,3 +180,17 @@ async def test_usage_recorded_without_a_timestamp_is_recorded_now() -> None:
     await tracker.record(usage(timestamp=0.0))
     assert (await tracker.query(Filter(since=T0 - 1))).entry_count == 1
     assert tracker.entries()[0].timestamp == T0
+
+
+async def test_the_checker_checks_every_limit_its_budget_carries() -> None:
+    """Seed: "InMemoryBudgetChecker queries the Tracker for rolling-window totals before
+    deciding whether to allow the estimated usage" (every limit the Budget type has)."""
+    tracker = InMemoryTracker()
+    checker = BudgetChecker(tracker, FakeClock(T0))
+    await tracker.record(usage(timestamp=T0 - 60, cost=100.0, input_tokens=5, output_tokens=5,
+                               total_tokens=10))
+    for limit in ("max_cost_per_month", "max_cost_per_hour", "max_tokens_per_day"):
+        decision = await checker.check(Budget(tenant="t1", **{limit: 1 if "cost" in limit
+                                                              else 10}), usage(cost=1.0))
+        assert not decision.allowed and limit in decision.reason, (limit, decision)
+        assert decision.usage_ratio > 1
