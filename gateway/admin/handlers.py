@@ -8,7 +8,7 @@ from aiohttp import web
 
 from gateway.admin import report, status
 from gateway.admin.budgets import budget_json, may_change_budgets
-from gateway.admin.params import bound, choice
+from gateway.admin.params import bound, choice, known, ordered
 from gateway.appkeys import ADMIN, CLOCK, CONFIG, STORE
 from gateway.http_server import read_body
 from gateway.proxy.auth import Principal
@@ -39,12 +39,16 @@ async def whoami(request: web.Request) -> web.Response:
 async def spend_report(request: web.Request) -> web.Response:
     principal = _principal(request)
     query = request.query
+    known(query, ("group_by", "from", "to", "model"))
+    since = bound(query.get("from"), "from", end=False)
+    until = bound(query.get("to"), "to", end=True)
+    ordered(since, until)
     result = await report.spend_report(
         request.app[STORE],
         principal.tenant,
         choice(report.GroupBy, query.get("group_by"), "group_by") or report.GroupBy.DAY,
-        since=bound(query.get("from"), "from", end=False),
-        until=bound(query.get("to"), "to", end=True),
+        since=since,
+        until=until,
         model=query.get("model") or None,
     )
     return _json(result.json())
@@ -84,6 +88,7 @@ async def delete_budget(request: web.Request) -> web.Response:
 async def budgets_status(request: web.Request) -> web.Response:
     principal = _principal(request)
     query = request.query
+    known(query, ("domain", "model", "scope"))
     wanted = status.StatusFilter.parse(query.get("domain"), query.get("model"),
                                        query.get("scope"), principal.key_name)
     budgets = await request.app[ADMIN].list(principal.tenant)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import difflib
+from collections.abc import Collection, Mapping
 from enum import StrEnum
 from typing import TypeVar
 
@@ -43,3 +45,20 @@ def bound(value: str | None, param: str, *, end: bool) -> float | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
     return moment.timestamp()
+
+
+def known(query: Mapping[str, str], allowed: Collection[str]) -> None:
+    """Every parameter is one this call reads: a misspelt one (``groupBy``) would otherwise be
+    ignored, and the answer be for a question nobody asked."""
+    for name in query:
+        if name not in allowed:
+            close = difflib.get_close_matches(name.lower(), allowed, n=1, cutoff=0.6)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise InvalidRequest(f"Unknown parameter '{name}': this call takes "
+                                 f"{', '.join(sorted(allowed))}.{hint}", param=name)
+
+
+def ordered(since: float | None, until: float | None) -> None:
+    """A range that ends before it starts is a mistake, not an empty report."""
+    if since is not None and until is not None and since >= until:
+        raise InvalidRequest("Invalid 'from': it is not before 'to'.", param="from")

@@ -151,9 +151,14 @@ async def test_report_and_status_parameters_are_checked(gateway: MakeHarness) ->
     for path, param in [("/spend/report?group_by=week", "group_by"),
                         ("/spend/report?from=yesterday", "from"),
                         ("/budgets/status?scope=everyone", "scope"),
-                        ("/budgets/status?domain=audio", "domain")]:
+                        ("/budgets/status?domain=audio", "domain"),
+                        ("/spend/report?groupBy=hour", "groupBy"),
+                        ("/spend/report?from=2026-11-05&to=2026-11-01", "from"),
+                        ("/budgets/status?scopes=key", "scopes")]:
         resp = await call(gw, "GET", path)
-        assert resp.status == 400 and (await resp.json())["error"]["param"] == param
+        assert resp.status == 400 and (await resp.json())["error"]["param"] == param, path
+    misspelt = await (await call(gw, "GET", "/spend/report?groupBy=hour")).json()
+    assert "Did you mean 'group_by'?" in misspelt["error"]["message"]
 
 
 async def test_an_api_budget_stops_the_next_request_at_once(gateway: MakeHarness) -> None:
