@@ -179,8 +179,9 @@ def _schemas() -> JSON:
 def _limit(limit: Limit) -> JSON:
     if limit.is_cost:
         return _type("number", minimum=0, maximum=MAX_COST_USD,
-                     description=f"USD per {limit.window}")
-    return _type("integer", minimum=0, description=f"input + output tokens per {limit.window}")
+                     description=f"USD per {limit.window}; 0 or null: no limit")
+    return _type("integer", minimum=0,
+                 description=f"input + output tokens per {limit.window}; 0 or null: no limit")
 
 
 def _budget_fields() -> dict[str, JSON]:

@@ -103,7 +103,9 @@ class Limit(enum.StrEnum):
 class Budget:
     """Limits on a tenant's (or one key's, model's, domain's) spend, and what to do past them.
 
-    Token limits count input + output tokens; cost limits are USD. ``None`` means no limit.
+    Token limits count input + output tokens; cost limits are USD. ``None`` means no limit, and
+    so does 0, as the seed has it ("0 means no limit"): one meaning for the library, the YAML
+    and the admin API, which all build this type (a zero is kept as ``None``).
     """
 
     name: str = "default"
@@ -122,6 +124,11 @@ class Budget:
     clamp_max_tokens: bool = False
     source: str = "file"
     id: str | None = None
+
+    def __post_init__(self) -> None:
+        for limit in Limit:
+            if getattr(self, limit.value) == 0:
+                object.__setattr__(self, limit.value, None)
 
     def limits(self) -> list[tuple[Limit, int]]:
         """The limits this budget sets, tokens as-is and costs in nano-dollars."""

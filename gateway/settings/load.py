@@ -406,9 +406,13 @@ def _checked_budget(
     budget.require("name", "tenant")
     name, tenant, key = budget.string("name"), budget.string("tenant"), budget.string("key")
     _check_references(budget, tenant, key, key_names)
+    errors = len(budget.reader.errors)
+    result = _budget(budget, _or(name, ""), _or(tenant, ""), key, limits)
     if not any(budget.has(limit) for limit in LIMIT_FIELDS):
         budget.error(None, f"sets no limit; set at least one of {', '.join(LIMIT_FIELDS)}")
-    result = _budget(budget, _or(name, ""), _or(tenant, ""), key, limits)
+    elif not result.limits() and len(budget.reader.errors) == errors:
+        budget.error(None, "sets every limit to 0, and 0 means no limit (as in the seed); set "
+                           "at least one above 0 (to stop a tenant, remove its keys)")
     _check_fields(budget, result, limits)
     return result
 

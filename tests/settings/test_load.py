@@ -158,7 +158,7 @@ def test_a_full_file_becomes_typed_settings() -> None:
 
 
 def test_defaults_for_what_the_file_leaves_out() -> None:
-    text, _ = document("budgets:\n  - {name: b, tenant: acme, max_tokens_per_day: 0}\n")
+    text, _ = document("budgets:\n  - {name: b, tenant: acme, max_tokens_per_day: 1}\n")
     s = parse_settings(text, "t.yaml", env={})
     assert (s.listen, s.store, s.on_store_error) == ("127.0.0.1:8080", "sqlite://gateway-state.db",
                                                      "reject")
