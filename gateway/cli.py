@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 from urllib.parse import urlsplit
 
+from gateway.admin.status import Scope
+from gateway.cost.model import Domain
 from gateway.errors import ConfigErrors, GatewayError, NotFound
 from gateway.settings.schema import Role, Settings
 from gateway.store.base import Store, StoreError
@@ -229,20 +231,25 @@ def _budgets_status(args: argparse.Namespace) -> int:
     tenants = _tenants(settings, args.tenant)
     runtime = Runtime.build(settings)
 
-    async def limits(store: Store) -> dict[str, list[status.LimitStatus]]:
+    wanted = status.StatusFilter(Domain(args.domain) if args.domain else None, args.model,
+                                 Scope(args.scope) if args.scope else None, args.key)
+    Row = tuple[list[status.LimitStatus], status.PeriodSpend]
+
+    async def limits(store: Store) -> dict[str, Row]:
         admin = BudgetAdmin(store, lambda: runtime, ApiBudgets(store.definitions))
         now = SystemClock().now()
-        return {tenant: await status.budget_status(store, await admin.list(tenant),
-                                                   status.StatusFilter(), now)
+        return {tenant: (await status.budget_status(store, await admin.list(tenant), wanted, now),
+                         await status.period_spend(store, tenant, args.model, now))
                 for tenant in tenants}
 
     by_tenant = _read(settings, args.config, limits)
     if args.json:
-        bodies = {tenant: status.status_json(found) for tenant, found in by_tenant.items()}
+        bodies = {tenant: status.status_json(*row) for tenant, row in by_tenant.items()}
         _print_json(bodies[args.tenant] if args.tenant else bodies)
         return EXIT_OK
-    print("\n\n".join(f"Tenant {tenant}\n{tables.status_table(found)}"
-                      for tenant, found in by_tenant.items()))
+    print("\n\n".join(f"Tenant {tenant}\n{tables.spent_line(spent)}\n\n"
+                      f"{tables.status_table(found)}"
+                      for tenant, (found, spent) in by_tenant.items()))
     return EXIT_OK
 
 
@@ -277,6 +284,13 @@ def _add_store_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         description="Usage against every limit of every budget (YAML and API budgets), per "
                     "tenant. --json: GET /api/client/v1/budgets/status's body for --tenant T, "
                     "else one per tenant: {tenant: body}.")
+    status.add_argument("--domain", choices=[d.value for d in Domain],
+                        help="only budgets that apply to this domain")
+    status.add_argument("--model", help="only budgets that apply to this model, and its spend")
+    status.add_argument("--scope", choices=[s.value for s in Scope],
+                        help="tenant: budgets of the whole tenant; token: budgets of one key")
+    status.add_argument("--key", metavar="NAME",
+                        help="with --scope token: only this key's budgets (default: any key's)")
     status.set_defaults(func=_budgets_status)
 
 

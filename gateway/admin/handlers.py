@@ -93,5 +93,7 @@ async def budgets_status(request: web.Request) -> web.Response:
                                        query.get("scope"), principal.key_name)
     budgets = await request.app[ADMIN].list(principal.tenant)
     now = request.app[CLOCK].now()
-    limits = await status.budget_status(request.app[STORE], budgets, wanted, now)
-    return _json(status.status_json(limits))
+    store = request.app[STORE]
+    limits = await status.budget_status(store, budgets, wanted, now)
+    spent = await status.period_spend(store, principal.tenant, wanted.model, now)
+    return _json(status.status_json(limits, spent))

@@ -217,9 +217,16 @@ def _budget(fields: Mapping[str, JSON]) -> JSON:
 
 
 def _budget_status() -> JSON:
-    def binding(used: str, cap: str, kind: str) -> JSON:
-        return _object({used: _nullable(_type(kind, minimum=0)),
-                        cap: _nullable(_type(kind, minimum=0))})
+    def binding(unit: str, kind: str, window: str) -> JSON:
+        return _object({
+            f"used_{unit}": _type(kind, minimum=0, description=(
+                f"what the tenant (of the model filter, if given) spent in {window}, whatever "
+                "its budgets")),
+            f"limit_{unit}": _nullable(_type(kind, minimum=0, description=(
+                "the binding limit of the budgets the filter selects; null: none sets one"))),
+            f"counted_{unit}": _nullable(_type(kind, minimum=0, description=(
+                "what counts against that limit: a budget counts from its creation"))),
+        })
 
     limit = _object({
         "limit": _enum(Limit),
@@ -232,9 +239,9 @@ def _budget_status() -> JSON:
             "window (the calendar month: it ends); null when nothing is counted"))),
     }, optional=["resets_in_s"])
     return _object({
-        "per_hour": binding("used_tokens", "limit_tokens", "integer"),
-        "per_day": binding("used_usd", "limit_usd", "number"),
-        "per_month": binding("used_usd", "limit_usd", "number"),
+        "per_hour": binding("tokens", "integer", "the rolling hour"),
+        "per_day": binding("usd", "number", "the rolling 24 hours"),
+        "per_month": binding("usd", "number", "the calendar month (UTC)"),
         "budgets": _array(_object({
             "id": _type("string"), "name": _type("string"), "source": _enum(_SOURCES),
             "action": _enum(BudgetAction), "limits": _array(limit),

@@ -11,9 +11,11 @@ from enum import StrEnum
 from typing import Any
 
 from gateway.admin.params import choice
-from gateway.cost.model import Budget, Domain, Limit, nano_to_usd
+from gateway.cost.model import Budget, Domain, Filter, Limit, nano_to_usd
+from gateway.cost.windows import DAY, HOUR, MONTH
 from gateway.proxy.budget_index import Slot, slots_of
 from gateway.store.base import Store
+from gateway.store.spend import SpendSource, query_many
 
 
 class Scope(StrEnum):
@@ -26,7 +28,7 @@ class StatusFilter:
     domain: Domain | None = None
     model: str | None = None
     scope: Scope | None = None
-    key_name: str | None = None  # the caller's key, for scope=token
+    key_name: str | None = None  # scope=token: the caller's key (None: any key, the CLI's)
 
     def admits(self, budget: Budget) -> bool:
         return (
@@ -35,7 +37,8 @@ class StatusFilter:
                  or fnmatch.fnmatchcase(self.model, budget.model))
             and (self.scope is None
                  or (self.scope is Scope.TENANT and budget.key is None)
-                 or (self.scope is Scope.TOKEN and budget.key == self.key_name))
+                 or (self.scope is Scope.TOKEN and budget.key is not None
+                     and self.key_name in (None, budget.key)))
         )
 
     @classmethod
@@ -87,12 +90,34 @@ def _seconds_until(slot: Slot, oldest: int | None, now: float) -> int | None:
     return max(math.ceil(slot.window.leaves_at(oldest) - now), 0)
 
 
-def status_json(limits: Sequence[LimitStatus]) -> dict[str, Any]:
-    """The binding (highest-ratio) figure per window, null where no budget sets that limit."""
+@dataclass(frozen=True, slots=True)
+class PeriodSpend:
+    """What a tenant spent in each window, whatever its budgets (the console shows spend
+    without limits too): the rolling hour's tokens, the rolling day's and the calendar
+    month's USD."""
+
+    hour_tokens: int
+    day_usd: float
+    month_usd: float
+
+
+async def period_spend(source: SpendSource, tenant: str, model: str | None, now: float
+                       ) -> PeriodSpend:
+    """From the spend records (one read), so it matches the spend report's figures. They
+    carry tenant and model, not key or domain: ``scope`` and ``domain`` choose budgets only."""
+    hour, day, month = await query_many(
+        source, tenant, [Filter(model=model, since=w.since(now)) for w in (HOUR, DAY, MONTH)])
+    return PeriodSpend(hour.total_input_tokens + hour.total_output_tokens, day.total_cost,
+                       month.total_cost)
+
+
+def status_json(limits: Sequence[LimitStatus], spent: PeriodSpend) -> dict[str, Any]:
+    """Each window's spend beside the binding (highest-ratio) limit, null where no budget sets
+    that limit, with what counts against it (``counted``: a budget counts from its creation)."""
     body: dict[str, Any] = {
-        "per_hour": _binding(limits, Limit.TOKENS_PER_HOUR, "used_tokens", "limit_tokens"),
-        "per_day": _binding(limits, Limit.COST_PER_DAY, "used_usd", "limit_usd"),
-        "per_month": _binding(limits, Limit.COST_PER_MONTH, "used_usd", "limit_usd"),
+        "per_hour": _binding(limits, Limit.TOKENS_PER_HOUR, "tokens", spent.hour_tokens),
+        "per_day": _binding(limits, Limit.COST_PER_DAY, "usd", spent.day_usd),
+        "per_month": _binding(limits, Limit.COST_PER_MONTH, "usd", spent.month_usd),
         "budgets": [],
     }
     by_budget: dict[str, dict[str, Any]] = {}
@@ -109,11 +134,10 @@ def status_json(limits: Sequence[LimitStatus]) -> dict[str, Any]:
     return body
 
 
-def _binding(limits: Sequence[LimitStatus], limit: Limit, used: str, cap: str
+def _binding(limits: Sequence[LimitStatus], limit: Limit, unit: str, spent: float
              ) -> dict[str, Any]:
     candidates = [s for s in limits if s.slot.limit is limit]
-    if not candidates:
-        return {used: None, cap: None}
-    top = max(candidates, key=lambda s: s.ratio)
-    figures = top.json()
-    return {used: figures["used"], cap: figures["max"]}
+    figures = max(candidates, key=lambda s: s.ratio).json() if candidates else None
+    return {f"used_{unit}": spent,
+            f"limit_{unit}": figures["max"] if figures else None,
+            f"counted_{unit}": figures["used"] if figures else None}

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.admin.report import SpendReport, Totals
-from gateway.admin.status import LimitStatus
+from gateway.admin.status import LimitStatus, PeriodSpend
 from gateway.cost.model import Budget
 
 GAP = "  "
@@ -82,6 +82,12 @@ _STATUS = (
     Column("ACTION", numeric=False), Column("LIMIT", numeric=False), Column("USED"),
     Column("MAX"), Column("USED %"), Column("STATE", numeric=False),
 )
+
+
+def spent_line(spent: PeriodSpend) -> str:
+    """What was spent, whatever the budgets (a budget's USED counts from its creation)."""
+    return (f"Spent: {count(spent.hour_tokens)} tokens in the last hour, {usd(spent.day_usd)} in "
+            f"the last 24 hours, {usd(spent.month_usd)} this month (UTC)")
 
 
 def status_table(limits: Sequence[LimitStatus]) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from gateway.clock import Clock, SystemClock
 from gateway.cost.model import Budget, BudgetAction, BudgetDecision, Filter, Limit, Usage
 from gateway.cost.tracker import Tracker
-from gateway.cost.windows import MONTH, window_of
+from gateway.cost.windows import window_of
 
 
 class BudgetChecker:
@@ -28,9 +28,7 @@ class BudgetChecker:
             maximum = getattr(budget, limit.value)
             if not maximum:
                 continue
-            window = window_of(limit)
-            since = (window.leaves_at(window.bucket(now) - 1) if window is MONTH
-                     else now - window.length_s)
+            since = window_of(limit).since(now)
             spent = await self._tracker.query(Filter(tenant_id=tenant, since=since))
             if limit.is_cost:
                 used, wanted = spent.total_cost, estimated.cost

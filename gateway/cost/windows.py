@@ -52,6 +52,13 @@ class Window:
             return float(calendar.timegm((year, month0 + 1, 1, 0, 0, 0)))
         return float((bucket + 1) * self.width + self.length_s)
 
+    def since(self, now: float) -> float:
+        """Where the exact window starts at ``now``: ``length_s`` ago, or the month's first
+        second (what a spend query over the window reads from)."""
+        if self.width == 0:
+            return self.leaves_at(self.bucket(now) - 1)
+        return now - self.length_s
+
     def period_id(self, now: float) -> int:
         """Identifies the window a crossing belongs to, for once-per-window alerts."""
         if self.width == 0:

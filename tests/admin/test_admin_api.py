@@ -189,10 +189,14 @@ async def test_status_filters_and_binding_figures(gateway: MakeHarness) -> None:
     assert {b["name"] for b in everything["budgets"]} == {"ci-hourly", "embed-daily", "monthly"}
     assert everything["per_hour"]["limit_tokens"] == 1000
     assert everything["per_hour"]["used_tokens"] > 0
-    assert everything["per_day"] == {"used_usd": 0.0, "limit_usd": 2.0}
+    # the day's spend beside the binding daily limit, which has counted nothing of it (an
+    # embedding budget; the request was a chat)
+    spent = everything["per_day"]["used_usd"]
+    assert spent > 0
+    assert everything["per_day"] == {"used_usd": spent, "limit_usd": 2.0, "counted_usd": 0.0}
     llm = await (await call(gw, "GET", "/budgets/status?domain=llm", key="ci")).json()
     assert {b["name"] for b in llm["budgets"]} == {"ci-hourly", "monthly"}
-    assert llm["per_day"] == {"used_usd": None, "limit_usd": None}
+    assert llm["per_day"] == {"used_usd": spent, "limit_usd": None, "counted_usd": None}
     token = await (await call(gw, "GET", "/budgets/status?scope=token", key="ci")).json()
     assert [b["name"] for b in token["budgets"]] == ["ci-hourly"]
     tenant = await (await call(gw, "GET", "/budgets/status?scope=tenant", key="ci")).json()
@@ -247,3 +251,36 @@ async def test_status_tells_when_each_window_frees_capacity(gateway: MakeHarness
     clock.advance(first_leaves - clock.now())  # the first request has left the hour
     found = await resets()
     assert found["hourly", "max_tokens_per_hour"] == 1200
+
+
+async def test_status_shows_the_spend_without_a_budget_and_before_one(
+        gateway: MakeHarness) -> None:
+    """Seed (Cognipeer): "Check current usage ... console.log(status.per_month.used_usd, '/',
+    status.per_month.limit_usd)": what was spent, whatever the limits. A tenant without a
+    budget sees its spend with null limits; a monthly budget created after spending shows the
+    month's spend beside its limit, and counts (``counted_usd``) from its creation."""
+    start = dt.datetime(2026, 11, 10, 12, 0, 0, tzinfo=dt.UTC).timestamp()
+    clock = FakeClock(start)
+    gw = await gateway(clock=clock)
+    for _ in range(3):
+        assert (await gw.chat(max_tokens=10)).status == 200
+    clock.advance(2 * 86400.0)  # out of the rolling hour and day, still in November
+    assert (await gw.chat(max_tokens=10)).status == 200
+    report = await (await call(gw, "GET", "/spend/report?group_by=month")).json()
+    month_usd = report["total_cost"]
+    last = (await gw.store.entries("acme"))[-1]
+    status = await (await call(gw, "GET", "/budgets/status")).json()
+    assert status["per_month"] == {"used_usd": month_usd, "limit_usd": None, "counted_usd": None}
+    assert status["per_day"]["used_usd"] == pytest.approx(last.cost)
+    assert status["per_hour"]["used_tokens"] == last.input_tokens + last.output_tokens
+    assert status["per_hour"]["limit_tokens"] is None and status["budgets"] == []
+
+    made = await call(gw, "POST", "/budgets", json={"name": "cap", "monthly_limit_usd": 250})
+    assert made.status == 201
+    status = await (await call(gw, "GET", "/budgets/status")).json()
+    assert status["per_month"] == {"used_usd": month_usd, "limit_usd": 250.0, "counted_usd": 0.0}
+    ((limit,),) = [b["limits"] for b in status["budgets"]]
+    assert limit["used"] == 0.0  # enforcement counts from the budget's creation
+    # model filter: another model spent nothing
+    other = await (await call(gw, "GET", "/budgets/status?model=gpt-4o")).json()
+    assert other["per_month"]["used_usd"] == 0.0 and other["per_hour"]["used_tokens"] == 0

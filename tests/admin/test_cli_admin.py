@@ -360,7 +360,9 @@ def test_budgets_status_table_shows_every_limit(served: Served,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "budgets", "status", "--config", str(served.config))
     assert code == 0
-    assert out.startswith("Tenant acme\n") and "\n\nTenant globex\nNo budgets." in out
+    assert out.startswith("Tenant acme\nSpent: ")
+    assert ("\n\nTenant globex\nSpent: 0 tokens in the last hour, $0.0000 in the last 24 hours, "
+            "$0.0000 this month (UTC)\n\nNo budgets.") in out
     (table,) = tables(out)
     table.assert_aligned(STATUS_NUMERIC)
     limits = {(b["name"], limit["limit"]): limit
@@ -386,3 +388,30 @@ def test_money_tokens_and_ratios_read_well() -> None:
     assert usd(0.000000001) == "$0.000000001"
     assert count(2_001_510) == "2,001,510" and count(0) == "0"
     assert percent(0.8123) == "81.2%" and percent(1.5) == "150.0%"
+
+
+def test_budgets_status_takes_the_apis_filters(served: Served,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Seed (Cognipeer): "status() accepts an optional { domain, model, scope } filter (scope is
+    tenant or token)": the CLI takes the same, and --model narrows the spend shown too."""
+    def names(*filters: str) -> tuple[set[str], dict[str, Any]]:
+        code, out, err = run(capsys, "budgets", "status", "--config", str(served.config),
+                             "--tenant", "acme", "--json", *filters)
+        assert code == 0, err
+        body = json.loads(out)
+        return {b["name"] for b in body["budgets"]}, body
+
+    everything, _ = names()
+    assert everything == {"acme-daily", "acme-app", served.api_budget}
+    assert names("--scope", "token")[0] == {"acme-app"}
+    assert names("--scope", "token", "--key", "app")[0] == {"acme-app"}
+    assert names("--scope", "token", "--key", "other")[0] == set()
+    assert names("--scope", "tenant")[0] == {"acme-daily", served.api_budget}
+    assert names("--domain", "embedding")[0] == everything  # none is scoped to a domain
+    found, body = names("--model", "gpt-4.1")
+    assert found == {"acme-daily", served.api_budget} and body["per_month"]["used_usd"] == 0.0
+    mini = {m["model_key"]: m["cost"] for m in served.report["by_model"]}["gpt-4o-mini"]
+    assert names("--model", "gpt-4o-mini")[1]["per_month"]["used_usd"] == pytest.approx(mini)
+    with pytest.raises(SystemExit) as exited:
+        run(capsys, "budgets", "status", "--config", str(served.config), "--scope", "keys")
+    assert exited.value.code == 2 and "invalid choice: 'keys'" in capsys.readouterr().err
