@@ -38,6 +38,9 @@ def _memory(config: Mapping[str, Any]) -> Tracker:
 
 
 def _redis(config: Mapping[str, Any]) -> Tracker:
+    """The gateway's Redis store as a tracker. ``max_entries`` caps its raw log only: its
+    hourly totals are kept whole, so whole hours count every usage and a range's partial
+    hours count what the log holds (``InMemoryTracker`` keeps only the log)."""
     from gateway.store.redis import RedisStore  # on use: the library needs no Redis otherwise
 
     url = str(config.get("url", "redis://127.0.0.1:6379/0"))

@@ -126,7 +126,7 @@ def _pair(value: object, where: str) -> tuple[object, object]:
 
 class MemoryStore:
     def __init__(self, tracker: InMemoryTracker | None = None) -> None:
-        self.tracker = tracker or InMemoryTracker()
+        self.tracker = tracker if tracker is not None else InMemoryTracker()  # empty is falsy
         self._lines: dict[str, LineState] = {}
         self._settled: OrderedDict[str, None] = OrderedDict()
         self._marks: dict[str, float] = {}

@@ -32,11 +32,14 @@ async def test_tracker_filters_and_sums_exactly() -> None:
 
 
 async def test_tracker_evicts_oldest_first() -> None:
+    """Seed: "Entries are evicted in FIFO order when the capacity limit is reached." The
+    InMemoryTracker keeps nothing else: what it evicts is gone from every answer."""
     tracker = InMemoryTracker(max_entries=3)
     for i in range(5):
         await tracker.record(usage(timestamp=T0 + i))
     assert (await tracker.query(Filter(since=T0 + 2))).entry_count == 3
     assert (await tracker.query(Filter(until=T0 + 2))).entry_count == 0
+    assert (await tracker.query(Filter(tenant_id="t1"))).entry_count == 3
     with pytest.raises(ValueError):
         InMemoryTracker(max_entries=-1)
 
@@ -139,14 +142,31 @@ async def test_registry_redis_backend_records_and_queries(
 
     with redis_server(tmp_path_factory.mktemp("redis")) as url:
         tracker = cost.new("redis", {"url": url, "max_entries": 3})
-        for i in range(5):
-            await tracker.record(usage(timestamp=T0 + i))
-        summary = await tracker.query(Filter(tenant_id="t1"))
-        assert summary.entry_count == 5  # the hourly rollups keep every usage
-        raw = await tracker.entries("t1")  # type: ignore[attr-defined]
-        assert [u.timestamp for u in raw] == [T0 + 2, T0 + 3, T0 + 4]  # log capped, oldest out
-        assert (await tracker.query(Filter(since=T0 + 3))).entry_count == 2
+        await _assert_the_cap_is_the_logs_only(tracker)
         await tracker.close()  # type: ignore[attr-defined]
+
+
+async def test_the_embedded_stores_cap_is_the_logs_only_too() -> None:
+    from gateway.store.memory import MemoryStore
+
+    await _assert_the_cap_is_the_logs_only(MemoryStore(InMemoryTracker(max_entries=3)))
+
+
+async def _assert_the_cap_is_the_logs_only(tracker: cost.Tracker) -> None:
+    """Seed: "Config.MaxEntries int // 0 means unlimited for in-memory; ignored by some
+    backends". The gateway's stores (and the "redis" tracker) apply it to the raw log only:
+    their hourly totals are never evicted (months of reports read them), so a query over
+    whole hours, or over no range, counts every usage, and a range's partial hours count what
+    the log still holds. The README's library section says so."""
+    hour = 3600 * (int(T0) // 3600 + 1)
+    for i in range(5):
+        await tracker.record(usage(timestamp=hour + i))
+    assert (await tracker.query(Filter(tenant_id="t1"))).entry_count == 5
+    assert (await tracker.query(Filter(since=hour, until=hour + 3600))).entry_count == 5
+    raw = await tracker.entries("t1")  # type: ignore[attr-defined]
+    assert [u.timestamp for u in raw] == [hour + 2, hour + 3, hour + 4]  # oldest out first
+    assert (await tracker.query(Filter(since=hour + 1))).entry_count == 3  # the log's 3
+    assert (await tracker.query(Filter(since=hour + 3))).entry_count == 2
 
 
 async def test_throttle_allows_and_says_to_slow_down() -> None:
