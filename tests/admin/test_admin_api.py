@@ -147,6 +147,10 @@ async def test_report_totals_equal_upstream_usage_across_days_and_months(
 
 
 async def test_report_and_status_parameters_are_checked(gateway: MakeHarness) -> None:
+    """Seed (Cognipeer): "Narrow it with query options such as group_by and a date range" and
+    "status() accepts an optional { domain, model, scope } filter (scope is tenant or token)":
+    an option the call does not take (``groupBy``) or a range that ends before it starts is a
+    400 naming the parameter, never an answer to another question."""
     gw = await gateway()
     for path, param in [("/spend/report?group_by=week", "group_by"),
                         ("/spend/report?from=yesterday", "from"),
