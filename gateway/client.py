@@ -139,6 +139,11 @@ class Client:
                         tb: TracebackType | None) -> None:
         await self.close()
 
+    async def me(self) -> JSON:
+        """Who the key is: ``tenant``, ``key_name``, ``role``, ``may_change_budgets``."""
+        answer: JSON = await self.request("GET", "/me")
+        return answer
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
@@ -184,6 +189,11 @@ class Budgets:
         answer: JSON = await self._client.request("GET", "/budgets")
         budgets: list[JSON] = answer["data"]
         return budgets
+
+    async def get(self, budget_id: str, /) -> JSON:
+        """One budget of the tenant, by its id (a YAML budget's id is its name)."""
+        budget: JSON = await self._client.request("GET", _budget_path(budget_id))
+        return budget
 
     async def create(self, **fields: Any) -> JSON:
         """Needs an admin or owner key; e.g. ``create(monthly_limit_usd=250, model="gpt-4o*")``."""
@@ -248,6 +258,7 @@ class SyncSpend:
 class SyncBudgets:
     def __init__(self, budgets: Budgets, loop: _LoopThread) -> None:
         self.list = loop.blocking(budgets.list)
+        self.get = loop.blocking(budgets.get)
         self.create = loop.blocking(budgets.create)
         self.update = loop.blocking(budgets.update)
         self.delete = loop.blocking(budgets.delete)
@@ -264,6 +275,7 @@ class SyncClient:
         self.base_url = self._client.base_url
         self.spend = SyncSpend(self._client.spend, self._loop)
         self.budgets = SyncBudgets(self._client.budgets, self._loop)
+        self.me = self._loop.blocking(self._client.me)
         self._closed = False
 
     def __enter__(self) -> SyncClient:

@@ -59,6 +59,13 @@ async def test_async_client_round_trips_every_call(gateway: MakeHarness) -> None
         assert created["monthly_limit_usd"] == 250 and created["model"] == "gpt-4o*"
         updated = await client.budgets.update(created["id"], monthly_limit_usd=500)
         assert updated["id"] == created["id"] and updated["max_cost_per_month"] == 500
+        assert await client.budgets.get(created["id"]) == updated
+        assert (await client.budgets.get("acme-daily"))["source"] == "file"
+        assert await client.me() == {"tenant": "acme", "key_name": "acme-admin",
+                                     "role": "admin", "may_change_budgets": True}
+        with pytest.raises(ConflictError) as taken:
+            await client.budgets.create(name=created["name"], daily_limit_usd=1)
+        assert taken.value.code == "budget_name_taken" and taken.value.param == "name"
         assert [b["id"] for b in await client.budgets.list()] == ["acme-daily", created["id"]]
 
         status = await client.budgets.status(domain="llm", model="gpt-4o-mini", scope="tenant")
@@ -174,6 +181,8 @@ def test_sync_client_round_trips_every_call(served: str) -> None:
         assert created["source"] == "api" and created["max_cost_per_day"] == 2
         updated = client.budgets.update(created["id"], max_tokens_per_hour=60_000)
         assert updated["max_tokens_per_hour"] == 60_000
+        assert client.budgets.get(created["id"]) == updated
+        assert client.me()["role"] in ("admin", "owner")
         listed: list[dict[str, Any]] = client.budgets.list()
         assert [b["source"] for b in listed] == ["file", "api"]
 

@@ -144,9 +144,10 @@ class BudgetAdmin:
         taken = {b.name for b in await self.list(principal.tenant)
                  if b.ident != budget_id}
         taken |= {b.name for b in runtime.settings.budgets}
-        if budget.name in taken:
-            raise InvalidRequest(f"Invalid budget: name '{budget.name}' is already used.",
-                                 param="name", code="invalid_budget")
+        if budget.name in taken:  # a clash with what exists, as for HTTP a 409, not a 400
+            raise Conflict(f"Budget name '{budget.name}' is already used by another budget of "
+                           "this tenant; choose another name or change that budget.",
+                           param="name", code="budget_name_taken")
         return dataclasses.replace(budget, id=budget_id, source="api")
 
     async def _owned_elsewhere(self, tenant: str, budget_id: str) -> bool:

@@ -39,7 +39,9 @@ _ERRORS: Mapping[int, tuple[str, str]] = {
     403: ("Forbidden", "The key may not do this (another tenant's budget, a member key "
                        "changing budgets, a model outside the tenant's allow-list)."),
     404: ("NotFound", "No such budget, model or route."),
-    409: ("Conflict", "The budget is defined in the YAML configuration: edit the file."),
+    409: ("Conflict", "A clash with what exists: the budget is defined in the YAML "
+                      "configuration (edit the file), its name is taken, or the tenant has "
+                      "as many API budgets as allowed."),
     413: ("PayloadTooLarge", "The request body is over the size limit (and is not forwarded)."),
     429: ("BudgetExceeded", "A budget does not let the request through (reject, or throttle "
                             "past max_wait_s)."),
@@ -394,7 +396,7 @@ def _admin_paths() -> JSON:
                               {"200": _json("The budgets.", _ref("BudgetList"))}, [401, 503]),
             "post": _operation("createBudget", "Create a budget (admin or owner key)",
                                "budgets", {"201": _json("The new budget.", _ref("Budget"))},
-                               [400, 401, 403, 413, 503], body=_ref("BudgetCreate")),
+                               [400, 401, 403, 409, 413, 503], body=_ref("BudgetCreate")),
         },
         f"{ADMIN}/budgets/status": {"get": _operation(
             "budgetStatus", "Usage against every limit", "budgets",

@@ -54,7 +54,6 @@ async def test_budget_crud_round_trip_and_yaml_budgets_read_only(gateway: MakeHa
     ({"daily_limit_usd": 1, "key": "nobody"}, "key"),
     ({"daily_limit_usd": 1, "max_tokens_per_hour": "ten"}, "max_tokens_per_hour"),
     ({"daily_limit_usd": 1, "max_cost_per_dya": 1}, "max_cost_per_dya"),
-    ({"daily_limit_usd": 1, "name": "acme-daily"}, "name"),
     ({"daily_limit_usd": 1, "tenant": "globex"}, "tenant"),
     ({"daily_limit_usd": 1, "max_cost_per_day": 2}, "daily_limit_usd"),
 ])
@@ -67,6 +66,22 @@ async def test_invalid_budgets_are_refused_naming_the_field(
     error = (await resp.json())["error"]
     assert error["param"] == field
     assert (field or "no limit") in error["message"]
+
+
+async def test_a_name_already_used_is_a_conflict(gateway: MakeHarness) -> None:
+    """A clash with a budget that exists (YAML or API) is a 409 naming the field, as the
+    client's ``ConflictError``; the budget is not created."""
+    gw = await gateway(FILE_BUDGET)
+    assert (await call(gw, "POST", "/budgets", json={"name": "cap", "daily_limit_usd": 1})
+            ).status == 201
+    for name in ("acme-daily", "cap"):
+        resp = await call(gw, "POST", "/budgets", json={"name": name, "daily_limit_usd": 1})
+        assert resp.status == 409
+        error = (await resp.json())["error"]
+        assert (error["param"], error["code"]) == ("name", "budget_name_taken")
+        assert f"'{name}' is already used" in error["message"]
+    listed = await (await call(gw, "GET", "/budgets")).json()
+    assert [b["name"] for b in listed["data"]] == ["acme-daily", "cap"]
 
 
 async def test_tenant_isolation_on_every_route(gateway: MakeHarness) -> None:
