@@ -1,4 +1,5 @@
-"""Suite-wide: keep every log line and response for the closing secret scan, and run it last."""
+"""Suite-wide: keep every log line and response for the closing secret scan, and run it last;
+mark the slow tests; name the servers and browser the run uses."""
 
 from __future__ import annotations
 
@@ -8,9 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from tests import leaks
+from tests import leaks, tools
 
 SCAN = "test_no_secret_in_any_log_or_response"
+TESTS = Path(__file__).resolve().parent
+# Whole suites of real processes (gateways, Redis servers and clusters, a browser, the soak):
+# `pytest -m "not slow"` leaves them out for a quick inner loop; the test command runs them.
+SLOW = ("e2e", "dashboard/test_dashboard_browser.py", "test_container.py", "property",
+        "store/test_conformance.py", "ops/test_metrics_bounded.py")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -24,8 +30,16 @@ def _capture_everything() -> Iterator[None]:
     root.removeHandler(handler)
 
 
+def pytest_report_header() -> list[str]:
+    return tools.header()
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The scan reads what every other test produced, so it goes last."""
+    for item in items:
+        where = item.path.relative_to(TESTS).as_posix()
+        if any(where == slow or where.startswith(slow + "/") for slow in SLOW):
+            item.add_marker(pytest.mark.slow)
     items.sort(key=lambda item: item.name == SCAN)
 
 

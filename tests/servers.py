@@ -1,12 +1,12 @@
 """Real servers for tests: started on free loopback ports, stopped by their PID.
 
-A missing server binary fails the test (never skips it), naming the command that installs it.
+A missing server binary fails the test (never skips it), naming what installs it
+(``tests.tools`` finds it).
 """
 
 from __future__ import annotations
 
 import contextlib
-import shutil
 import socket
 import subprocess
 import time
@@ -14,23 +14,18 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
+import redis
 
 from tests.procs import free_port, stop
+from tests.tools import require_redis_server
 
 READY_TIMEOUT_S = 10.0
 
 
-def require(binary: str, install: str) -> str:
-    path = shutil.which(binary)
-    if path is None:
-        pytest.fail(f"{binary} is not installed: run `{install}` (.ci/run does)")
-    return path
-
-
 def start_redis(workdir: Path, port: int, *extra: str) -> subprocess.Popen[bytes]:
-    """A redis-server on ``port`` (the caller stops it); ``extra`` are its options."""
-    binary = require("redis-server", "apt-get install redis-server")
+    """A Redis server on ``port`` (the caller stops it; ``tests.tools`` says which binary);
+    ``extra`` are its options."""
+    binary = require_redis_server()
     log = workdir / f"redis-{port}.log"
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
@@ -105,52 +100,95 @@ class Cluster:
 
     def owner(self, key: str) -> int:
         """The port of the primary serving ``key``'s slot."""
-        cli = require("redis-cli", "apt-get install redis-tools")
         alive = next(p for p in self.ports if p in self.procs)
-        slot = int(subprocess.run([cli, "-p", str(alive), "cluster", "keyslot", key],
-                                  capture_output=True, text=True, timeout=5, check=True).stdout)
-        out = subprocess.run([cli, "-p", str(alive), "cluster", "nodes"],
-                             capture_output=True, text=True, timeout=5, check=True).stdout
-        for line in out.splitlines():
-            fields = line.split()
-            if "master" not in fields[2]:
-                continue
-            for span in fields[8:]:
-                first, _, last = span.partition("-")
-                if span[0].isdigit() and int(first) <= slot <= int(last or first):
-                    return int(fields[1].split(":")[1].split("@")[0])
+        with _client(alive) as client:
+            slot = int(client.execute_command("CLUSTER", "KEYSLOT", key))
+            nodes = _nodes(client)
+        for node in nodes:
+            if "master" in node.flags and any(first <= slot <= last for first, last in node.slots):
+                return node.port
         raise AssertionError(f"no primary serves slot {slot}")
 
     def wait_ok(self) -> None:
         """Until every running node says the cluster is ok."""
-        _wait_cluster_ok(require("redis-cli", "apt-get install redis-tools"),
-                         [p for p in self.ports if p in self.procs])
+        _wait_cluster_ok([p for p in self.ports if p in self.procs])
 
 
 @contextlib.contextmanager
 def cluster_nodes(workdir: Path, nodes: int = 3, *options: str, replicas: int = 0
                   ) -> Iterator[Cluster]:
     """A throwaway Redis Cluster of ``nodes`` nodes (``replicas`` per primary) started with
-    ``options``."""
-    cli = require("redis-cli", "apt-get install redis-tools")
+    ``options``; made with the cluster commands themselves (what ``redis-cli --cluster create``
+    sends), so a server binary alone is enough."""
     cluster = Cluster([], ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                               *options), workdir)
+                           "--repl-diskless-sync-delay", "0", *options), workdir)
     try:
         for _ in range(nodes):
             port = _cluster_port()
             (workdir / f"node-{port}").mkdir()
             cluster.start(port)
             cluster.ports.append(port)
-        addresses = [f"127.0.0.1:{p}" for p in cluster.ports]
-        subprocess.run([cli, "--cluster", "create", *addresses, "--cluster-replicas", str(replicas),
-                        "--cluster-yes"], check=True, capture_output=True, timeout=60)
+        _create(cluster.ports, replicas)
         cluster.wait_ok()
         if replicas:
-            _wait_replicas_synced(cli, cluster.ports)
+            _wait_replicas_synced(cluster.ports, cluster.ports[nodes // (replicas + 1):])
         yield cluster
     finally:
         for proc in cluster.procs.values():
             stop(proc)
+
+
+@dataclass(frozen=True, slots=True)
+class _Node:
+    ident: str
+    port: int
+    flags: str
+    slots: tuple[tuple[int, int], ...]
+
+
+def _client(port: int) -> redis.Redis:
+    return redis.Redis(host="127.0.0.1", port=port, socket_timeout=5, decode_responses=True)
+
+
+def _nodes(client: redis.Redis) -> list[_Node]:
+    """``CLUSTER NODES``, read from its text: id, port, flags and slot ranges per node."""
+    text = client.execute_command("CLUSTER", "NODES")
+    if not isinstance(text, str):
+        raise AssertionError(f"unexpected CLUSTER NODES answer {type(text).__name__}")
+    nodes = []
+    for line in text.splitlines():
+        fields = line.split()
+        spans = []
+        for span in fields[8:]:
+            if span[0].isdigit():
+                first, _, last = span.partition("-")
+                spans.append((int(first), int(last or first)))
+        port = int(fields[1].split("@")[0].rsplit(":", 1)[1])
+        nodes.append(_Node(fields[0], port, fields[2], tuple(spans)))
+    return nodes
+
+
+def _create(ports: list[int], replicas: int) -> None:
+    """Slots split evenly over the first ``len(ports) // (replicas + 1)`` nodes, every node
+    introduced to the first, then each other node made a replica of a primary in turn."""
+    primaries = ports[: len(ports) // (replicas + 1)]
+    share = 16384 // len(primaries)
+    for epoch, port in enumerate(ports, start=1):
+        with _client(port) as client:
+            client.execute_command("CLUSTER", "SET-CONFIG-EPOCH", epoch)
+    for i, port in enumerate(primaries):
+        last = 16383 if i == len(primaries) - 1 else (i + 1) * share - 1
+        with _client(port) as client:
+            client.execute_command("CLUSTER", "ADDSLOTSRANGE", i * share, last)
+    for port in ports[1:]:
+        with _client(port) as client:
+            client.execute_command("CLUSTER", "MEET", "127.0.0.1", ports[0])
+    _wait_until(ports, lambda c: len(_nodes(c)) == len(ports), "cluster nodes did not meet")
+    for i, port in enumerate(ports[len(primaries):]):
+        with _client(primaries[i % len(primaries)]) as primary:
+            ident = primary.execute_command("CLUSTER", "MYID")
+        with _client(port) as client:
+            client.execute_command("CLUSTER", "REPLICATE", ident)
 
 
 @contextlib.contextmanager
@@ -160,40 +198,55 @@ def redis_cluster(workdir: Path, nodes: int = 3) -> Iterator[str]:
         yield cluster.url
 
 
-def _wait_cluster_ok(cli: str, ports: list[int]) -> None:
-    _wait_every_node(cli, ports, ("cluster", "info"), lambda out: "cluster_state:ok" in out,
-                     "redis cluster did not reach cluster_state:ok")
+def _wait_cluster_ok(ports: list[int]) -> None:
+    _wait_until(ports, lambda c: "cluster_state:ok" in _text(c, "CLUSTER", "INFO"),
+                "redis cluster did not reach cluster_state:ok")
 
 
-def _wait_replicas_synced(cli: str, ports: list[int]) -> None:
-    """Until every replica has its primary's data: one still syncing cannot be promoted."""
-    _wait_every_node(cli, ports, ("info", "replication"),
-                     lambda out: "role:master" in out or "master_link_status:up" in out,
-                     "redis cluster replicas did not finish syncing")
+def _wait_replicas_synced(ports: list[int], replicas: list[int]) -> None:
+    """Until every replica has its primary's data (one still syncing cannot be promoted) and
+    every node knows every replica as one (a primary's failover needs its replica known)."""
+    def synced(client: redis.Redis) -> bool:
+        info = _text(client, "INFO", "replication")
+        return "role:slave" in info and "master_link_status:up" in info
+
+    _wait_until(replicas, synced, "redis cluster replicas did not finish syncing")
+    _wait_until(ports, lambda c: sum("slave" in n.flags for n in _nodes(c)) == len(replicas),
+                "redis cluster nodes did not all learn the replicas")
 
 
-def _wait_every_node(cli: str, ports: list[int], command: tuple[str, ...],
-                     ok: Callable[[str], bool], failure: str) -> None:
-    """Until ``command``'s answer is ``ok`` on every node in ``ports``."""
+def _text(client: redis.Redis, *command: str) -> str:
+    answer = client.execute_command(*command)
+    if isinstance(answer, dict):  # INFO, parsed by the client: back to "key:value" lines
+        return "\n".join(f"{k}:{v}" for k, v in answer.items())
+    return str(answer)
+
+
+def _wait_until(ports: list[int], ok: Callable[[redis.Redis], bool], failure: str) -> None:
+    """Until ``ok`` holds on every node in ``ports`` (an error is a no, for now)."""
     deadline = time.monotonic() + READY_TIMEOUT_S * 3
     while time.monotonic() < deadline:
-        answers = [
-            subprocess.run([cli, "-p", str(p), *command], capture_output=True,
-                           text=True, timeout=5, check=False).stdout
-            for p in ports
-        ]
-        if all(ok(answer) for answer in answers):
+        if all(_holds(port, ok) for port in ports):
             return
         time.sleep(0.1)
     raise RuntimeError(failure)
+
+
+def _holds(port: int, ok: Callable[[redis.Redis], bool]) -> bool:
+    try:
+        with _client(port) as client:
+            return ok(client)
+    except redis.RedisError:
+        return False
 
 
 def _wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"redis-server exited: {log.read_text() if log.exists() else ''}")
+            output = log.read_text() if log.exists() else ""
+            raise RuntimeError(f"the Redis server exited: {output}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
             return
         time.sleep(0.05)
-    raise RuntimeError(f"redis-server not listening on {port} after {READY_TIMEOUT_S}s")
+    raise RuntimeError(f"the Redis server is not listening on {port} after {READY_TIMEOUT_S}s")

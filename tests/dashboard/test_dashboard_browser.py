@@ -1,4 +1,4 @@
-"""The dashboard in headless Chromium (Debian's ``chromium`` driven by Playwright), against a
+"""The dashboard in headless Chromium (driven by Playwright), against a
 mock upstream and a gateway running as real processes on loopback ports.
 
 A scripted run (chat requests with two models) comes first; the page must then show exactly
@@ -6,8 +6,9 @@ what ``GET /spend/report`` answers for the same range, let an admin key create a
 binds the very next proxied request, show the API's validation error beside its field, and give
 a member key no edit controls. Screenshots go to ``test-output/dashboard/`` (logged).
 
-Chromium is never downloaded (``playwright install`` cannot reach its servers): a machine
-without ``/usr/bin/chromium`` fails these tests (``.ci/run`` installs it, as it does Redis).
+The browser is found as ``tests.tools`` says (``$GATEWAY_TEST_CHROMIUM``, Debian's
+``/usr/bin/chromium``, Playwright's managed one); a machine with none fails these tests, and
+``scripts/test`` installs one first.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import os
-import shutil
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -29,14 +28,13 @@ from typing import Any
 
 import pytest
 
-from tests import leaks
+from tests import leaks, tools
 from tests.procs import Proc, gateway_process, mock_upstream
 
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
 OUTPUT = ROOT / "test-output" / "dashboard"
-CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
@@ -118,10 +116,8 @@ class Gateway:
 
 @pytest.fixture(scope="module")
 def chromium_path() -> str:
-    """A missing browser fails the tests, as a missing redis-server does: never a skip."""
-    if not (os.path.exists(CHROMIUM) and shutil.which(CHROMIUM)):
-        pytest.fail(f"{CHROMIUM} is missing: run `apt-get install chromium` (.ci/run does)")
-    return CHROMIUM
+    """A missing browser fails the tests, as a missing Redis server does: never a skip."""
+    return tools.require_chromium()
 
 
 @pytest.fixture(scope="module")
