@@ -41,11 +41,32 @@ def render(columns: Sequence[Column], rows: Sequence[Sequence[str]],
     return "\n".join(lines)
 
 
+NANO_PLACES = 9  # the store keeps nano-dollars: no amount has more decimals
+
+
 def usd(amount: float) -> str:
     """``$1,234.5678``: four decimals, more for a sum too small to show in four."""
+    return _dollars(amount, places(amount))
+
+
+def usd_column(amounts: Sequence[float]) -> list[str]:
+    """Amounts that share a column, all with the decimals the one needing most needs (that
+    is the smallest, unless a larger one has more digits), so their points line up."""
+    shared = max((places(a) for a in amounts), default=4)
+    return [_dollars(a, shared) for a in amounts]
+
+
+def places(amount: float) -> int:
+    """The decimals ``usd`` shows: four, or as many as a sum below half a ten-thousandth needs
+    to show every digit the store has, up to nine."""
     if amount == 0 or abs(amount) >= 0.00005:
-        return f"${amount:,.4f}".replace("$-", "-$")
-    return f"${amount:.9f}".rstrip("0").replace("$-", "-$")  # the store keeps nano-dollars
+        return 4
+    digits = f"{abs(amount):.{NANO_PLACES}f}".rstrip("0").partition(".")[2]
+    return max(4, len(digits))
+
+
+def _dollars(amount: float, decimals: int) -> str:
+    return f"${amount:,.{decimals}f}".replace("$-", "-$")
 
 
 def count(value: int) -> str:
@@ -59,22 +80,27 @@ def percent(ratio: float) -> str:
 _SPEND = (Column("REQUESTS"), Column("INPUT TOKENS"), Column("OUTPUT TOKENS"), Column("COST"))
 
 
-def _spend_cells(label: str, totals: Totals) -> list[str]:
+def _spend_cells(label: str, totals: Totals, cost: str) -> list[str]:
     figures = totals.json()
     return [label, count(figures["requests"]), count(figures["input_tokens"]),
-            count(figures["output_tokens"]), usd(figures["cost"])]
+            count(figures["output_tokens"]), cost]
 
 
 def spend_tables(report: SpendReport) -> str:
-    """The timeseries, then the per-model breakdown, each with its total."""
+    """The timeseries, then the per-model breakdown, each with its total. Their costs share
+    one number of decimals, so the total both show reads the same in each."""
     if not report.total.requests:
         return "No spend recorded in this range."
-    total = _spend_cells("TOTAL", report.total)
-    periods = render([Column(report.group_by.value.upper(), numeric=False), *_SPEND],
-                     [_spend_cells(p, t) for p, t in sorted(report.timeseries.items())], total)
-    models = render([Column("MODEL", numeric=False), *_SPEND],
-                    [_spend_cells(m, t) for m, t in sorted(report.by_model.items())], total)
-    return f"{periods}\n\n{models}"
+    periods, models = sorted(report.timeseries.items()), sorted(report.by_model.items())
+    rows = [*periods, *models, ("TOTAL", report.total)]
+    costs = usd_column([totals.json()["cost"] for _, totals in rows])
+    cells = [_spend_cells(label, totals, cost)
+             for (label, totals), cost in zip(rows, costs, strict=True)]
+    total = cells.pop()
+    by_period = render([Column(report.group_by.value.upper(), numeric=False), *_SPEND],
+                       cells[:len(periods)], total)
+    by_model = render([Column("MODEL", numeric=False), *_SPEND], cells[len(periods):], total)
+    return f"{by_period}\n\n{by_model}"
 
 
 _STATUS = (
@@ -91,21 +117,24 @@ def spent_line(spent: PeriodSpend) -> str:
 
 
 def status_table(limits: Sequence[LimitStatus]) -> str:
-    """One row per limit of every budget: its use now against its maximum."""
+    """One row per limit of every budget: its use now against its maximum. Dollars share their
+    column's decimals; token counts are whole."""
     if not limits:
         return "No budgets."
-    return render(_STATUS, [_status_cells(s) for s in limits])
+    figures = [status.json() for status in limits]
+    used, most = (_amounts(limits, [f[name] for f in figures]) for name in ("used", "max"))
+    return render(_STATUS, [
+        [s.budget.name, _applies_to(s.budget), s.budget.action.value, s.slot.limit.value,
+         u, m, percent(s.ratio), _state(s.budget, s.ratio)]
+        for s, u, m in zip(limits, used, most, strict=True)])
 
 
-def _status_cells(status: LimitStatus) -> list[str]:
-    budget, figures = status.budget, status.json()
-    return [budget.name, _applies_to(budget), budget.action.value, status.slot.limit.value,
-            _amount(status, figures["used"]), _amount(status, figures["max"]),
-            percent(status.ratio), _state(budget, status.ratio)]
-
-
-def _amount(status: LimitStatus, value: Any) -> str:
-    return usd(value) if status.slot.limit.is_cost else count(value)
+def _amounts(limits: Sequence[LimitStatus], values: Sequence[Any]) -> list[str]:
+    """One column of USED or MAX: dollars for cost limits (one shared precision), else counts."""
+    dollars = iter(usd_column([v for s, v in zip(limits, values, strict=True)
+                               if s.slot.limit.is_cost]))
+    return [next(dollars) if s.slot.limit.is_cost else count(v)
+            for s, v in zip(limits, values, strict=True)]
 
 
 def _applies_to(budget: Budget) -> str:

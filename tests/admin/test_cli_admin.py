@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from gateway.admin.tables import count, percent, usd
+from gateway.admin.tables import count, percent, usd, usd_column
 from gateway.cli import main
 from gateway.client import SyncClient
 from gateway.cost.model import Usage
@@ -144,11 +144,13 @@ def test_spend_report_over_every_tenant_by_day(saved: Path,
     periods, models = tables(out)
     for table in (periods, models):
         table.assert_aligned(SPEND_COLUMNS)
-        assert table.row("TOTAL") == ["TOTAL", "4", "2,001,510", "500,045", "$1,234.5681"]
+        assert table.row("TOTAL") == ["TOTAL", "4", "2,001,510", "500,045", "$1,234.568053"]
     assert periods.header.split()[0] == "DAY"
     assert [r[0] for r in periods.rows()] == ["2026-05-01", "2026-05-02", "2026-06-03", "TOTAL"]
-    assert periods.row("2026-05-01") == ["2026-05-01", "2", "2,000,000", "500,000", "$1,234.5678"]
-    assert models.row("gpt-4o-mini") == ["gpt-4o-mini", "2", "1,510", "45", "$0.0003"]
+    # every cost with the decimals globex's $0.000004 needs, in both tables
+    assert [r[4] for r in periods.rows()] == [
+        "$1,234.567800", "$0.000249", "$0.000004", "$1,234.568053"]
+    assert models.row("gpt-4o-mini") == ["gpt-4o-mini", "2", "1,510", "45", "$0.000253"]
 
 
 def test_spend_report_for_one_tenant_a_range_and_a_model(
@@ -371,10 +373,14 @@ def test_budgets_status_table_shows_every_limit(served: Served,
     assert set(rows) == set(limits) == {
         ("acme-daily", "max_cost_per_day"), ("acme-daily", "max_tokens_per_hour"),
         ("acme-app", "max_tokens_per_day"), (served.api_budget, "max_cost_per_month")}
+    costs = [key for key in rows if key[1].startswith("max_cost")]
+    for column, name in ((4, "used"), (5, "max")):  # dollars: one precision per column
+        assert [rows[key][column] for key in costs] == usd_column([limits[k][name] for k in costs])
     for key, row in rows.items():
         figures = limits[key]
-        fmt = usd if key[1].startswith("max_cost") else count
-        assert row[4:7] == [fmt(figures["used"]), fmt(figures["max"]), percent(figures["ratio"])]
+        if key not in costs:
+            assert row[4:6] == [count(figures["used"]), count(figures["max"])]
+        assert row[6] == percent(figures["ratio"])
     assert rows[("acme-app", "max_tokens_per_day")][1:3] == ["key=app model=gpt-4o*", "reject"]
     assert rows[("acme-daily", "max_cost_per_day")][1] == "tenant"
     monthly = rows[(served.api_budget, "max_cost_per_month")]
