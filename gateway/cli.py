@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import hashlib
 import json
 import os
 import secrets
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
@@ -23,6 +25,7 @@ from gateway.store.persist import PersistError
 from gateway.store.sqlite import StoreFileError
 
 EXIT_OK, EXIT_ERROR = 0, 1
+EXIT_PIPE = 128 + signal.SIGPIPE  # as a shell reports a process SIGPIPE killed: 141
 DEFAULT_CONFIG = "config/gateway.yaml"
 
 T = TypeVar("T")
@@ -195,12 +198,13 @@ def _print_json(body: object) -> None:
 @_store_command
 def _spend_report(args: argparse.Namespace) -> int:
     from gateway.admin import report, tables
-    from gateway.admin.params import bound, choice
+    from gateway.admin.params import bound, choice, ordered
     from gateway.settings.load import load_settings
 
     group_by = choice(report.GroupBy, args.group_by, "--group-by") or report.GroupBy.DAY
     since = bound(args.since, "--from", end=False)
     until = bound(args.until, "--to", end=True)
+    ordered(since, until, "--from", "--to")
     settings = load_settings(args.config)
     tenant = _tenants(settings, args.tenant)[0] if args.tenant else None  # None: all of them
 
@@ -343,6 +347,28 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; its exit status. A reader that stops early (``| head``) ends it quietly,
+    as it would a Unix tool: no traceback, the status of a process SIGPIPE killed."""
+    try:
+        try:
+            return _run(argv)
+        finally:
+            sys.stdout.flush()  # a reader gone shows here, not as a traceback at exit
+    except BrokenPipeError:
+        _discard_stdout()
+        return EXIT_PIPE
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null: what is still buffered for the gone reader would otherwise
+    fail again, as "Exception ignored", when Python flushes stdout at exit."""
+    with contextlib.suppress(OSError, ValueError):  # not a file (captured): nothing to flush
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
@@ -352,6 +378,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {error}", file=sys.stderr)
         print(f"{len(exc.errors)} problem(s) found.", file=sys.stderr)
         return EXIT_ERROR
+    except BrokenPipeError:
+        raise  # stdout's reader is gone: main ends quietly
     except (OSError, PersistError, StoreFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR

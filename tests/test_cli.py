@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -52,3 +56,32 @@ def test_keys_new_prints_secret_once_and_its_hash(capsys: pytest.CaptureFixture[
 def test_serve_refuses_workers_without_a_shared_store(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["serve", "--config", str(ROOT / "config" / "gateway.yaml"), "--workers", "2"]) == 1
     assert "needs a shared store" in capsys.readouterr().err
+
+
+def run_into_closed_pipe(*args: str, cwd: Path = ROOT) -> tuple[int, str]:
+    """``gateway ARGS | head -0``, deterministically: stdout is a pipe whose read end is closed
+    before the command starts, so its first write fails. The exit status and stderr."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run([sys.executable, "-m", "gateway.cli", *args], stdout=write,
+                              stderr=subprocess.PIPE, text=True, cwd=cwd, timeout=60,
+                              check=False)
+    finally:
+        os.close(write)
+    return done.returncode, done.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ("keys", "new", "--tenant", "acme", "--name", "ci"),
+    ("check-config", str(ROOT / "config" / "gateway.yaml")),
+])
+def test_a_closed_pipe_ends_any_command_quietly(args: tuple[str, ...]) -> None:
+    """Whatever the command, a reader that stopped early (| head) gets no BrokenPipeError
+    traceback: the command ends with the status of a Unix tool SIGPIPE stopped."""
+    assert run_into_closed_pipe(*args) == (128 + signal.SIGPIPE, "")
+
+
+def test_a_closed_pipe_ends_help_quietly() -> None:
+    """argparse drops its own failed write of the help: quiet, and the status of --help."""
+    assert run_into_closed_pipe("--help") == (0, "")

@@ -58,7 +58,9 @@ def known(query: Mapping[str, str], allowed: Collection[str]) -> None:
                                  f"{', '.join(sorted(allowed))}.{hint}", param=name)
 
 
-def ordered(since: float | None, until: float | None) -> None:
-    """A range that ends before it starts is a mistake, not an empty report."""
+def ordered(since: float | None, until: float | None, first: str = "from", last: str = "to"
+            ) -> None:
+    """A range that ends before it starts is a mistake, not an empty report. ``first`` and
+    ``last`` name the bounds as the caller wrote them (the CLI's ``--from``, ``--to``)."""
     if since is not None and until is not None and since >= until:
-        raise InvalidRequest("Invalid 'from': it is not before 'to'.", param="from")
+        raise InvalidRequest(f"Invalid '{first}': it is not before '{last}'.", param=first)

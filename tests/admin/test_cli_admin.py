@@ -26,6 +26,7 @@ from gateway.store.persist import Persister
 from gateway.store.redis import RedisStore
 from tests.procs import free_port, gateway_process, mock_upstream, stop
 from tests.servers import redis_server
+from tests.test_cli import run_into_closed_pipe
 
 SECRETS = {"app": "sk-cli-admin-app", "boss": "sk-cli-admin-boss"}
 CONFIG = """
@@ -221,6 +222,21 @@ def test_bad_arguments_are_one_line_errors(
     code, out, err = run(capsys, *args, "--config", str(saved))
     assert (code, out) == (1, "")
     assert message in err and err.startswith("error: ") and "Traceback" not in err
+
+
+def test_a_range_that_ends_before_it_starts_is_an_error(
+    saved: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not "No spend": the API's 400 for the same range, naming the CLI's flag."""
+    code, out, err = run(capsys, "spend", "report", "--config", str(saved),
+                         "--from", "2026-11-05", "--to", "2026-11-01")
+    assert (code, out, err) == (1, "", "error: Invalid '--from': it is not before '--to'.\n")
+    code, out, _ = run(capsys, "spend", "report", "--config", str(saved),
+                       "--from", "2026-05-01", "--to", "2026-05-01")  # one whole day
+    assert code == 0 and "2026-05-01" in out
+    code, _, err = run(capsys, "spend", "report", "--config", str(saved),
+                       "--from", "2026-05-01T12:00:00", "--to", "2026-05-01T12:00:00")
+    assert code == 1 and "'--from'" in err
 
 
 def test_the_embedded_store_without_persistence_cannot_be_read(
@@ -421,3 +437,14 @@ def test_budgets_status_takes_the_apis_filters(served: Served,
     with pytest.raises(SystemExit) as exited:
         run(capsys, "budgets", "status", "--config", str(served.config), "--scope", "keys")
     assert exited.value.code == 2 and "invalid choice: 'keys'" in capsys.readouterr().err
+
+
+# -- a reader that stops early (| head) --------------------------------------------------------
+
+@pytest.mark.parametrize("command", [("spend", "report"), ("budgets", "status")])
+def test_a_closed_pipe_ends_the_report_quietly(saved: Path, command: tuple[str, ...]) -> None:
+    """``gateway spend report | head -1``: no BrokenPipeError traceback, the status of a Unix
+    tool SIGPIPE stopped (the read end is closed before the command writes, so every write
+    fails)."""
+    code, err = run_into_closed_pipe(*command, "--config", str(saved))
+    assert (code, err) == (128 + signal.SIGPIPE, "")
