@@ -58,9 +58,36 @@
   // -- formatting -------------------------------------------------------------------------
 
   const integer = new Intl.NumberFormat("en-US");
-  function usd(value) {
-    return "$" + Number(value).toLocaleString("en-US", {
-      minimumFractionDigits: 2, maximumFractionDigits: 6 });
+  const NANO_DIGITS = 9;  // the store keeps nano-dollars: no amount has more decimals
+
+  /* The page's one money format. Without `digits`, the CLI's rule (gateway/admin/tables.py
+   * usd()): four decimals, more for an amount too small to show in four, so a non-zero amount
+   * never reads as $0.0000. With `digits`, exactly that many (chart ticks share theirs).
+   * Never exponent notation: 6e-5 is $0.0001 here, and $0.00006 with digits = 5. */
+  function usd(amount, digits) {
+    const value = Number(amount);
+    const magnitude = Math.abs(value);
+    const tiny = digits === undefined && value !== 0 && magnitude < 0.00005;
+    let text = fixed(magnitude, digits === undefined ? (tiny ? NANO_DIGITS : 4) : digits);
+    if (tiny) text = text.replace(/0+$/, "");
+    const [whole, fraction] = text.split(".");
+    const grouped = whole.replace(/\B(?=(\d{3})+(?!\d))/g, ",");
+    return (value < 0 ? "-$" : "$") + grouped + (fraction === undefined ? "" : `.${fraction}`);
+  }
+  // `magnitude` to `places` decimals, rounded as Python's format() rounds (the exact binary
+  // value, an exact tie to even), so the page and the CLI print the same figure
+  function fixed(magnitude, places) {
+    const up = magnitude.toFixed(places);  // exact value; a tie goes up
+    const exact = magnitude.toFixed(places + 30);
+    const point = exact.indexOf(".");
+    if (!/^50*$/.test(exact.slice(point + 1 + places))) return up;
+    const down = exact.slice(0, places ? point + 1 + places : point);
+    return Number(down.slice(-1)) % 2 === 0 ? down : up;
+  }
+  // the decimals `value` needs to be shown exactly, to the nano-dollar
+  function decimalsOf(value) {
+    const fraction = Math.abs(Number(value)).toFixed(NANO_DIGITS).split(".")[1];
+    return fraction.replace(/0+$/, "").length;
   }
   function duration(seconds) {
     if (seconds < 60) return `${seconds} s`;
@@ -253,7 +280,12 @@
         animation: false, responsive: true, maintainAspectRatio: false,
         scales: {
           x: { stacked: true },
-          y: { stacked: true, beginAtZero: true, title: { display: true, text: "USD" } },
+          y: {
+            stacked: true, beginAtZero: true, title: { display: true, text: "USD" },
+            // every tick with the decimals the finest one needs: $0.00002, $0.00004, ...
+            ticks: { callback: (value, index, ticks) =>
+              usd(value, Math.max(...ticks.map((t) => decimalsOf(t.value)))) },
+          },
         },
         plugins: {
           legend: { position: "bottom" },
@@ -481,6 +513,9 @@
       $("api-key").focus();
     }
   }
+
+  // the page's formats, read by its browser tests (and handy from the console)
+  window.gatewayDashboard = Object.freeze({ usd });
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
   else init();
