@@ -2,7 +2,8 @@
 mock upstream and a gateway run as real processes.
 
 Money reads as the CLI prints it (``gateway.admin.tables.usd``), the chart's axis in dollars,
-never in exponent notation. The browser, the keys and the page fixture are those of
+never in exponent notation; the chart has a bar for every period of the range, at most
+``MAX_PERIODS`` of them. The browser, the keys and the page fixture are those of
 ``test_dashboard_browser``; the gateway here has a model priced so low that a request costs a
 few nano-dollars.
 """
@@ -10,6 +11,7 @@ few nano-dollars.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -34,6 +36,7 @@ from tests.procs import gateway_process, mock_upstream
 __all__ = ["chromium_path", "page"]  # the fixtures, shared
 
 TINY = "tiny-model"  # $0.0005 per 1M tokens: a short request costs a few nano-dollars
+MAX_PERIODS = 744  # dashboard.js: the chart's bars at most
 MONEY = re.compile(r"^-?\$\d{1,3}(,\d{3})*(\.\d+)?$")  # no exponent, thousands grouped
 
 
@@ -89,6 +92,15 @@ def _chart(page: Any) -> dict[str, Any]:
                 ticks: chart.scales.y.ticks.map(t => ({value: t.value, label: t.label}))};
     }""")
     return chart
+
+
+def _wait_for_chart(page: Any, periods: int, shown: int) -> dict[str, Any]:
+    from playwright.sync_api import expect
+
+    caption = page.locator("#chart-caption")
+    expect(caption).to_have_attribute("data-periods", str(periods), timeout=LIVE_TIMEOUT_MS)
+    expect(caption).to_have_attribute("data-shown", str(shown))
+    return _chart(page)
 
 
 def test_money_reads_as_the_cli_prints_it(page: Any, gateway: Gateway) -> None:
@@ -147,3 +159,63 @@ def test_the_chart_axis_reads_in_dollars(page: Any, gateway: Gateway) -> None:
             tick["value"], abs=1e-12), tick  # as many decimals as the ticks need
     assert all("e" not in label.lower() for label in labels)
     _screenshot(page, "dashboard-axis-dollars.png")
+
+
+def _hours(first: dt.datetime, last: dt.datetime) -> int:
+    return int((last - first).total_seconds() // 3600) + 1
+
+
+def test_the_chart_has_every_period_of_the_range(page: Any, gateway: Gateway) -> None:
+    """Hours, days and months without spend are bars of zero; a range of years by the hour
+    is capped, and the caption says so."""
+    _sign_in(page, gateway, ADMIN_KEY)
+    now = dt.datetime.now(dt.UTC)
+    today = now.date()
+
+    # every hour of today, the one with spend among them
+    _apply(page, "hour", today.isoformat(), today.isoformat())
+    report = gateway.report(group_by="hour", **{"from": today.isoformat(),
+                                                "to": today.isoformat()})
+    chart = _wait_for_chart(page, 24, 24)
+    assert chart["labels"] == [f"{today.isoformat()}T{h:02d}:00:00Z" for h in range(24)]
+    spent = {p["period"]: p["cost"] for p in report["timeseries"]}
+    for label, total in zip(chart["labels"], chart["sums"], strict=True):
+        assert total == pytest.approx(spent.get(label, 0.0), abs=1e-12), label
+    assert sum(1 for s in chart["sums"] if s) == len(spent) >= 1
+
+    # every day of a week that ends today
+    week = today - dt.timedelta(days=6)
+    _apply(page, "day", week.isoformat(), today.isoformat())
+    chart = _wait_for_chart(page, 7, 7)
+    assert chart["labels"] == [(week + dt.timedelta(days=i)).isoformat() for i in range(7)]
+    assert chart["sums"][:6] == [0] * 6 and chart["sums"][6] > 0
+
+    # every month of a quarter, none of them before this one with spend
+    first = dt.date(today.year - (today.month <= 2), (today.month - 3) % 12 + 1, 1)
+    _apply(page, "month", first.isoformat(), today.isoformat())
+    chart = _wait_for_chart(page, 3, 3)
+    months = [dt.date(first.year + (first.month + i - 1) // 12, (first.month + i - 1) % 12 + 1, 1)
+              for i in range(3)]
+    assert chart["labels"] == [m.strftime("%Y-%m") for m in months]
+    assert chart["sums"][:2] == [0, 0] and chart["sums"][2] > 0
+
+    # a range of years by the hour: the latest MAX_PERIODS hours, and the caption says so
+    since = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+    end = dt.datetime.combine(today, dt.time(23), dt.UTC)
+    total = _hours(since, end)
+    _apply(page, "hour", since.date().isoformat(), today.isoformat())
+    chart = _wait_for_chart(page, total, MAX_PERIODS)
+    assert chart["labels"][-1] == end.strftime("%Y-%m-%dT%H:00:00Z")
+    assert chart["labels"][0] == (end - dt.timedelta(hours=MAX_PERIODS - 1)).strftime(
+        "%Y-%m-%dT%H:00:00Z")
+    caption = page.locator("#chart-caption").inner_text()
+    assert f"showing the last {MAX_PERIODS} of {total:,} hours" in caption, caption
+    assert "the totals and the table cover the whole range" in caption.lower(), caption
+    _screenshot(page, "dashboard-hours-capped.png")
+
+    # no range: from the first period with spend to the current one
+    _apply(page, "hour")
+    first_hour = dt.datetime.fromisoformat(report["timeseries"][0]["period"])
+    now_hour = now.replace(minute=0, second=0, microsecond=0)
+    chart = _wait_for_chart(page, _hours(first_hour, now_hour), _hours(first_hour, now_hour))
+    assert chart["labels"][-1] == now_hour.strftime("%Y-%m-%dT%H:00:00Z")

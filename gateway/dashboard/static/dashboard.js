@@ -11,6 +11,7 @@
   const API = "/api/client/v1";
   const KEY_STORE = "gateway.dashboard.key";
   const POLL_MS = 5000;
+  const MAX_PERIODS = 744;  // bars in the chart at most: 31 days of hours
   const LIMITS = ["max_tokens_per_hour", "max_tokens_per_day", "max_cost_per_hour",
                   "max_cost_per_day", "max_cost_per_month"];
   const FORM_FIELDS = ["name", ...LIMITS, "alert_threshold", "action", "max_wait_s", "key",
@@ -252,20 +253,91 @@
     select.value = chosen;
   }
 
+  /* The chart's periods: every hour, day or month of the range, zero where nothing was spent.
+   * The range is the filters' (from and to are whole UTC days); without them, from the first
+   * period with spend to the current one. At most MAX_PERIODS bars: past that, the latest
+   * ones, and the caption says so (the totals and the table still cover the whole range). */
+  function periods(report) {
+    const group = report.group_by;
+    const spent = report.timeseries.map((p) => p.period);
+    const from = $("f-from").value, to = $("f-to").value;
+    const first = from ? truncate(group, parseDay(from))
+      : spent.length ? parsePeriod(spent[0]) : null;
+    if (first === null) return { labels: [], total: 0 };
+    let last = to ? truncate(group, new Date(parseDay(to).getTime() + DAY_MS - HOUR_MS))
+      : truncate(group, new Date());
+    if (!to && spent.length) {
+      const latest = parsePeriod(spent[spent.length - 1]);
+      if (latest > last) last = latest;
+    }
+    if (first > last) return { labels: [], total: 0 };
+    const total = between(group, first, last);
+    const shown = Math.min(total, MAX_PERIODS);
+    const labels = [];
+    for (let i = shown - 1; i >= 0; i--) labels.push(periodLabel(group, shift(group, last, -i)));
+    return { labels, total };
+  }
+
+  const HOUR_MS = 3600 * 1000, DAY_MS = 24 * HOUR_MS;
+  function utc(year, month, day, hour) {  // setUTCFullYear: Date.UTC reads 0-99 as 19xx
+    const d = new Date(0);
+    d.setUTCFullYear(year, month, day);
+    d.setUTCHours(hour, 0, 0, 0);
+    return d;
+  }
+  function parseDay(text) {
+    const [y, m, d] = text.split("-").map(Number);
+    return utc(y, m - 1, d, 0);
+  }
+  function parsePeriod(text) {  // "2026-05", "2026-05-01" or "2026-05-01T13:00:00Z"
+    const [y, m, d] = text.slice(0, 10).split("-").map(Number);
+    return utc(y, m - 1, d || 1, text.length > 10 ? Number(text.slice(11, 13)) : 0);
+  }
+  function truncate(group, d) {
+    return utc(d.getUTCFullYear(), d.getUTCMonth(), group === "month" ? 1 : d.getUTCDate(),
+               group === "hour" ? d.getUTCHours() : 0);
+  }
+  function shift(group, d, n) {
+    if (group === "month") return utc(d.getUTCFullYear(), d.getUTCMonth() + n, 1, 0);
+    return new Date(d.getTime() + n * (group === "hour" ? HOUR_MS : DAY_MS));
+  }
+  function between(group, a, b) {  // periods from a to b, both included
+    if (group === "month") {
+      return (b.getUTCFullYear() - a.getUTCFullYear()) * 12 + b.getUTCMonth() - a.getUTCMonth() + 1;
+    }
+    return Math.round((b - a) / (group === "hour" ? HOUR_MS : DAY_MS)) + 1;
+  }
+  function periodLabel(group, d) {  // as the spend report names its periods
+    const two = (n) => String(n).padStart(2, "0");
+    const day = `${String(d.getUTCFullYear()).padStart(4, "0")}-${two(d.getUTCMonth() + 1)}`;
+    if (group === "month") return day;
+    if (group === "day") return `${day}-${two(d.getUTCDate())}`;
+    return `${day}-${two(d.getUTCDate())}T${two(d.getUTCHours())}:00:00Z`;
+  }
+
   function renderChart(report) {
-    const labels = report.timeseries.map((p) => p.period);
+    const { labels, total } = periods(report);
+    const byPeriod = new Map(report.timeseries.map((p) => [p.period, p.by_model || []]));
     const models = report.by_model.map((m) => m.model_key);
     const datasets = models.map((model, i) => ({
       label: model,
       backgroundColor: COLOURS[i % COLOURS.length],
-      data: report.timeseries.map((p) => {
-        const found = (p.by_model || []).find((m) => m.model_key === model);
+      data: labels.map((period) => {
+        const found = (byPeriod.get(period) || []).find((m) => m.model_key === model);
         return found ? found.cost : 0;
       }),
     }));
-    $("chart-caption").textContent = labels.length
-      ? `Cost per ${report.group_by}, stacked by model, ${labels[0]} to ${labels[labels.length - 1]}.`
-      : "No spend in this range.";
+    const unit = report.group_by;
+    const caption = $("chart-caption");
+    caption.dataset.periods = String(total);
+    caption.dataset.shown = String(labels.length);
+    caption.textContent = !labels.length ? "No spend in this range."
+      : `Cost per ${unit}, stacked by model, ${labels[0]} to ${labels[labels.length - 1]}` +
+        (total > labels.length
+          ? `: showing the last ${integer.format(labels.length)} of ${integer.format(total)} ` +
+            `${unit}s (the chart's limit). The totals and the table cover the whole range; ` +
+            "narrow the range or group by a longer period to chart the rest."
+          : ".");
     if (typeof window.Chart !== "function") return;  // the table carries the same figures
     if (state.chart) {
       state.chart.data.labels = labels;
