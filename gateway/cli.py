@@ -8,13 +8,17 @@ import contextlib
 import functools
 import hashlib
 import json
+import math
 import os
 import secrets
 import signal
 import sys
+import textwrap
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 from urllib.parse import urlsplit
+
+import yaml
 
 from gateway.admin.status import Scope
 from gateway.cost.model import Domain
@@ -81,14 +85,101 @@ def _check_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- keys new: a secret, and its YAML as it fits the configuration it goes into ---------------
+
+ROLE_HELP = (
+    "what the key may do (default: member). member: call the proxy for its tenant (within the "
+    "tenant's models and budgets) and read the tenant's spend, budgets and budget status "
+    "through the admin API. admin: all that, and also create, change and delete the tenant's "
+    "API budgets (budgets in the YAML change only by editing the file). owner: the same as "
+    "admin; no action needs owner rather than admin today")
+KEY_ENTRY = '- name: {name}\n  sha256: "{digest}"\n  role: {role}'
+# The snippet alone under tenants:, with the one upstream a configuration needs to load.
+SNIPPET_CHECK = 'upstreams: {{check: {{base_url: "http://127.0.0.1/v1", api_key: k}}}}\n' \
+                "tenants:\n{tenant}"
+
+
 def _keys_new(args: argparse.Namespace) -> int:
+    from gateway.settings.load import load_settings
+
+    # A file named (--config, $GATEWAY_CONFIG) must be read; only the fallback may be absent.
+    config = args.config or os.environ.get("GATEWAY_CONFIG") or (
+        DEFAULT_CONFIG if os.path.isfile(DEFAULT_CONFIG) else None)
+    settings = load_settings(config) if config is not None else None
     secret = "sk-gw-" + secrets.token_urlsafe(32)
-    digest = hashlib.sha256(secret.encode()).hexdigest()
-    print(f"New key for tenant {args.tenant!r} (shown once; store it now):\n\n  {secret}\n")
-    print("Add under tenants:\n")
-    print(f"  {args.tenant}:\n    keys:\n      - name: {args.name}")
-    print(f'        sha256: "{digest}"\n        role: {args.role}')
+    entry = KEY_ENTRY.format(name=_yaml_scalar(args.name), role=args.role,
+                             digest=hashlib.sha256(secret.encode()).hexdigest())
+    tenant_block = f"{_yaml_scalar(args.tenant)}:\n  keys:\n{_indent(entry, 4)}"
+    problems = _snippet_problems(args.tenant, tenant_block) or _name_taken(settings, args)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if problems:
+        return EXIT_ERROR
+    print(f"New key {args.name!r} for tenant {args.tenant!r} (shown once; store it now):\n\n"
+          f"  {secret}\n")
+    print(_where_it_goes(settings, args.tenant, entry, tenant_block))
     return EXIT_OK
+
+
+def _yaml_scalar(text: str) -> str:
+    """``text`` written so YAML reads it back as this very string: plain where it can be
+    (acme-ci), else double-quoted (123, yes, a: b would read as a number, a boolean, a map)."""
+    plain = str(yaml.safe_dump(text, width=math.inf, allow_unicode=True))
+    if plain == f"{text}\n...\n":
+        return text
+    return str(yaml.safe_dump(text, default_style='"', width=math.inf, allow_unicode=True)
+               ).rstrip("\n")
+
+
+def _indent(text: str, spaces: int) -> str:
+    return textwrap.indent(text, " " * spaces)
+
+
+def _snippet_problems(tenant: str, tenant_block: str) -> list[str]:
+    """What the configuration loader refuses in the snippet: its own rules for tenant and key
+    names (a key name must be a non-empty string; ``${NAME}`` is read as a variable)."""
+    from gateway.settings.load import parse_settings
+    from gateway.settings.yamlpos import index, join
+
+    try:
+        parse_settings(SNIPPET_CHECK.format(tenant=_indent(tenant_block, 2)), "the snippet",
+                       env={})
+    except ConfigErrors as exc:
+        key = join(index(join(join("tenants", tenant), "keys"), 0), "name")
+        return [f"{'--name' if e.field == key else '--tenant'}: the configuration would refuse "
+                f"it: {e.message}" for e in exc.errors]
+    return []
+
+
+def _name_taken(settings: Settings | None, args: argparse.Namespace) -> list[str]:
+    if settings is None or args.tenant not in settings.tenants:
+        return []
+    if all(key.name != args.name for key in settings.tenants[args.tenant].keys):
+        return []
+    return [f"--name: tenant {args.tenant!r} already has a key named {args.name!r} in "
+            f"{settings.source}; choose another name (to replace that key's secret: add a new "
+            "key, move its clients over, then remove the old one)"]
+
+
+def _where_it_goes(settings: Settings | None, tenant: str, entry: str, block: str) -> str:
+    """Words saying where the snippet goes, then the snippet, indented as in the example
+    config: only the entry for a tenant the configuration has, else the whole tenant."""
+    from gateway.settings.yamlpos import join, suggest
+
+    if settings is None:
+        return (f"Add under tenants: in the gateway's configuration (no {DEFAULT_CONFIG} here "
+                f"to fit it to: if tenant {tenant!r} is there already, add only the - name: "
+                f"entry, under its keys:):\n\n{_indent(block, 2)}")
+    found = settings.tenants.get(tenant)
+    if found is None:
+        hint = suggest(tenant, list(settings.tenants))
+        return (f"Tenant {tenant!r} is not in {settings.source}{hint or '.'} A new tenant: add "
+                f"it, whole, under tenants:\n\n{_indent(block, 2)}")
+    path = join("tenants", tenant)
+    if not found.keys:
+        return (f"Tenant {tenant!r} has no keys yet: add under {path} in {settings.source} (in "
+                f"place of a keys: [] line if it has one):\n\n    keys:\n{_indent(entry, 6)}")
+    return f"Add under {join(path, 'keys')} in {settings.source}:\n\n{_indent(entry, 6)}"
 
 
 def _mock_upstream(args: argparse.Namespace) -> int:
@@ -257,17 +348,29 @@ def _budgets_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _default_config() -> str:
+    return os.environ.get("GATEWAY_CONFIG", DEFAULT_CONFIG)
+
+
+CONFIG_DEFAULT = f"default: $GATEWAY_CONFIG, else {DEFAULT_CONFIG}"
+
+
+def _add_config(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--config``, with the default every command shares."""
+    parser.add_argument("--config", default=_default_config(), metavar="PATH",
+                        help=f"{what} ({CONFIG_DEFAULT})")
+
+
 def _add_store_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     config = argparse.ArgumentParser(add_help=False)
-    config.add_argument(
-        "--config", default=os.environ.get("GATEWAY_CONFIG", DEFAULT_CONFIG),
-        help="the gateway's YAML, whose store: is read (default: $GATEWAY_CONFIG, else "
-             f"{DEFAULT_CONFIG})")
+    _add_config(config, "the gateway's YAML, whose store: is read")
     config.add_argument("--tenant", help="one tenant of the config (default: all of them)")
     config.add_argument("--json", action="store_true", help="the API's JSON instead of tables")
 
-    spend = sub.add_parser("spend", help="spend reports")
-    spend_sub = spend.add_subparsers(dest="spend_command", required=True, metavar="COMMAND")
+    spend = sub.add_parser("spend", help="spend reports",
+                           description="Spend, read from the store the configuration names.")
+    spend_sub = spend.add_subparsers(dest="spend_command", required=True, metavar="COMMAND",
+                                     help="gateway spend COMMAND --help: its options")
     report = spend_sub.add_parser(
         "report", parents=[config], help="spend per period and per model",
         description="Spend per period and per model, as GET /api/client/v1/spend/report.")
@@ -280,9 +383,11 @@ def _add_store_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     report.add_argument("--model", help="only this model")
     report.set_defaults(func=_spend_report)
 
-    budgets = sub.add_parser("budgets", help="budget status")
+    budgets = sub.add_parser("budgets", help="budget status",
+                             description="Budgets, read from the store the configuration names.")
     budgets_sub = budgets.add_subparsers(dest="budgets_command", required=True,
-                                         metavar="COMMAND")
+                                         metavar="COMMAND",
+                                         help="gateway budgets COMMAND --help: its options")
     status = budgets_sub.add_parser(
         "status", parents=[config], help="usage against every limit, per budget",
         description="Usage against every limit of every budget (YAML and API budgets), per "
@@ -302,11 +407,17 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gateway", description="An OpenAI-compatible proxy that enforces LLM budgets."
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="gateway COMMAND --help: what it does and its options")
 
-    serve = sub.add_parser("serve", help="run the gateway", epilog=SERVE_EPILOG,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-    serve.add_argument("--config", required=True, help="path to gateway.yaml")
+    serve = sub.add_parser(
+        "serve", help="run the gateway", epilog=SERVE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run the gateway: the OpenAI-compatible proxy, the admin API and the "
+                    "operations endpoints,\nas the configuration says. A valid edit of the "
+                    "file is applied while it runs (at once on\nSIGHUP); an invalid one is "
+                    "refused, logged, and the last good configuration kept.")
+    _add_config(serve, "the gateway's YAML")
     serve.add_argument("--host", help="overrides listen's host")
     serve.add_argument("--port", type=int, help="overrides listen's port")
     serve.add_argument("--workers", type=_workers, default=1, metavar="N",
@@ -317,21 +428,47 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--worker", help=argparse.SUPPRESS)  # I/N: set by the supervisor
     serve.set_defaults(func=_serve)
 
-    check = sub.add_parser("check-config", help="validate a configuration file")
-    check.add_argument("path")
+    check = sub.add_parser(
+        "check-config", help="validate a configuration file",
+        description="Validate a configuration as the gateway would load it: every problem "
+                    "with file, line and field (exit status 1), or OK and what it holds.")
+    check.add_argument("path", nargs="?", default=_default_config(), metavar="PATH",
+                       help=f"the YAML to check ({CONFIG_DEFAULT})")
     check.set_defaults(func=_check_config)
 
-    keys = sub.add_parser("keys", help="manage tenant keys")
-    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
-    new = keys_sub.add_parser("new", help="make a new secret key and its YAML entry")
-    new.add_argument("--tenant", required=True)
-    new.add_argument("--name", required=True)
-    new.add_argument("--role", choices=[r.value for r in Role], default=Role.MEMBER.value)
+    keys = sub.add_parser("keys", help="manage tenant keys",
+                          description="Tenant keys: the Bearer secrets clients call with.")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND",
+                                   help="gateway keys COMMAND --help: its options")
+    new = keys_sub.add_parser(
+        "new", help="make a new secret key and its YAML entry",
+        description="Make a new secret key, print it once (only its sha256 is kept), and the "
+                    "YAML to paste into the configuration: for a tenant the configuration "
+                    "has, only the entry to add under its keys:; for a new tenant, the whole "
+                    "tenant. Names the configuration would refuse, or a key name the tenant "
+                    "already has, are errors (exit status 1).")
+    new.add_argument("--tenant", required=True, metavar="T",
+                     help="the tenant the key belongs to (an existing one or a new one)")
+    new.add_argument("--name", required=True, metavar="N",
+                     help="the key's name, unique in its tenant (budgets and logs name it)")
+    new.add_argument("--role", choices=[r.value for r in Role], default=Role.MEMBER.value,
+                     help=ROLE_HELP)
+    new.add_argument("--config", metavar="PATH",
+                     help="the gateway's YAML, read to fit the snippet to it (default: "
+                          f"$GATEWAY_CONFIG, else {DEFAULT_CONFIG} if there is one; without "
+                          "either, the whole tenant is printed)")
     new.set_defaults(func=_keys_new)
 
-    mock = sub.add_parser("mock-upstream", help="a local fake OpenAI upstream")
-    mock.add_argument("--host", default="127.0.0.1")
-    mock.add_argument("--port", type=int, default=9000)
+    mock = sub.add_parser(
+        "mock-upstream", help="a local fake OpenAI upstream",
+        description="A local OpenAI-compatible fake upstream with deterministic usage, for "
+                    "demos, tests and benchmarks. A request's metadata may ask it to answer "
+                    "late (mock_delay_s) or to write fewer output tokens than allowed "
+                    "(mock_output_tokens).")
+    mock.add_argument("--host", default="127.0.0.1",
+                      help="the address to listen on (default 127.0.0.1)")
+    mock.add_argument("--port", type=int, default=9000,
+                      help="the port to listen on (default 9000; 0: a free one, printed)")
     mock.add_argument(
         "--worst", action="store_true",
         help="bill as the real API may at its worst: full output caps or model maximums, "
@@ -339,7 +476,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     mock.set_defaults(func=_mock_upstream)
 
-    demo = sub.add_parser("demo", help="mock upstream + gateway + requests until a budget stops")
+    demo = sub.add_parser(
+        "demo", help="mock upstream + gateway + requests until a budget stops",
+        description="Start a mock upstream and a gateway on the embedded in-memory store, in "
+                    "this process, on free local ports; send chat requests until a budget "
+                    "stops them (HTTP 429), then print the tenant's spend. Needs no "
+                    "configuration and leaves no file behind.")
     demo.set_defaults(func=_demo)
 
     _add_store_commands(sub)
