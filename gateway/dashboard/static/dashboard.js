@@ -166,9 +166,11 @@
   }
 
   function filters() {
+    return { from: $("f-from").value, to: $("f-to").value,
+             group_by: $("f-group").value, model: $("f-model").value };
+  }
+  function queryOf(values) {
     const query = new URLSearchParams();
-    const values = { from: $("f-from").value, to: $("f-to").value,
-                     group_by: $("f-group").value, model: $("f-model").value };
     for (const [name, value] of Object.entries(values)) if (value) query.set(name, value);
     return query.toString();
   }
@@ -179,10 +181,11 @@
     state.busy = true;
     state.again = false;
     try {
+      const asked = filters();
       const [report, budgets, status] = await Promise.all([
-        api(`/spend/report?${filters()}`), api("/budgets"), api("/budgets/status")]);
+        api(`/spend/report?${queryOf(asked)}`), api("/budgets"), api("/budgets/status")]);
       $("filters-error").textContent = "";
-      renderReport(report);
+      renderReport(report, asked);
       renderBudgets(budgets.data, status.budgets);
       $("budgets-error").textContent = "";
       $("updated").textContent = `Updated ${new Date().toLocaleTimeString()}; refreshed every ${POLL_MS / 1000} s.`;
@@ -200,7 +203,7 @@
 
   // -- spend ------------------------------------------------------------------------------
 
-  function renderReport(report) {
+  function renderReport(report, asked) {
     setFigure($("total-cost"), report.total_cost, usd(report.total_cost));
     setFigure($("total-requests"), report.requests, integer.format(report.requests));
     setFigure($("total-input"), report.total_input_tokens,
@@ -209,7 +212,7 @@
               integer.format(report.total_output_tokens));
     renderModelTable(report.by_model);
     rememberModels(report.by_model.map((m) => m.model_key));
-    renderChart(report);
+    renderChart(report, asked);
   }
 
   function renderModelTable(rows) {
@@ -254,13 +257,14 @@
   }
 
   /* The chart's periods: every hour, day or month of the range, zero where nothing was spent.
-   * The range is the filters' (from and to are whole UTC days); without them, from the first
-   * period with spend to the current one. At most MAX_PERIODS bars: past that, the latest
-   * ones, and the caption says so (the totals and the table still cover the whole range). */
-  function periods(report) {
+   * The range is the one the report was asked for (from and to: whole UTC days); without
+   * them, from the first period with spend to the current one. At most MAX_PERIODS bars:
+   * past that, the latest ones, and the caption says so (the totals and the table still
+   * cover the whole range). */
+  function periods(report, asked) {
     const group = report.group_by;
     const spent = report.timeseries.map((p) => p.period);
-    const from = $("f-from").value, to = $("f-to").value;
+    const { from, to } = asked;
     const first = from ? truncate(group, parseDay(from))
       : spent.length ? parsePeriod(spent[0]) : null;
     if (first === null) return { labels: [], total: 0 };
@@ -315,8 +319,8 @@
     return `${day}-${two(d.getUTCDate())}T${two(d.getUTCHours())}:00:00Z`;
   }
 
-  function renderChart(report) {
-    const { labels, total } = periods(report);
+  function renderChart(report, asked) {
+    const { labels, total } = periods(report, asked);
     const byPeriod = new Map(report.timeseries.map((p) => [p.period, p.by_model || []]));
     const models = report.by_model.map((m) => m.model_key);
     const datasets = models.map((model, i) => ({
