@@ -299,6 +299,9 @@ def _tenants(top: Fields) -> tuple[dict[str, TenantSettings], dict[str, set[str]
     key_names: dict[str, set[str]] = {}
     hashes: dict[str, str] = {}  # sha256 -> where it was first seen, across all tenants
     for name, key_node, node in top.pairs("tenants") or ():
+        problem = "must not be empty" if not name else checks.unprintable(name)
+        if problem is not None:  # a name no key could be shown or logged by
+            top.reader.error(key_node, join("tenants", name), f"tenant name {problem}")
         names = key_names.setdefault(name, set())
         tenant = top.reader.fields(node, join("tenants", name), TENANT_FIELDS, at=key_node)
         if tenant is None:
@@ -320,6 +323,8 @@ def _keys(tenant: Fields, names: set[str], hashes: dict[str, str]) -> tuple[KeyS
         if name is not None:
             names.add(name)
             _check_unique(key, name, node, first, "key name in this tenant")
+            if (problem := checks.unprintable(name)) is not None:
+                key.error("name", problem)
         if digest is not None:
             where = f"{key.path()} (line {line_of(node)})"
             if hashes.setdefault(digest, where) != where:

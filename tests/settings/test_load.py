@@ -583,3 +583,18 @@ def test_a_cluster_named_by_several_seed_nodes_is_accepted() -> None:
     text = ('store: "redis+cluster://10.0.0.1:7000,10.0.0.2:7000?max_connections=8"\n'
             'upstreams:\n  u: {base_url: "http://127.0.0.1:1/v1", api_key: k}\n')
     assert parse_settings(text, "t.yaml", env={}).store.startswith("redis+cluster://")
+
+
+@pytest.mark.parametrize(("tenants", "problem"), [
+    ('"": {keys: []}', "tenant name must not be empty"),
+    ('"ac\\u202eme": {keys: []}', "tenant name must be printable: U+202E"),
+    ('acme: {keys: [{name: "k\\tx", sha256: "' + "a" * 64 + '"}]}', "must be printable: U+0009"),
+])
+def test_tenant_and_key_names_are_printable_and_not_empty(tenants: str, problem: str) -> None:
+    """A name that cannot be shown or logged as it is (a log line, a report's heading) is a
+    configuration error naming the field, as budget names are."""
+    text = ('upstreams: {u: {base_url: "http://127.0.0.1:9/v1", api_key: k}}\n'
+            f"tenants: {{{tenants}}}\n")
+    with pytest.raises(ConfigErrors) as caught:
+        parse_settings(text, "t.yaml", env={})
+    assert problem in str(caught.value)
