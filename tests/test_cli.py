@@ -158,7 +158,7 @@ def test_keys_new_without_a_config_prints_the_whole_tenant(
 
 @pytest.mark.parametrize(("tenant", "name"), [
     ("2026", "123"), ("yes", "no"), ("a: b", "# not a comment"), ("null", "[x"),
-    ("acme corp", "ci-é"), ("x", "a\nb"),
+    ("acme corp", "ci-é"),
 ])
 def test_keys_new_writes_names_yaml_would_misread_so_they_read_back(
     example: Path, capsys: pytest.CaptureFixture[str], tenant: str, name: str
@@ -180,6 +180,10 @@ def test_keys_new_writes_names_yaml_would_misread_so_they_read_back(
      "error: --name: the configuration would refuse it: environment variable 'USER' is not set"),
     (("--tenant", "initech", "--name", "${CI"),
      "error: --name: the configuration would refuse it: malformed variable reference"),
+    (("--tenant", "acme", "--name", "a\nb"),
+     "error: --name: the configuration would refuse it: must be printable: U+000A"),
+    (("--tenant", "ac\u202eme", "--name", "ci"),
+     "error: --tenant: the configuration would refuse it: tenant name must be printable"),
 ])
 def test_keys_new_refuses_a_name_the_configuration_would(
     example: Path, capsys: pytest.CaptureFixture[str], args: tuple[str, ...], message: str
