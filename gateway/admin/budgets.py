@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from gateway.cost.model import Budget
@@ -26,6 +26,25 @@ from gateway.store.base import Store
 # The Cognipeer console's names for two limits.
 ALIASES = {"monthly_limit_usd": "max_cost_per_month", "daily_limit_usd": "max_cost_per_day"}
 _READ_ONLY = ("id", "source", "tenant")
+
+
+class InvalidBudget(InvalidRequest):
+    """A 400 naming every field at fault: besides the usual ``message`` (all of them) and
+    ``param`` (the first), ``error.errors`` lists each as ``{param, message}`` (``param`` null
+    for the budget as a whole), so a form can show each problem beside its own field."""
+
+    code = "invalid_budget"
+
+    def __init__(self, errors: Sequence[tuple[str | None, str]]) -> None:
+        text = "; ".join(f"{param or 'budget'}: {message}" for param, message in errors)
+        super().__init__(f"Invalid budget: {text}.", param=errors[0][0])
+        self.errors = list(errors)
+
+    def body(self) -> dict[str, object]:
+        return {"error": {
+            "message": self.message, "type": self.type, "param": self.param, "code": self.code,
+            "errors": [{"param": param, "message": message} for param, message in self.errors],
+        }}
 
 
 def budget_json(budget: Budget) -> dict[str, Any]:
@@ -137,10 +156,7 @@ class BudgetAdmin:
             budget = parse_budget({**fields, "tenant": principal.tenant}, keys,
                                   runtime.settings.limits, "body")
         except ConfigErrors as exc:
-            first = exc.errors[0]
-            message = "; ".join(f"{e.field or 'budget'}: {e.message}" for e in exc.errors)
-            raise InvalidRequest(f"Invalid budget: {message}.", param=first.field or None,
-                                 code="invalid_budget") from None
+            raise InvalidBudget([(e.field or None, e.message) for e in exc.errors]) from None
         taken = {b.name for b in await self.list(principal.tenant)
                  if b.ident != budget_id}
         taken |= {b.name for b in runtime.settings.budgets}
@@ -165,16 +181,15 @@ class BudgetAdmin:
 def _fields(data: Mapping[str, Any]) -> dict[str, Any]:
     """The body's fields under their gateway names; read-only ones refused by name."""
     fields = dict(data)
-    for name in _READ_ONLY:
-        if name in fields:
-            raise InvalidRequest(f"Invalid budget: '{name}' cannot be set.", param=name,
-                                 code="invalid_budget")
+    problems: list[tuple[str | None, str]] = [
+        (name, "cannot be set") for name in _READ_ONLY if name in fields]
     for alias, name in ALIASES.items():
         if alias in fields:
             value = fields.pop(alias)
             if name in fields and fields[name] != value:
-                raise InvalidRequest(f"Invalid budget: '{alias}' and '{name}' disagree.",
-                                     param=alias, code="invalid_budget")
+                problems.append((alias, f"disagrees with '{name}'"))
             fields[name] = value
+    if problems:
+        raise InvalidBudget(problems)
     return fields
 

@@ -156,7 +156,14 @@ def _schemas() -> JSON:
             "type": _type("string"),
             "param": _nullable(_type("string")),
             "code": _nullable(_type("string")),
-        })}),
+            "errors": {**_array(_object({
+                "param": _nullable(_type("string", description=(
+                    "the body field at fault; null: the budget as a whole"))),
+                "message": _type("string", description="what is wrong with it"),
+            })), "minItems": 1, "description": (
+                "invalid_budget only: every field at fault, each once, in the order "
+                "'message' lists them; 'param' is the first one's")},
+        }, optional=["errors"])}),
         "Budget": _budget(fields),
         "BudgetList": _object({"object": _type("string", const="list"),
                                "data": _array(_ref("Budget"))}),

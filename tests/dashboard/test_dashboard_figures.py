@@ -1,9 +1,10 @@
-"""The dashboard's figures as a reader sees them (issue 18), in headless Chromium against a
-mock upstream and a gateway run as real processes.
+"""The dashboard's figures and messages as a reader sees them (issue 18), in headless Chromium
+against a mock upstream and a gateway run as real processes.
 
 Money reads as the CLI prints it (``gateway.admin.tables.usd``), the chart's axis in dollars,
 never in exponent notation; the chart has a bar for every period of the range, at most
-``MAX_PERIODS`` of them. The browser, the keys and the page fixture are those of
+``MAX_PERIODS`` of them; each field error of the budget form shows beside its own field, in the
+form's words. The browser, the keys and the page fixture are those of
 ``test_dashboard_browser``; the gateway here has a model priced so low that a request costs a
 few nano-dollars.
 """
@@ -219,3 +220,43 @@ def test_the_chart_has_every_period_of_the_range(page: Any, gateway: Gateway) ->
     now_hour = now.replace(minute=0, second=0, microsecond=0)
     chart = _wait_for_chart(page, _hours(first_hour, now_hour), _hours(first_hour, now_hour))
     assert chart["labels"][-1] == now_hour.strftime("%Y-%m-%dT%H:00:00Z")
+
+
+def test_each_field_error_shows_beside_its_field(page: Any, gateway: Gateway) -> None:
+    """Several fields wrong at once: each problem beside its own field, in the form's words,
+    its numbers written for people; the first field at fault has the focus."""
+    from playwright.sync_api import expect
+
+    _sign_in(page, gateway, ADMIN_KEY)
+    page.get_by_role("button", name="New budget").click()
+    page.get_by_label("Name", exact=True).fill("too-much")
+    page.get_by_label("Max tokens per hour").fill(str(2**60))
+    page.get_by_label("Max cost per day (USD)").fill("-5")
+    page.get_by_label("Max cost per month (USD)").fill("10000000")
+    page.get_by_role("button", name="Create budget").click()
+
+    tokens = page.locator("#b-max_tokens_per_hour-error")
+    expect(tokens).to_have_text(
+        "Must be at most 9,007,199,254,740,992, got 1,152,921,504,606,846,976.")
+    expect(page.locator("#b-max_cost_per_day-error")).to_have_text(
+        "Must be between $0 and $9,000,000, got -$5.")
+    expect(page.locator("#b-max_cost_per_month-error")).to_have_text(
+        "Must be between $0 and $9,000,000, got $10,000,000.")
+    for label in ("Max tokens per hour", "Max cost per day (USD)", "Max cost per month (USD)"):
+        expect(page.get_by_label(label)).to_have_attribute("aria-invalid", "true")
+    expect(page.get_by_label("Name", exact=True)).not_to_have_attribute("aria-invalid", "true")
+    expect(page.get_by_label("Max tokens per hour")).to_be_focused()
+    expect(page.locator("#budget-form-error")).to_be_hidden()  # nothing merged above
+    for line in page.locator("#budget-form .field-error").all():
+        assert "max_" not in line.inner_text() and "e+" not in line.inner_text()
+    _screenshot(page, "dashboard-field-errors.png")
+
+    # a problem of the budget as a whole goes above the buttons, in the form's words
+    for label in ("Max tokens per hour", "Max cost per day (USD)", "Max cost per month (USD)"):
+        page.get_by_label(label).fill("")
+    page.get_by_role("button", name="Create budget").click()
+    general = page.locator("#budget-form-error")
+    expect(general).to_contain_text('Sets no limit; set at least one of "Max tokens per hour"')
+    expect(tokens).to_be_hidden()
+    _, listed = gateway.call("GET", "/api/client/v1/budgets")
+    assert [b["name"] for b in listed["data"]] == ["tiny-daily"], "nothing was created"

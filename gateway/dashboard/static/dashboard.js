@@ -34,6 +34,10 @@
       super(error.message || `HTTP ${status}`);
       this.status = status;
       this.param = error.param || null;
+      // an invalid budget lists every field at fault: [{param, message}], param null for
+      // the budget as a whole
+      this.errors = Array.isArray(error.errors) && error.errors.length ? error.errors
+        : [{ param: this.param, message: this.message }];
     }
   }
 
@@ -495,11 +499,19 @@
       }
       const numeric = LIMITS.includes(name) || name === "alert_threshold" || name === "max_wait_s";
       // a number when it reads as one, else the text itself: the API says what is wrong
-      body[name] = numeric && raw !== "" && Number.isFinite(Number(raw)) ? Number(raw) : raw;
+      body[name] = numeric && raw !== "" && Number.isFinite(Number(raw)) ? number(raw) : raw;
     }
     if (state.editing && body.name === null) delete body.name;
     if (state.editing && body.max_wait_s === null) delete body.max_wait_s;
     return body;
+  }
+
+  // a whole number past 2**53 as typed (JSON.stringify would send 1152921504606847000 for
+  // 1152921504606846976), so the API judges, and names, the value the user wrote
+  function number(raw) {
+    const value = Number(raw);
+    const exact = /^-?\d+$/.test(raw) && !Number.isSafeInteger(value) && JSON.rawJSON;
+    return exact ? JSON.rawJSON(raw.replace(/^(-?)0+(?=\d)/, "$1")) : value;
   }
 
   async function saveBudget(event) {
@@ -521,17 +533,54 @@
     $("budgets-title").focus();
   }
 
+  /* Each problem beside its own field, in the form's words: the API's field names become the
+   * form's labels and its numbers are written for people ($9,000,000 for a cost, 9,007,199,...
+   * for tokens); a problem of the whole budget, or of a field the form lacks, above the
+   * buttons. The first field at fault takes the focus. */
   function showError(error) {
-    const param = error.param === "monthly_limit_usd" ? "max_cost_per_month"
-      : error.param === "daily_limit_usd" ? "max_cost_per_day" : error.param;
-    if (param && FORM_FIELDS.includes(param)) {
-      const input = fieldInput(param);
-      input.setAttribute("aria-invalid", "true");
-      $(`b-${param}-error`).textContent = error.message;
-      input.focus();
-    } else {
-      $("budget-form-error").textContent = error.message;
+    const general = [];
+    let first = null;
+    for (const problem of error.errors) {
+      const param = ALIASES[problem.param] || problem.param;
+      const text = inFormWords(param, problem.message || "");
+      if (param && FORM_FIELDS.includes(param)) {
+        const input = fieldInput(param);
+        const line = $(`b-${param}-error`);
+        input.setAttribute("aria-invalid", "true");
+        line.textContent = line.textContent ? `${line.textContent} ${text}` : text;
+        first = first || input;
+      } else {
+        general.push(param ? `${labelOf(param)}: ${text}` : text);
+      }
     }
+    $("budget-form-error").textContent = general.join(" ");
+    if (first) first.focus();
+  }
+
+  const ALIASES = { monthly_limit_usd: "max_cost_per_month", daily_limit_usd: "max_cost_per_day" };
+  const NUMBER = /(^|[\s(])(-?\d+(?:\.\d+)?(?:e[+-]?\d+)?)(?=$|[\s),;:]|\.(?!\d))/gi;
+
+  function labelOf(param) {
+    const label = FORM_FIELDS.includes(param) && document.querySelector(`label[for="b-${param}"]`);
+    return label ? label.textContent : param;
+  }
+
+  function inFormWords(param, message) {
+    const money = Boolean(param) && param.startsWith("max_cost_");
+    let text = message
+      .replace(/^Invalid budget: /, "")
+      .replace(/<= /g, "at most ").replace(/>= /g, "at least ").replace(/> /g, "more than ")
+      .replace(NUMBER, (_, before, number) => before + forPeople(number, money))
+      .replace(/'?(?<![.\w])(max_(?:tokens|cost)_per_(?:hour|day|month)|alert_threshold|max_wait_s)\b'?/g,
+               (_, name) => `"${labelOf(name)}"`);
+    text = text.charAt(0).toUpperCase() + text.slice(1);
+    return /[.!?]$/.test(text) ? text : `${text}.`;
+  }
+
+  function forPeople(number, money) {
+    if (money) return usd(Number(number), decimalsOf(Number(number)));
+    if (/^-?\d+$/.test(number)) return BigInt(number).toLocaleString("en-US");  // exact
+    return Number(number).toLocaleString("en-US", { maximumFractionDigits: NANO_DIGITS });
   }
 
   async function deleteBudget(budget) {
