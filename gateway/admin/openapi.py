@@ -242,6 +242,10 @@ def _budget_status() -> JSON:
         "window": _enum(dict.fromkeys(window_of(limit).name for limit in Limit)),
         "used": _type("number", minimum=0, description="tokens, or USD for a cost limit"),
         "max": _type("number", minimum=0),
+        "available": _type("number", minimum=0, description=(
+            "what one more request may reserve now (max - used; reservations in flight count "
+            "as used): a request whose reservation, its input plus its output cap (tokens) or "
+            "their worst-case cost (USD), is larger is refused by this limit")),
         "ratio": _type("number", minimum=0),
         "resets_in_s": _nullable(_type("integer", minimum=0, description=(
             "seconds until capacity frees up: the oldest use still counted leaves the rolling "

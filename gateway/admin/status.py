@@ -59,6 +59,12 @@ class LimitStatus:
     def ratio(self) -> float:
         return self.used / self.slot.max if self.slot.max else (1.0 if self.used else 0.0)
 
+    @property
+    def available(self) -> int:
+        """What one more request may reserve against this limit now: a request whose
+        reservation (its input and output caps, or their cost at worst) is larger is refused."""
+        return max(self.slot.max - self.used, 0)
+
     def json(self) -> dict[str, Any]:
         cost = self.slot.limit.is_cost
         return {
@@ -66,6 +72,7 @@ class LimitStatus:
             "window": self.slot.window.name,
             "used": nano_to_usd(self.used) if cost else self.used,
             "max": nano_to_usd(self.slot.max) if cost else self.slot.max,
+            "available": nano_to_usd(self.available) if cost else self.available,
             "ratio": round(self.ratio, 6),
             "resets_in_s": self.resets_in_s,
         }

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import re
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -130,14 +131,14 @@ def test_money_reads_as_the_cli_prints_it(page: Any, gateway: Gateway) -> None:
     # every model: the totals, the table and the budget gauge's dollars, as the CLI prints them
     _apply(page, "day")
     report = gateway.report(group_by="day")
-    expect(page.locator("#total-requests")).to_have_attribute("data-value", "3",
-                                                              timeout=LIVE_TIMEOUT_MS)
+    expect(page.locator("#total-requests")).to_have_attribute(
+        "data-value", str(report["requests"]), timeout=LIVE_TIMEOUT_MS)
     expect(page.locator("#total-cost")).to_have_text(usd(report["total_cost"]))
     for model in report["by_model"]:
         cell = page.locator(f'#models tr[data-model="{model["model_key"]}"] td[data-field="cost"]')
         expect(cell).to_have_text(usd(model["cost"]))
     _, status = gateway.call("GET", "/api/client/v1/budgets/status")
-    limit = status["budgets"][0]["limits"][0]
+    (limit,) = next(b for b in status["budgets"] if b["name"] == "tiny-daily")["limits"]
     figures = page.locator('[data-limit="max_cost_per_day"] [data-role="figures"]')
     expect(figures).to_contain_text(f"{usd(limit['used'])} of {usd(limit['max'])}")
 
@@ -147,8 +148,8 @@ def test_the_chart_axis_reads_in_dollars(page: Any, gateway: Gateway) -> None:
     from playwright.sync_api import expect
 
     _sign_in(page, gateway, ADMIN_KEY)
-    expect(page.locator("#total-requests")).to_have_attribute("data-value", "3",
-                                                              timeout=LIVE_TIMEOUT_MS)
+    expect(page.locator("#total-requests")).to_have_attribute(
+        "data-value", str(gateway.report()["requests"]), timeout=LIVE_TIMEOUT_MS)
     chart = _chart(page)
     assert 0.00001 < max(chart["sums"]) < 0.001  # the scale the issue saw
     labels = [t["label"] for t in chart["ticks"]]
@@ -259,4 +260,56 @@ def test_each_field_error_shows_beside_its_field(page: Any, gateway: Gateway) ->
     expect(general).to_contain_text('Sets no limit; set at least one of "Max tokens per hour"')
     expect(tokens).to_be_hidden()
     _, listed = gateway.call("GET", "/api/client/v1/budgets")
-    assert [b["name"] for b in listed["data"]] == ["tiny-daily"], "nothing was created"
+    assert "too-much" not in [b["name"] for b in listed["data"]], "nothing was created"
+
+
+def test_a_budget_that_refuses_requests_says_so(page: Any, gateway: Gateway) -> None:
+    """At 91% of a token limit, what is left is less than a request reserves: the card says
+    it is refusing such requests, and red once the limit is reached."""
+    from playwright.sync_api import expect
+
+    status, body = gateway.chat("gpt-4o-mini", 20)  # how many tokens such a request takes
+    assert status == 200, body
+    tokens = body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
+    limit = -(-tokens * 100 // 91)
+    status, created = gateway.call("POST", "/api/client/v1/budgets", body={
+        "name": "nearly-full", "max_tokens_per_hour": limit, "alert_threshold": 0.8})
+    assert status == 201, created
+    try:
+        assert gateway.chat("gpt-4o-mini", 20)[0] == 200  # 91% used
+        status, body = gateway.chat("gpt-4o-mini", 20)
+        assert status == 429 and "nearly-full" in body["error"]["message"], body
+
+        _sign_in(page, gateway, ADMIN_KEY)
+        gauge = page.locator('article[data-source="api"]', has_text="nearly-full").locator(
+            '[data-limit="max_tokens_per_hour"]')
+        _, state = gateway.call("GET", "/api/client/v1/budgets/status")
+        (figures,) = next(b for b in state["budgets"] if b["name"] == "nearly-full")["limits"]
+        assert 0 < figures["available"] < tokens
+        expect(gauge.get_by_role("meter")).to_have_attribute("data-level", "warn")
+        expect(gauge.locator('[data-role="refusing"]')).to_have_text(
+            f"Refusing any request that needs more than the {figures['available']:,} tokens "
+            "left (its input plus max_tokens).")
+        _screenshot(page, "dashboard-refusing.png")
+
+        # the limit reached: red, refusing every request
+        status, _ = gateway.call("PATCH", f"/api/client/v1/budgets/{created['id']}",
+                                 body={"max_tokens_per_hour": figures["used"]})
+        assert status == 200
+        expect(gauge.get_by_role("meter")).to_have_attribute("data-level", "over",
+                                                             timeout=LIVE_TIMEOUT_MS)
+        expect(gauge.locator('[data-role="refusing"]')).to_have_text(
+            "Refusing requests: the limit is reached.")
+        expect(gauge.locator('[data-role="refusing"]')).to_have_css(
+            "color", "rgb(198, 40, 40)")  # --over
+    finally:
+        _delete(gateway, created["id"])
+
+
+def _delete(gateway: Gateway, budget_id: str) -> None:
+    """A 204 (no body, which ``Gateway.call`` would read)."""
+    request = urllib.request.Request(
+        f"{gateway.url}/api/client/v1/budgets/{budget_id}", method="DELETE",
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        assert resp.status == 204

@@ -451,7 +451,24 @@
         ? `${span}; resets in ${duration(limit.resets_in_s)}`
         : `${span}; capacity frees up in ${duration(limit.resets_in_s)}`;
     box.appendChild(el("div", { class: "resets", "data-role": "resets" }, resets));
+    const refusing = refusal(limit, level, cost, show);
+    if (refusing) box.appendChild(el("div", { class: `refusing ${level}`, "data-role": "refusing" },
+                                     refusing));
     return box;
+  }
+
+  /* What the limit refuses now, from the status API's `available` (max - used, reservations in
+   * flight counted): nothing at all once it is reached; past the alert threshold, any request
+   * whose reservation is larger than what is left. */
+  function refusal(limit, level, cost, show) {
+    const available = limit.available === undefined ? Math.max(limit.max - limit.used, 0)
+      : limit.available;
+    if (level === "over" || available <= 0) return "Refusing requests: the limit is reached.";
+    if (level !== "warn") return "";
+    return cost
+      ? `Refusing any request that may cost more than the ${show(available)} left.`
+      : `Refusing any request that needs more than the ${show(available)} left ` +
+        "(its input plus max_tokens).";
   }
 
   // -- the budget editor ------------------------------------------------------------------
