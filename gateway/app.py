@@ -93,7 +93,8 @@ async def _session(app: web.Application) -> AsyncIterator[None]:
 
 def _store(given: Store | None) -> CleanupCtx:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        store = given or open_store(app[CONFIG].current.settings.store)
+        settings = app[CONFIG].current.settings
+        store = given or open_store(settings.store, settings.limits.budget_counters_max)
         app[STORE] = store
         try:
             await store.connect()

@@ -132,6 +132,16 @@ class StoreUnavailable(GatewayError):
     code = "budget_store_unavailable"
 
 
+class CountersFull(GatewayError):
+    """The embedded store keeps as many budget counters as it may (``limits.
+    budget_counters_max``, e.g. one per active end user of a ``per: end_user`` budget): a
+    request needing a new one waits until idle counters expire."""
+
+    status = 503
+    type = "server_error"
+    code = "budget_counters_full"
+
+
 class ConfigError(Exception):
     """One problem in a configuration file, located by file, line and field."""
 

@@ -21,7 +21,7 @@ from gateway import __version__
 from gateway.admin.budgets import ALIASES
 from gateway.admin.report import GroupBy
 from gateway.admin.status import Scope
-from gateway.cost.model import BudgetAction, Domain, Limit
+from gateway.cost.model import BudgetAction, Domain, Limit, Per
 from gateway.cost.windows import window_of
 from gateway.proxy.endpoints import Endpoint
 from gateway.settings.load import MAX_COST_USD
@@ -209,13 +209,18 @@ def _budget_fields() -> dict[str, JSON]:
         "action": _enum(BudgetAction),
         "max_wait_s": _type("number", minimum=0),
         "clamp_max_tokens": _type("boolean"),
+        "per": {**_enum(Per), "description": (
+            "end_user: a template, each end user of the tenant (safety_identifier, user, or "
+            "the end-user header) has their own windows and limits")},
+        "end_user_required": _type("boolean", description=(
+            "refuse (400 end_user_required) a request it matches that names no end user")),
     }
     return fields
 
 
 def _budget(fields: Mapping[str, JSON]) -> JSON:
     """A budget as answered: every field present, null where the budget does not set it."""
-    always = {"name", "action", "max_wait_s", "clamp_max_tokens"}
+    always = {"name", "action", "max_wait_s", "clamp_max_tokens", "end_user_required"}
     return _object({
         "id": _type("string", description="the name, for a budget from the YAML file"),
         "tenant": _type("string"),

@@ -76,6 +76,13 @@ class BudgetAction(enum.StrEnum):
     ALERT = "alert"
 
 
+class Per(enum.StrEnum):
+    """What a budget's limits apply to, each on its own: ``end_user``, every end user of the
+    tenant (a template: each distinct end user gets their own windows)."""
+
+    END_USER = "end_user"
+
+
 class Domain(enum.StrEnum):
     LLM = "llm"
     EMBEDDING = "embedding"
@@ -122,6 +129,8 @@ class Budget:
     action: BudgetAction = BudgetAction.REJECT
     max_wait_s: float = 30.0
     clamp_max_tokens: bool = False
+    per: Per | None = None  # None: the budget's scope as a whole; end_user: each end user
+    end_user_required: bool = False  # a request it matches must name its end user
     source: str = "file"
     id: str | None = None
 
@@ -160,7 +169,9 @@ class Budget:
             if key not in known:
                 raise ValueError(f"unknown budget field {key!r}")
         values: dict[str, Any] = dict(data)
-        for name, kind in (("domain", Domain), ("action", BudgetAction)):
+        kinds: tuple[tuple[str, type[enum.StrEnum]], ...] = (
+            ("domain", Domain), ("action", BudgetAction), ("per", Per))
+        for name, kind in kinds:
             value = values.get(name)
             if value is None or isinstance(value, kind):
                 continue

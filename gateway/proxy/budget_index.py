@@ -1,5 +1,6 @@
 """Budgets compiled for matching: each limit of each budget as a Slot with its counter's key,
-indexed by scope.
+indexed by scope. A ``per: end_user`` budget's slots are templates: a request's end user is
+added to their keys, so each end user has counters of their own.
 
 Compiled once per configuration load (file budgets) or per version (API budgets), so a request
 only looks up precomputed slots, and only among the budgets that can match it.
@@ -10,12 +11,13 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from gateway.cost.model import Budget, BudgetAction, Domain, Limit, nano_to_usd
+from gateway.cost.model import Budget, BudgetAction, Domain, Limit, Per, nano_to_usd
 from gateway.cost.pricing import is_glob
 from gateway.cost.windows import Window, window_of
 from gateway.proxy.auth import Principal
+from gateway.proxy.end_user import UNNAMED, EndUser
 from gateway.store.base import Line
 
 
@@ -36,6 +38,10 @@ class Slot:
 
     def line(self, tokens: int, cost_nano: int) -> Line:
         return Line(self.key, self.window, self.max, self.amount(tokens, cost_nano), self.enforce)
+
+    def of_end_user(self, end_user: EndUser) -> Slot:
+        """A ``per: end_user`` slot's own for ``end_user``: the template's key and theirs."""
+        return replace(self, key=end_user_key(self.key, end_user))
 
     def describe(self, value: int) -> str:
         if self.is_cost:
@@ -60,13 +66,16 @@ class BudgetIndex:
         for order, budget in enumerate(budgets):
             scopes = self._scopes.setdefault(budget.tenant, {})
             models = scopes.setdefault((budget.key, budget.domain), _Models())
-            models.add(budget.model, _Entry(order, slots_of(budget)))
+            models.add(budget.model, _Entry.of(order, budget))
         for scopes in self._scopes.values():
             for models in scopes.values():
                 models.freeze()
 
-    def slots(self, principal: Principal, model: str, domain: Domain) -> tuple[Slot, ...]:
-        """Every slot of every matching budget, in the budgets' order."""
+    def slots(self, principal: Principal, model: str, domain: Domain,
+              end_user: EndUser = UNNAMED) -> tuple[Slot, ...]:
+        """Every slot of every matching budget, in the budgets' order; a ``per: end_user``
+        budget's for ``end_user`` (none without one), and a 400 when a matching budget
+        requires an end user and the request names none."""
         scopes = self._scopes.get(principal.tenant)
         if scopes is None:
             return ()
@@ -78,13 +87,30 @@ class BudgetIndex:
                 models.collect(model, found)
         if len(found) > 1:
             found.sort(key=_order)
-        return tuple(slot for entry in found for slot in entry.slots)
+        return tuple(slot for entry in found for slot in entry.met_by(end_user))
 
 
 @dataclass(frozen=True, slots=True)
 class _Entry:
     order: int  # the budget's place in its list: slots come back in the budgets' order
     slots: tuple[Slot, ...]
+    per_end_user: bool = False
+    end_user_required: bool = False
+
+    @classmethod
+    def of(cls, order: int, budget: Budget) -> _Entry:
+        return cls(order, slots_of(budget), budget.per is Per.END_USER, budget.end_user_required)
+
+    def met_by(self, end_user: EndUser) -> tuple[Slot, ...]:
+        if not (self.per_end_user or self.end_user_required):
+            return self.slots
+        if not end_user.named():
+            if self.end_user_required:
+                raise end_user.required_by(self.slots[0].budget.name)
+            return () if self.per_end_user else self.slots
+        if self.per_end_user:
+            return tuple(slot.of_end_user(end_user) for slot in self.slots)
+        return self.slots
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +193,11 @@ def slots_of(budget: Budget) -> tuple[Slot, ...]:
 
 def _key(budget: Budget, limit: Limit) -> str:
     return f"{{{budget.tenant}}}:b:{budget.ident}:{limit.value}"
+
+
+def end_user_key(key: str, end_user: EndUser) -> str:
+    """The counter of a ``per: end_user`` budget's limit (``key``) for one end user."""
+    return f"{key}:u:{end_user.digest}"
 
 
 def literal_prefix(pattern: str) -> str:

@@ -18,13 +18,14 @@ from gateway.clock import Clock
 from gateway.cost.model import BudgetAction, Domain
 from gateway.cost.pricing import Price
 from gateway.cost.windows import HOUR, Window
-from gateway.errors import BudgetExceeded, Unauthenticated
+from gateway.errors import BudgetExceeded, CountersFull, Unauthenticated
 from gateway.ops.alerts import Alert, AlertSink
 from gateway.proxy.auth import Keyring, Principal
 from gateway.proxy.budget_index import BudgetIndex, Slot
+from gateway.proxy.end_user import UNNAMED, EndUser
 from gateway.proxy.estimate import Estimate
 from gateway.proxy.tenant_budgets import ApiBudgets
-from gateway.store.base import Line, ReserveResult, Store, StoreError
+from gateway.store.base import Line, ReserveResult, Store, StoreError, StoreFull
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,12 @@ class Ask:
     price: Price
     ttl_s: float  # how long a reservation may be held
     expected_s: float | None = None  # how long it is expected to be held (None: ttl_s)
+    end_user: EndUser = UNNAMED  # whom the request is for, if it names someone
+
+    @property
+    def scope(self) -> tuple[Principal, str, Domain, EndUser]:
+        """What picks the budgets (``BudgetIndex.slots``'s arguments)."""
+        return self.principal, self.model, self.domain, self.end_user
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,8 +119,8 @@ class Admitter:
     def known_slots(self, ask: Ask, file_budgets: BudgetIndex) -> tuple[Slot, ...]:
         """The matching slots known without asking the store (for when it cannot answer)."""
         view = self._api.cached(ask.principal.tenant)
-        api = view.index.slots(ask.principal, ask.model, ask.domain) if view else ()
-        return file_budgets.slots(ask.principal, ask.model, ask.domain) + api
+        api = view.index.slots(*ask.scope) if view else ()
+        return file_budgets.slots(*ask.scope) + api
 
     async def admit(self, ask: Ask, current: Callable[[], Current], hold: Hold) -> Admission:
         """The file's and the API's matching budgets, reserved together, all or none.
@@ -139,8 +146,7 @@ class Admitter:
                 continue
             cost = reserved_cost(ask.price, estimate)
             lines = [slot.line(estimate.total, cost) for slot in slots]
-            result = await self._store.reserve(principal.tenant, rid if slots else "-", lines,
-                                               now, ask.ttl_s, version, ask.expected_s)
+            result = await self._reserve(ask, rid if slots else "-", lines, now, version)
             if result.stale:
                 stale += 1
                 self._reload_api_budgets(principal.tenant, stale)
@@ -162,6 +168,19 @@ class Admitter:
                 raise _denied(slots, lines, result, now)
             await hold.wait(wait, result.fits_at - now, [s.budget.name for s in failing])
 
+    async def _reserve(self, ask: Ask, rid: str, lines: list[Line], now: float, version: int
+                       ) -> ReserveResult:
+        try:
+            return await self._store.reserve(ask.principal.tenant, rid, lines, now, ask.ttl_s,
+                                             version, ask.expected_s)
+        except StoreFull as full:
+            log.error("budget store full, request refused: %s", full)
+            wait = 60 if full.retry_at is None else max(math.ceil(full.retry_at - now), 1)
+            raise CountersFull(
+                "The gateway tracks as many budget counters as it may (limits."
+                "budget_counters_max) and none is idle yet; retry later.",
+                headers={"Retry-After": str(wait)}) from None
+
     async def _slots(self, ask: Ask, runtime: Current, first: Current
                      ) -> tuple[tuple[Slot, ...], int]:
         """The budgets matching the request now, and the version of the API ones; refused if
@@ -171,8 +190,7 @@ class Admitter:
             raise Unauthenticated("The API key was revoked while its request was held by a "
                                   "throttled budget.")
         view = await self._api.view(principal.tenant)
-        slots = runtime.budgets.slots(principal, ask.model, ask.domain) + view.index.slots(
-            principal, ask.model, ask.domain)
+        slots = runtime.budgets.slots(*ask.scope) + view.index.slots(*ask.scope)
         return slots, view.version
 
     def _reload_api_budgets(self, tenant: str, stale: int) -> None:

@@ -23,6 +23,7 @@ from gateway.proxy.auth import Principal
 from gateway.proxy.budget_index import Slot
 from gateway.proxy.budgets import Admission, Admitter, Ask, Hold
 from gateway.proxy.durations import Durations
+from gateway.proxy.end_user import end_user_of
 from gateway.proxy.endpoints import Endpoint
 from gateway.proxy.estimate import Estimate
 from gateway.proxy.forward import Exchange, Forwarder
@@ -81,6 +82,7 @@ class Pipeline:
         target = resolve(principal, endpoint, raw, runtime.router)
         rec.model, rec.stream = target.model, target.stream
         rec.model_label = target.price.name or "other"
+        end_user = end_user_of(target.body, request.headers, runtime.settings)
         background = endpoint is Endpoint.RESPONSES and target.body.get("background") is True
         if background:
             self._background.check_room()
@@ -96,6 +98,7 @@ class Pipeline:
             ttl_s=timeout_s + _EXPIRY_MARGIN_S + background * (timeout_s + FOLLOW_MARGIN_S),
             expected_s=None if background else self._durations.expected_s(
                 upstream, rec.model_label, timeout_s),
+            end_user=end_user,
         )
         gone = functools.partial(client_gone, request)
         with self.gate.hold(principal.tenant, runtime.settings.limits, gone) as hold:

@@ -27,10 +27,15 @@ def unprintable(value: str) -> str | None:
 
 
 def name_problem(name: str, limits: LimitSettings) -> str | None:
-    if len(name) > limits.budget_name_max:
-        return (f"at most {limits.budget_name_max} characters (limits.budget_name_max), "
-                f"got {len(name)}")
-    return unprintable(name)
+    return bounded_problem(name, limits.budget_name_max, "limits.budget_name_max")
+
+
+def bounded_problem(value: str, maximum: int, setting: str) -> str | None:
+    """A name or id: at most ``maximum`` characters (``setting`` says where that is set), and
+    printable."""
+    if len(value) > maximum:
+        return f"at most {maximum} characters ({setting}), got {len(value)}"
+    return unprintable(value)
 
 
 def glob_problem(pattern: str) -> str | None:

@@ -18,7 +18,7 @@ from urllib.parse import SplitResult, parse_qs, urlsplit
 import yaml
 from yaml.nodes import Node
 
-from gateway.cost.model import Budget, BudgetAction, Domain, Limit
+from gateway.cost.model import Budget, BudgetAction, Domain, Limit, Per
 from gateway.cost.pricing import Price
 from gateway.errors import ConfigError, ConfigErrors
 from gateway.settings import checks
@@ -53,6 +53,7 @@ TOP_LEVEL = (
     "alerts",
     "ops",
     "limits",
+    "end_user_header",
 )
 UPSTREAM_FIELDS = ("base_url", "api_key", "models", "timeout_s")
 # USD per 1M tokens, per 1,000 calls for the tool fees (as OpenAI quotes them).
@@ -75,11 +76,14 @@ BUDGET_FIELDS = (
     "action",
     "max_wait_s",
     "clamp_max_tokens",
+    "per",
+    "end_user_required",
 )
 FILE_BUDGET_FIELDS = (*BUDGET_FIELDS, "id")
 STORE_SCHEMES = ("memory", "sqlite", "redis", "rediss", "redis+cluster")
 
 _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 # Counters are integer nano-dollars and tokens, exact in Redis's Lua numbers (doubles) up to
@@ -143,6 +147,7 @@ def _settings(top: Fields) -> Settings:
         alerts=_alerts(top),
         ops=_ops(top),
         limits=limits,
+        end_user_header=_or(_header_name(top, "end_user_header"), defaults.end_user_header),
     )
 
 
@@ -211,6 +216,15 @@ def _store_bound(top: Fields, options: Mapping[str, list[str]]) -> None:
             if not ok:
                 what = "a whole number >= 1" if kind is int else "a number of seconds > 0"
                 top.error("store", f"{name}= expects {what}, got {given!r}")
+
+
+def _header_name(top: Fields, name: str) -> str | None:
+    """An HTTP header name (an RFC 9110 token), kept lowercase as aiohttp compares them."""
+    value = top.string(name)
+    if value is not None and not _TOKEN.fullmatch(value):
+        top.error(name, "expected an HTTP header name (letters, digits and !#$%&'*+-.^_`|~)")
+        return None
+    return None if value is None else value.lower()
 
 
 def _http_url(fields: Fields, name: str, *, query_ok: bool) -> str | None:
@@ -452,6 +466,8 @@ def _budget(budget: Fields, name: str, tenant: str, key: str | None, limits: Lim
         action=_or(budget.choice("action", BudgetAction), defaults.action),
         max_wait_s=_or(budget.number("max_wait_s"), min(defaults.max_wait_s, limits.max_wait_s)),
         clamp_max_tokens=_or(budget.boolean("clamp_max_tokens"), defaults.clamp_max_tokens),
+        per=budget.choice("per", Per),
+        end_user_required=_or(budget.boolean("end_user_required"), defaults.end_user_required),
         source="file",
     )
 

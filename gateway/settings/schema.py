@@ -72,9 +72,13 @@ class LimitSettings:
     concurrent_total: int = 8_000  # requests in flight in all
     api_budgets_per_tenant: int = 100  # budgets created through the admin API, per tenant
     budget_name_max: int = 128  # characters in a budget name
+    fallback_models_max: int = 4  # a downgrade budget's fallback models (each one store call)
     header_timeout_s: float = 10.0  # to receive a request's headers, else 408
     body_timeout_s: float = 60.0  # to receive a request's body, else 408
     max_header_bytes: int = 16_384  # one header line (request line included)
+    end_user_max: int = 256  # characters in an end user's id (safety_identifier, user, header)
+    budget_counters_max: int = 2_000_000  # counters the embedded store keeps (one per limit of
+    # a budget, per end user for per: end_user); past it a new counter is a 503. At start only
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,3 +98,4 @@ class Settings:
     alerts: AlertSettings = AlertSettings()
     ops: OpsSettings = OpsSettings()
     limits: LimitSettings = LimitSettings()
+    end_user_header: str = "x-end-user"  # names the end user when the body does not

@@ -84,6 +84,17 @@ class StoreError(Exception):
     """The store could not be reached or answered nonsense; the proxy applies on_store_error."""
 
 
+class StoreFull(Exception):
+    """The embedded store keeps as many budget counters as it may (``limits.
+    budget_counters_max``): a request needing a new one is refused until idle ones expire.
+    Not a StoreError: ``on_store_error: allow`` must not let such a request through."""
+
+    def __init__(self, max_count: int, retry_at: float | None) -> None:
+        super().__init__(f"the store keeps {max_count} budget counters, its maximum")
+        self.max_count = max_count
+        self.retry_at = retry_at  # when a counter is next expected to empty (None: unknown)
+
+
 class BudgetDefinitions(Protocol):
     """Budgets created through the admin API, kept in the store (not in the YAML).
 
@@ -123,7 +134,10 @@ class Store(SpendSource, Protocol):
 
         ``version``: the caller's version of the tenant's API budgets; if the store's differs,
         nothing is reserved and the result says ``stale``. Checked in the same atomic step, so
-        a budget created on one instance binds the next request on every instance."""
+        a budget created on one instance binds the next request on every instance.
+
+        Raises ``StoreFull`` (the embedded store) when a line needs a new counter past the
+        store's maximum."""
         ...
 
     async def settle(

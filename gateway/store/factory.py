@@ -13,22 +13,25 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from gateway.store.base import Store
-from gateway.store.memory import MemoryStore
+from gateway.store.memory import COUNTERS_MAX, MemoryStore
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, counters_max: int = COUNTERS_MAX) -> Store:
+    """``counters_max``: the embedded store's bound on its budget counters; a Redis store is
+    bounded by its own maxmemory and its keys' TTLs."""
     scheme = urlsplit(url).scheme
     if scheme == "memory":
         legacy = persist_path(url)  # a bad persist= fails here, before anything starts
         if legacy is None:
-            return MemoryStore()
+            return MemoryStore(counters_max=counters_max)
         from gateway.store.sqlite import SqliteStore
 
-        return SqliteStore(f"sqlite://{alias_database(legacy)}", legacy=legacy)
+        return SqliteStore(f"sqlite://{alias_database(legacy)}", legacy=legacy,
+                           counters_max=counters_max)
     if scheme == "sqlite":
         from gateway.store.sqlite import SqliteStore
 
-        return SqliteStore(url)
+        return SqliteStore(url, counters_max=counters_max)
     if scheme in ("redis", "rediss", "redis+cluster"):
         from gateway.store.redis import RedisStore
 

@@ -4,6 +4,7 @@ Every method runs to completion without awaiting, so no other task can interleav
 check and its reservation. The model is the one the Redis scripts implement: per line, settled
 usage in time buckets plus reservations pending until settled or expired. ``snapshot`` and
 ``restore`` copy the whole state out and back in, for ``memory://?persist=`` (see persist.py).
+Counters that hold nothing are dropped and their number is bounded (see idle.py).
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from dataclasses import dataclass, field
 from gateway.cost.model import Filter, Summary, Usage, usd_to_nano
 from gateway.cost.rollup import RollupRow, hour_of
 from gateway.cost.tracker import InMemoryTracker
+from gateway.cost.windows import WINDOWS, Window
 from gateway.store import spend
 from gateway.store.base import BudgetDefinitions, Line, LineUse, ReserveResult, fits_at
 from gateway.store.freed import RoomFreed
+from gateway.store.idle import Idle
 from gateway.store.memory_budgets import MemoryBudgetDefinitions
 from gateway.store.objects import MemoryObjects, ObjectOwners
 from gateway.store.snapshot import number, rollup_from_row, typed, usage_from_row, usage_row
@@ -49,6 +52,7 @@ class LineState:
     pending_total: int = 0
     oldest: int = -(2**62)  # buckets before this one have been dropped
     next_expiry: float = math.inf  # the earliest expiry among the holds
+    window: Window | None = None  # its line's (None: restored from an older snapshot)
 
     def purge(self, line: Line, now: float) -> None:
         oldest = line.window.oldest(now)
@@ -64,6 +68,15 @@ class LineState:
 
     def used(self) -> int:
         return self.settled_total + self.pending_total
+
+    def empties_at(self) -> float:
+        """When nothing it holds counts any more (inf: not known before its line is met)."""
+        if self.window is None:
+            return math.inf
+        window = self.window
+        ends = [window.leaves_at(b) for b, amount in self.buckets.items() if amount]
+        ends += [p.expires_at for p in self.pending.values()]
+        return max(ends, default=-math.inf)
 
     def use(self) -> LineUse:
         """After ``purge``: what counts, and its oldest bucket (a hold counts from its own
@@ -81,6 +94,8 @@ class LineState:
         held = self.pending.pop(rid, None)
         if held is not None:
             self.pending_total -= held.amount
+            if not self.pending:  # a fresh dict: an emptied one keeps its table (120 bytes,
+                self.pending = {}  # per end user's counter, for a million of them)
         return held
 
     def charge(self, line: Line, bucket: int, amount: int, now: float) -> None:
@@ -95,12 +110,13 @@ class LineState:
             "buckets": [[b, amount] for b, amount in self.buckets.items()],
             "pending": {rid: [p.amount, p.bucket, p.expires_at, p.frees_at()]
                         for rid, p in self.pending.items()},
+            "window": None if self.window is None else self.window.name,
         }
 
     @classmethod
     def restore(cls, state: object, where: str) -> LineState:
         fields = typed(state, dict, where)
-        restored = cls()
+        restored = cls(window=WINDOWS.get(str(fields.get("window"))))  # since issue 19
         for i, pair in enumerate(typed(fields.get("buckets"), list, f"{where}.buckets")):
             at = f"{where}.buckets[{i}]"
             bucket, amount = _pair(pair, at)
@@ -124,8 +140,12 @@ def _pair(value: object, where: str) -> tuple[object, object]:
     return values[0], values[1]
 
 
+COUNTERS_MAX = 2_000_000  # LimitSettings.budget_counters_max's default
+
+
 class MemoryStore:
-    def __init__(self, tracker: InMemoryTracker | None = None) -> None:
+    def __init__(self, tracker: InMemoryTracker | None = None,
+                 counters_max: int = COUNTERS_MAX) -> None:
         self.tracker = tracker if tracker is not None else InMemoryTracker()  # empty is falsy
         self._lines: dict[str, LineState] = {}
         self._settled: OrderedDict[str, None] = OrderedDict()
@@ -136,11 +156,24 @@ class MemoryStore:
         self._rollups: dict[tuple[str, int, str, str], list[int]] = {}
         self.failures: Counter[tuple[str, str]] = Counter()  # nothing fails here; for metrics
         self.freed = RoomFreed()  # woken at every settlement
+        self._idle = Idle(counters_max)  # drops counters that hold nothing; bounds their number
 
     def _state(self, line: Line, now: float) -> LineState:
         state = self._lines.get(line.key)
         if state is None:
             state = self._lines[line.key] = LineState()
+        if state.window is None:  # new (or restored without its window): watched from now on
+            state.window = line.window
+            self._idle.watch(line.key, now)
+        state.purge(line, now)
+        return state
+
+    def _current(self, line: Line, now: float) -> LineState:
+        """A line's state to read: a counter that does not exist reads as empty, and a read
+        never makes one (a status page must not fill the store)."""
+        state = self._lines.get(line.key)
+        if state is None:
+            return LineState()
         state.purge(line, now)
         return state
 
@@ -150,6 +183,10 @@ class MemoryStore:
     ) -> ReserveResult:
         if version is not None and version != self._budgets.current_version(tenant):
             return ReserveResult(False, (), stale=True)
+        self._idle.sweep(self._lines, now)
+        new = sum(line.key not in self._lines for line in lines)
+        if new:
+            self._idle.make_room(self._lines, new, now)  # else StoreFull
         states = [self._state(line, now) for line in lines]
         used = tuple(s.used() for s in states)
         failed = tuple(
@@ -187,10 +224,10 @@ class MemoryStore:
         return True
 
     async def peek(self, lines: Sequence[Line], now: float) -> list[int]:
-        return [self._state(line, now).used() for line in lines]
+        return [self._current(line, now).used() for line in lines]
 
     async def peek_use(self, lines: Sequence[Line], now: float) -> list[LineUse]:
-        return [self._state(line, now).use() for line in lines]
+        return [self._current(line, now).use() for line in lines]
 
     async def mark_once(self, key: str, until: float, now: float) -> bool:
         if self._marks.get(key, 0.0) > now:
@@ -263,6 +300,7 @@ class MemoryStore:
                        for i, row in enumerate(typed(state.get("rollups"), list, "rollups")))
         self._budgets.restore(state.get("budgets"))  # last check; it too changes all or nothing
         self._lines, self._settled, self._marks = lines, settled, marks
+        self._idle.reset(key for key, line in lines.items() if line.window is not None)
         self._rollups = rollups
         self.tracker.restore(usage)
 

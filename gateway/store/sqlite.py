@@ -33,7 +33,7 @@ import orjson
 
 from gateway.cost.model import Budget, Usage
 from gateway.store.base import Line, ReserveResult
-from gateway.store.memory import LineState, MemoryStore
+from gateway.store.memory import COUNTERS_MAX, LineState, MemoryStore
 from gateway.store.memory_budgets import MemoryBudgetDefinitions
 from gateway.store.snapshot import usage_from_row, usage_row
 
@@ -262,9 +262,9 @@ def _problem(exc: sqlite3.DatabaseError) -> str:
 class SqliteStore(MemoryStore):
     """The embedded store with a journal: restored on ``connect``, written as it changes."""
 
-    def __init__(self, url: str, *, read_only: bool = False, legacy: Path | None = None
-                 ) -> None:
-        super().__init__()
+    def __init__(self, url: str, *, read_only: bool = False, legacy: Path | None = None,
+                 counters_max: int = COUNTERS_MAX) -> None:
+        super().__init__(counters_max=counters_max)
         self._legacy = legacy  # a JSON state file of an earlier release, carried over once
         path, sync = sqlite_path(url)
         self.journal = Journal(path, sync, read_only)
