@@ -96,6 +96,8 @@ class BudgetExceeded(GatewayError):
     code = "budget_exceeded"
     budget = ""  # the budget that refused, for logs and metrics
     action = ""
+    downgrade = ""  # the first downgrade budget that refused, if any, and its fallback models
+    fallbacks: tuple[str, ...] = ()
 
 
 class UpstreamError(GatewayError):

@@ -38,12 +38,7 @@ class Runtime:
 
     def may_use(self, tenant: str, model: str) -> bool:
         """Allowed for the tenant, priced and routed to an upstream: what GET /v1/models shows."""
-        router = self.router
-        return (
-            router.allowed(tenant, model)
-            and router.routable(model)
-            and router.prices.lookup(model) is not None
-        )
+        return self.router.unusable(tenant, model) is None
 
     def models_for(self, tenant: str) -> list[str]:
         """The model names the configuration spells out (exact prices, exact allow-list entries,

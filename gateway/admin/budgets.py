@@ -154,7 +154,7 @@ class BudgetAdmin:
         keys = {name: {k.name for k in t.keys} for name, t in runtime.settings.tenants.items()}
         try:
             budget = parse_budget({**fields, "tenant": principal.tenant}, keys,
-                                  runtime.settings.limits, "body")
+                                  runtime.settings.limits, "body", runtime.router)
         except ConfigErrors as exc:
             raise InvalidBudget([(e.field or None, e.message) for e in exc.errors]) from None
         taken = {b.name for b in await self.list(principal.tenant)

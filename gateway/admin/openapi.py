@@ -118,7 +118,8 @@ def _enum(values: type[StrEnum] | Iterable[str]) -> JSON:
 
 def _nullable(schema: JSON) -> JSON:
     """``schema`` or null."""
-    out = {**schema, "type": [schema["type"], "null"]}
+    kinds = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+    out = {**schema, "type": [*kinds, "null"]}
     if "enum" in schema:
         out["enum"] = [*schema["enum"], None]
     return out
@@ -214,6 +215,11 @@ def _budget_fields() -> dict[str, JSON]:
             "the end-user header) has their own windows and limits")},
         "end_user_required": _type("boolean", description=(
             "refuse (400 end_user_required) a request it matches that names no end user")),
+        "fallback_model": _type(["string", "array"], minLength=1, minItems=1,
+                                items=_type("string", minLength=1), description=(
+                                    "action downgrade only: the model, or the models tried in "
+                                    "order, that serve a request the budget would deny; "
+                                    "answered as a list")),
     }
     return fields
 

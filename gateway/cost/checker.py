@@ -53,10 +53,14 @@ _ADVERB = {"hour": "hourly", "day": "daily", "month": "monthly"}
 def _over(budget: Budget, limit: Limit, used: float, maximum: float, ratio: float
           ) -> BudgetDecision:
     """Over a limit: reject denies; throttle allows and says to slow down; alert allows and
-    says why (the seed's three actions; the proxy holds a throttled request instead)."""
+    says why (the seed's three actions; the proxy holds a throttled request instead);
+    downgrade denies the model asked for and names the cheaper ones to ask for instead."""
     what = f"{_ADVERB[limit.window]} {'cost' if limit.is_cost else 'token'} limit"
     reason = (f"{what} ({limit.value}) of budget {budget.name!r} exceeded: {used:g} of "
               f"{maximum:g}")
     if budget.action is BudgetAction.THROTTLE:
         reason += "; slow down"
-    return BudgetDecision(budget.action is not BudgetAction.REJECT, reason, ratio)
+    if budget.action is BudgetAction.DOWNGRADE:
+        reason += f"; downgrade to {' or '.join(budget.fallback_model or ())}"
+    denied = budget.action in (BudgetAction.REJECT, BudgetAction.DOWNGRADE)
+    return BudgetDecision(not denied, reason, ratio)

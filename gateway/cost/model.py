@@ -74,6 +74,7 @@ class BudgetAction(enum.StrEnum):
     REJECT = "reject"
     THROTTLE = "throttle"
     ALERT = "alert"
+    DOWNGRADE = "downgrade"  # past a limit: served by a cheaper model (``fallback_model``)
 
 
 class Per(enum.StrEnum):
@@ -131,6 +132,7 @@ class Budget:
     clamp_max_tokens: bool = False
     per: Per | None = None  # None: the budget's scope as a whole; end_user: each end user
     end_user_required: bool = False  # a request it matches must name its end user
+    fallback_model: tuple[str, ...] | None = None  # downgrade only: the models tried in order
     source: str = "file"
     id: str | None = None
 
@@ -154,11 +156,9 @@ class Budget:
         return self.id or self.name
 
     def to_dict(self) -> dict[str, object]:
-        """JSON-safe (enums as their values, ``None`` kept), for stores and the admin API."""
-        return {
-            f.name: v.value if isinstance(v := getattr(self, f.name), enum.Enum) else v
-            for f in fields(self)
-        }
+        """JSON-safe (enums as their values, tuples as lists, ``None`` kept), for stores and
+        the admin API."""
+        return {f.name: _json_safe(getattr(self, f.name)) for f in fields(self)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> Budget:
@@ -181,7 +181,16 @@ class Budget:
                 choices = ", ".join(k.value for k in kind)
                 problem = f"budget field {name!r}: {value!r} is not one of {choices}"
                 raise ValueError(problem) from None
+        fallbacks = values.get("fallback_model")
+        if isinstance(fallbacks, list):
+            values["fallback_model"] = tuple(fallbacks)
         return cls(**values)
+
+
+def _json_safe(value: object) -> object:
+    if isinstance(value, enum.Enum):
+        return value.value
+    return list(value) if isinstance(value, tuple) else value
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,9 +21,11 @@ class RequestRecord:
     key_name: str = "-"
     model: str = "-"  # as the client sent it: the access line only (truncated there)
     model_label: str = "other"  # the price it resolved to, bounded by the configuration: metrics
+    downgraded_from: str = ""  # downgraded: the model the client asked for (``model`` served it)
+    downgraded_label: str = ""  # and its label
     stream: bool = False
-    decision: str = "-"  # allow | alert | clamp | deny | no-budget | unmetered
-    reason: str = ""  # why a request was denied
+    decision: str = "-"  # allow | alert | clamp | downgrade | deny | no-budget | unmetered
+    reason: str = ""  # why a request was denied (or downgraded)
     usage_ratio: float = 0.0  # the highest over the matching budgets, this request included
     reserved_tokens: int = 0
     input_tokens: int = 0
@@ -41,7 +43,10 @@ class RequestRecord:
     def access_fields(self, status: int, elapsed_s: float) -> dict[str, object]:
         return {
             "status": status, "route": self.route, "tenant": self.tenant, "key": self.key_name,
-            "model": self.model[:MODEL_LOGGED_MAX], "stream": self.stream,
+            "model": self.model[:MODEL_LOGGED_MAX],
+            **({"downgraded_from": self.downgraded_from[:MODEL_LOGGED_MAX]}
+               if self.downgraded_from else {}),
+            "stream": self.stream,
             "decision": self.decision,
             **({"reason": self.reason} if self.reason else {}),
             "usage_ratio": round(self.usage_ratio, 6), "reserved_tokens": self.reserved_tokens,

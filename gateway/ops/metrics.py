@@ -114,6 +114,10 @@ class Metrics:
                               ["tenant", "model", "direction"], registry=r)
         self.cost = Counter("gateway_cost_usd", "USD charged, by tenant and model",
                             ["tenant", "model"], registry=r)
+        self.downgrades = Counter("gateway_downgrades",
+                                  "Requests a downgrade budget sent to a fallback model, by "
+                                  "tenant, model asked for and model that served them",
+                                  ["tenant", "from_model", "to_model"], registry=r)
         self.decisions = Counter("gateway_budget_decisions",
                                  "Budget decisions by tenant, budget, action and outcome",
                                  ["tenant", "budget", "action", "outcome"], registry=r)
@@ -137,6 +141,8 @@ class Metrics:
     def observe(self, rec: RequestRecord, status: int, elapsed_s: float) -> None:
         tenant, model = rec.tenant, rec.model_label
         self._child(self.requests, tenant, model, rec.route, str(status)).inc()
+        if rec.downgraded_label:
+            self._child(self.downgrades, tenant, rec.downgraded_label, model).inc()
         for budget, action, outcome in rec.decisions:
             self._budget_child(self.decisions, tenant, budget, action, outcome).inc()
         for budget, limit, ratio in rec.ratios:

@@ -49,6 +49,7 @@ class Ask:
     expected_s: float | None = None  # how long it is expected to be held (None: ttl_s)
     end_user: EndUser = UNNAMED  # whom the request is for, if it names someone
 
+
     @property
     def scope(self) -> tuple[Principal, str, Domain, EndUser]:
         """What picks the budgets (``BudgetIndex.slots``'s arguments)."""
@@ -66,6 +67,7 @@ class Admission:
     alerts: tuple[Alert, ...] = ()
     clamped_output: int | None = None  # per-choice max tokens after clamping
     ratios: tuple[float, ...] = ()  # per slot: used over limit, this reservation included
+    downgraded_from: str | None = None  # the model asked for, when a fallback was admitted
 
     def lines(self, tokens: int, cost_nano: int) -> list[Line]:
         """This request's lines carrying ``tokens`` and ``cost_nano``: what to settle."""
@@ -330,6 +332,10 @@ def _denied(
         headers["x-should-retry"] = "false"
     denied = BudgetExceeded(message, headers=headers)
     denied.budget, denied.action = slot.budget.name, slot.budget.action.value
+    downgrades = [slots[j].budget for j in result.failed
+                  if slots[j].budget.action is BudgetAction.DOWNGRADE]
+    if downgrades:  # the first denying downgrade budget (in the budgets' order) decides
+        denied.downgrade, denied.fallbacks = downgrades[0].name, downgrades[0].fallback_model or ()
     return denied
 
 

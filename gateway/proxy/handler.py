@@ -6,24 +6,28 @@ Principal -> Target -> Estimate -> Admission -> Exchange -> Settlement.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 
 from gateway import log as gateway_log
-from gateway.errors import BudgetExceeded, StoreUnavailable, TooManyHeld
+from gateway.cost.model import BudgetAction
+from gateway.errors import BudgetExceeded, InvalidRequest, StoreUnavailable, TooManyHeld
 from gateway.http_server import read_body
 from gateway.ops import access
+from gateway.proxy import downgrade
 from gateway.proxy import estimate as estimate_stage
 from gateway.proxy.auth import Principal
 from gateway.proxy.budget_index import Slot
 from gateway.proxy.budgets import Admission, Admitter, Ask, Hold
 from gateway.proxy.durations import Durations
-from gateway.proxy.end_user import end_user_of
+from gateway.proxy.end_user import EndUser, end_user_of
 from gateway.proxy.endpoints import Endpoint
 from gateway.proxy.estimate import Estimate
 from gateway.proxy.forward import Exchange, Forwarder
@@ -80,29 +84,18 @@ class Pipeline:
         counted, so no tenant can pile up bodies past its bound), to the end of its response."""
         raw = await read_body(request, runtime.settings.max_body_bytes)
         target = resolve(principal, endpoint, raw, runtime.router)
-        rec.model, rec.stream = target.model, target.stream
-        rec.model_label = target.price.name or "other"
+        rec.model, rec.stream, rec.model_label = target.model, target.stream, _label(target)
         end_user = end_user_of(target.body, request.headers, runtime.settings)
         background = endpoint is Endpoint.RESPONSES and target.body.get("background") is True
         if background:
             self._background.check_room()
         prior = await self._owners.prior_context(principal, target.body,
                                                  runtime.settings.on_store_error)
-        estimate = await estimate_stage.estimate(
-            endpoint, target.body, target.price, runtime.defaults, prior=prior,
-            offload=functools.partial(self.gate.offload, principal.tenant),
-        )
-        timeout_s, upstream = target.upstream.timeout_s, target.upstream.name
-        ask = Ask(  # reserved after any hold; a background response also while it is followed
-            principal, target.model, endpoint.domain, estimate, target.price,
-            ttl_s=timeout_s + _EXPIRY_MARGIN_S + background * (timeout_s + FOLLOW_MARGIN_S),
-            expected_s=None if background else self._durations.expected_s(
-                upstream, rec.model_label, timeout_s),
-            end_user=end_user,
-        )
+        asking = _Asking(principal, runtime, rec, prior, background, end_user)
         gone = functools.partial(client_gone, request)
         with self.gate.hold(principal.tenant, runtime.settings.limits, gone) as hold:
-            admission = await self._admit(ask, runtime, rec, hold)
+            target, admission = await self._reserve(asking, target, hold)
+        upstream = target.upstream.name
         exchange = Exchange()
         settle = functools.partial(self._settle, principal, target, admission, exchange, rec)
         if not background:  # (a background response is followed, and settled, at its end)
@@ -136,16 +129,63 @@ class Pipeline:
             await asyncio.shield(self._owners.remember(
                 principal, target, exchange.response_id or "", context_tokens(settlement)))
 
-    async def _admit(self, ask: Ask, runtime: Runtime, rec: access.RequestRecord,
-                     hold: Hold) -> Admission:
-        """The decision goes into the request's record: its access-log line is the one line
-        per budget decision."""
+    async def _ask(self, asking: _Asking, target: Target) -> Ask:
+        """What ``target`` asks of its budgets: its estimate, reserved after any hold (a
+        background response's also while it is followed)."""
+        estimate = await estimate_stage.estimate(
+            target.endpoint, target.body, target.price, asking.runtime.defaults,
+            prior=asking.prior, offload=functools.partial(self.gate.offload, asking.tenant),
+        )
+        timeout_s, background = target.upstream.timeout_s, asking.background
+        return Ask(
+            asking.principal, target.model, target.endpoint.domain, estimate, target.price,
+            ttl_s=timeout_s + _EXPIRY_MARGIN_S + background * (timeout_s + FOLLOW_MARGIN_S),
+            expected_s=None if background else self._durations.expected_s(
+                target.upstream.name, _label(target), timeout_s),
+            end_user=asking.end_user,
+        )
+
+    async def _reserve(self, asking: _Asking, target: Target, hold: Hold
+                       ) -> tuple[Target, Admission]:
+        """The request's reservation; past a downgrade budget, a fallback's instead."""
+        rec = asking.rec
         try:
-            admission = await self._admitter.admit(ask, self._config, hold)
+            return target, await self._admit(await self._ask(asking, target), asking, hold)
         except BudgetExceeded as denied:
+            served = await self._downgrade(asking, target, denied, hold)
+            if served is not None:
+                return served
             rec.decision, rec.reason = "deny", denied.message
             rec.decisions.append((denied.budget, denied.action, "deny"))
             raise
+
+    async def _downgrade(self, asking: _Asking, target: Target, denied: BudgetExceeded,
+                         hold: Hold) -> tuple[Target, Admission] | None:
+        """The first fallback of the denying downgrade budget that is admitted, if any."""
+        rec = asking.rec
+        for fallback in downgrade.fallbacks(asking.principal, target, denied,
+                                            asking.runtime.router):
+            try:
+                admission = await self._admit(await self._ask(asking, fallback), asking, hold)
+            except InvalidRequest as exc:  # the fallback cannot bound this request
+                log.info("fallback %s passed over: %s", fallback.model, exc.message)
+                continue
+            except BudgetExceeded as also:
+                rec.decisions.append((also.budget, also.action, "deny"))
+                continue
+            rec.decision, rec.reason = "downgrade", denied.message
+            rec.decisions.append((denied.downgrade, BudgetAction.DOWNGRADE.value, "downgrade"))
+            rec.model, rec.model_label = fallback.model, _label(fallback)
+            rec.downgraded_from, rec.downgraded_label = target.model, _label(target)
+            return fallback, dataclasses.replace(admission, downgraded_from=target.model)
+        return None
+
+    async def _admit(self, ask: Ask, asking: _Asking, hold: Hold) -> Admission:
+        """The decision goes into the request's record: its access-log line is the one line
+        per budget decision (a denial is noted by the caller: a downgrade may follow)."""
+        rec, runtime = asking.rec, asking.runtime
+        try:
+            admission = await self._admitter.admit(ask, self._config, hold)
         except TooManyHeld as refused:  # a hold past limits.held_per_tenant or held_total
             rec.decision, rec.reason = "deny", refused.message
             raise
@@ -160,6 +200,27 @@ class Pipeline:
         rec.ratios.extend((s.budget.name, s.limit.value, r)
                           for s, r in zip(admission.slots, admission.ratios, strict=True))
         return admission
+
+
+@dataclass(frozen=True, slots=True)
+class _Asking:
+    """What every reservation a request asks for shares, its fallbacks' included."""
+
+    principal: Principal
+    runtime: Runtime
+    rec: access.RequestRecord
+    prior: int | None  # the context an earlier response carries in
+    background: bool
+    end_user: EndUser
+
+    @property
+    def tenant(self) -> str:
+        return self.principal.tenant
+
+
+def _label(target: Target) -> str:
+    """The model's metrics label: the price it resolved to, bounded by the configuration."""
+    return target.price.name or "other"
 
 
 def _once(settle: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
@@ -226,6 +287,8 @@ def unmetered(
 
 
 def _decision(admission: Admission) -> str:
+    if admission.downgraded_from is not None:
+        return "downgrade"
     if admission.rid is None:
         return "no-budget"
     if admission.clamped_output is not None:
@@ -242,4 +305,6 @@ def budget_headers(admission: Admission) -> dict[str, str]:
         headers["x-budget-alert"] = ", ".join(a.header() for a in admission.alerts)
     if admission.clamped_output is not None:
         headers["x-budget-clamped-max-tokens"] = str(admission.clamped_output)
+    if admission.downgraded_from is not None:
+        headers[downgrade.HEADER] = admission.downgraded_from
     return headers

@@ -3,7 +3,6 @@ then resolve the model to the tenant's allow-list, an upstream and a price."""
 
 from __future__ import annotations
 
-import fnmatch
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -11,12 +10,13 @@ from typing import Any
 
 import orjson
 
-from gateway.cost.pricing import Price, PriceTable
+from gateway.cost.pricing import Price
 from gateway.errors import Forbidden, InvalidRequest, ModelNotPriced, NotFound
 from gateway.proxy.auth import Principal
 from gateway.proxy.endpoints import Endpoint
 from gateway.settings.checks import unprintable
-from gateway.settings.schema import TenantSettings, UpstreamSettings
+from gateway.settings.models import ModelAccess
+from gateway.settings.schema import UpstreamSettings
 
 MAX_DEPTH = 255
 """The deepest nesting accepted: what orjson can write back (the gateway re-writes a body to ask
@@ -45,32 +45,9 @@ class Target:
     price: Price
 
 
-class ModelRouter:
-    """Allow-lists, upstream globs and prices, compiled once per configuration load."""
-
-    def __init__(
-        self,
-        tenants: Mapping[str, TenantSettings],
-        upstreams: tuple[UpstreamSettings, ...],
-        prices: PriceTable,
-    ) -> None:
-        self._tenants = tenants
-        self._upstreams = upstreams
-        self.prices = prices
-
-    def allowed(self, tenant: str, model: str) -> bool:
-        patterns = self._tenants[tenant].models
-        return patterns is None or any(fnmatch.fnmatchcase(model, p) for p in patterns)
-
-    def routable(self, model: str) -> bool:
-        return any(fnmatch.fnmatchcase(model, p) for u in self._upstreams for p in u.models)
-
-    def upstream_for(self, model: str) -> UpstreamSettings | None:
-        """The upstream a request for ``model`` goes to: the first whose globs match."""
-        return next(
-            (u for u in self._upstreams if any(fnmatch.fnmatchcase(model, p) for p in u.models)),
-            None,
-        )
+class ModelRouter(ModelAccess):
+    """Allow-lists, upstream globs and prices, compiled once per configuration load; a
+    request's model routed, or refused saying why."""
 
     def route(self, principal: Principal, model: str) -> tuple[UpstreamSettings, Price]:
         if not self.allowed(principal.tenant, model):

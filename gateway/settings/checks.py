@@ -12,6 +12,9 @@ import fnmatch
 import math
 import re
 
+from gateway.cost.model import Budget, BudgetAction
+from gateway.cost.pricing import is_glob
+from gateway.settings.models import ModelAccess
 from gateway.settings.schema import LimitSettings
 
 
@@ -77,3 +80,43 @@ def wait_problem(max_wait_s: float, limits: LimitSettings) -> str | None:
     if math.isfinite(max_wait_s) and max_wait_s > limits.max_wait_s:
         return f"at most {limits.max_wait_s:g} s (limits.max_wait_s), got {max_wait_s:g}"
     return None
+
+
+def fallback_problems(budget: Budget, limits: LimitSettings, access: ModelAccess | None
+                      ) -> list[str]:
+    """A budget's ``fallback_model``: required by ``action: downgrade`` and refused with any
+    other action; at most ``limits.fallback_models_max`` models, each a model name (not a
+    glob), named once, not the budget's own model, and one its tenant may send requests for
+    (allowed, priced, routed), where ``access`` says (the file and the API both know)."""
+    fallbacks = budget.fallback_model
+    if budget.action is BudgetAction.DOWNGRADE and not fallbacks:
+        return ["action: downgrade needs fallback_model: the model (or list of models, tried "
+                "in order) that serves a request instead of denying it"]
+    if fallbacks is None:
+        return []
+    if budget.action is not BudgetAction.DOWNGRADE:
+        return [f"only for action: downgrade (this budget's action is {budget.action.value})"]
+    problems = []
+    if len(fallbacks) > limits.fallback_models_max:
+        problems.append(f"at most {limits.fallback_models_max} models "
+                        f"(limits.fallback_models_max), got {len(fallbacks)}")
+    for i, model in enumerate(fallbacks):
+        problem = _fallback_problem(budget, model, fallbacks[:i], access)
+        if problem is not None:
+            who = "the model" if len(fallbacks) == 1 else f"entry {i}"
+            problems.append(f"{who} {problem}")
+    return problems
+
+
+def _fallback_problem(budget: Budget, model: str, earlier: tuple[str, ...],
+                      access: ModelAccess | None) -> str | None:
+    problem = unprintable(model)
+    if problem is not None:
+        return problem
+    if is_glob(model):
+        return "is a glob; name one model, the one the request is sent to"
+    if model in earlier:
+        return "is listed twice"
+    if model == budget.model:
+        return "is the budget's own model, the one it denies"
+    return None if access is None else access.unusable(budget.tenant, model)

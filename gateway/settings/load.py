@@ -19,9 +19,11 @@ import yaml
 from yaml.nodes import Node
 
 from gateway.cost.model import Budget, BudgetAction, Domain, Limit, Per
+from gateway.cost.price_data import shipped_table
 from gateway.cost.pricing import Price
 from gateway.errors import ConfigError, ConfigErrors
 from gateway.settings import checks
+from gateway.settings.models import ModelAccess
 from gateway.settings.schema import (
     AlertSettings,
     KeySettings,
@@ -78,6 +80,7 @@ BUDGET_FIELDS = (
     "clamp_max_tokens",
     "per",
     "end_user_required",
+    "fallback_model",
 )
 FILE_BUDGET_FIELDS = (*BUDGET_FIELDS, "id")
 STORE_SCHEMES = ("memory", "sqlite", "redis", "rediss", "redis+cluster")
@@ -129,21 +132,23 @@ def _settings(top: Fields) -> Settings:
     defaults = Settings()
     tenants, key_names = _tenants(top)
     limits = _limits(top)
+    upstreams, pricing = _upstreams(top), MappingProxyType(_pricing(top))
+    access = ModelAccess(tenants, upstreams, shipped_table(pricing))
     return Settings(
         source=top.reader.source,
         listen=_or(_listen(top), defaults.listen),
         store=_or(_store(top), defaults.store),
         on_store_error=_or(top.choice("on_store_error", StoreErrorPolicy), defaults.on_store_error),
         max_body_bytes=_or(top.integer("max_body_bytes", minimum=1), defaults.max_body_bytes),
-        upstreams=_upstreams(top),
-        pricing=MappingProxyType(_pricing(top)),
+        upstreams=upstreams,
+        pricing=pricing,
         default_max_output_tokens=top.integer("default_max_output_tokens", minimum=1),
         default_max_tool_calls=_or(
             top.integer("default_max_tool_calls", minimum=1), defaults.default_max_tool_calls
         ),
         service_tier=_or(top.string("service_tier"), defaults.service_tier),
         tenants=MappingProxyType(tenants),
-        budgets=_budgets(top, key_names, limits),
+        budgets=_budgets(top, key_names, limits, access),
         alerts=_alerts(top),
         ops=_ops(top),
         limits=limits,
@@ -363,7 +368,7 @@ def _sha256(key: Fields) -> str | None:
 
 
 def _budgets(
-    top: Fields, key_names: Mapping[str, set[str]], limits: LimitSettings
+    top: Fields, key_names: Mapping[str, set[str]], limits: LimitSettings, access: ModelAccess
 ) -> tuple[Budget, ...]:
     """The file's budgets. Each is known by its ``id`` if it has one, else by its name: its
     counters follow that, so a budget with an ``id`` keeps its usage through a rename."""
@@ -379,8 +384,7 @@ def _budgets(
             _check_unique(budget, name, node, first, "budget name")
         if ident is not None:
             _check_id(budget, ident, node, first_id, limits)
-        budgets.append(replace(_checked_budget(budget, key_names, limits),
-                                           id=ident))
+        budgets.append(replace(_checked_budget(budget, key_names, limits, access), id=ident))
     return tuple(budgets)
 
 
@@ -402,22 +406,26 @@ def parse_budget(
     key_names: Mapping[str, set[str]],
     limits: LimitSettings,
     source: str = "request",
+    access: ModelAccess | None = None,
 ) -> Budget:
-    """A budget from JSON-like data (the admin API), held to exactly the YAML file's rules.
+    """A budget from JSON-like data (the admin API), held to exactly the YAML file's rules;
+    its fallback models checked against ``access`` (the configuration in force), if given.
 
     Raises ConfigErrors naming every field at fault (with no line: there is no file).
     """
     node = yaml.SafeDumper(io.StringIO()).represent_data(dict(data))
     reader = Reader(source, env={})
     budget = reader.fields(node, "", BUDGET_FIELDS)
-    result = _checked_budget(budget, key_names, limits) if budget is not None else None
+    result = (_checked_budget(budget, key_names, limits, access) if budget is not None
+              else None)
     if reader.errors or result is None:
         raise ConfigErrors(reader.errors)
     return result
 
 
 def _checked_budget(
-    budget: Fields, key_names: Mapping[str, set[str]], limits: LimitSettings
+    budget: Fields, key_names: Mapping[str, set[str]], limits: LimitSettings,
+    access: ModelAccess | None,
 ) -> Budget:
     """Every rule one budget must meet on its own (uniqueness and the API's count are the
     caller's), for the file and the admin API alike; the rules on names, globs and waits are
@@ -433,6 +441,10 @@ def _checked_budget(
         budget.error(None, "sets every limit to 0, and 0 means no limit (as in the seed); set "
                            "at least one above 0 (to stop a tenant, remove its keys)")
     _check_fields(budget, result, limits)
+    read = budget.path("fallback_model")
+    if not any(e.field.startswith(read) for e in budget.reader.errors):  # else said already
+        for problem in checks.fallback_problems(result, limits, access):
+            budget.error("fallback_model", problem)
     return result
 
 
@@ -468,6 +480,7 @@ def _budget(budget: Fields, name: str, tenant: str, key: str | None, limits: Lim
         clamp_max_tokens=_or(budget.boolean("clamp_max_tokens"), defaults.clamp_max_tokens),
         per=budget.choice("per", Per),
         end_user_required=_or(budget.boolean("end_user_required"), defaults.end_user_required),
+        fallback_model=budget.one_or_more("fallback_model"),
         source="file",
     )
 

@@ -367,6 +367,16 @@ class Fields:
             return None
         return self.reader.strings(node, self.path(name), empty_ok=empty_ok)
 
+    def one_or_more(self, name: str) -> tuple[str, ...] | None:
+        """A string, or a non-empty list of strings: one value or several, in order."""
+        node = self.values.get(name)
+        if node is None:
+            return None
+        if isinstance(node, ScalarNode):
+            value = self.reader.string(node, self.path(name))
+            return None if value is None else (value,)
+        return self.reader.strings(node, self.path(name))
+
     def integer(self, name: str, *, minimum: int, maximum: int | None = None) -> int | None:
         node = self.values.get(name)
         if node is None:
