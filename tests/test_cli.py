@@ -316,5 +316,8 @@ def test_a_closed_pipe_ends_any_command_quietly(args: tuple[str, ...]) -> None:
 
 
 def test_a_closed_pipe_ends_help_quietly() -> None:
-    """argparse drops its own failed write of the help: quiet, and the status of --help."""
-    assert run_into_closed_pipe("--help") == (0, "")
+    """Quiet either way: argparse drops its own failed write of the help (status 0) on some
+    Python 3.11 releases (pyenv's 3.11.7), not on others (Debian's), where it ends as any
+    command into a closed pipe does (141)."""
+    status, err = run_into_closed_pipe("--help")
+    assert status in (0, 141) and err == ""

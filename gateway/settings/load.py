@@ -36,6 +36,7 @@ from gateway.settings.schema import (
     UpstreamSettings,
 )
 from gateway.settings.yamlpos import Fields, Reader, index, join, line_of, suggest
+from gateway.store import url as store_url
 from gateway.store.sqlite import sqlite_path
 
 T = TypeVar("T")
@@ -171,7 +172,7 @@ def _store(top: Fields) -> str | None:
     value = top.string("store")
     if value is None:
         return None
-    parts = urlsplit(value)
+    parts = store_url.split(value)
     if parts.scheme not in STORE_SCHEMES or "://" not in value:
         schemes = ", ".join(f"{s}://" for s in STORE_SCHEMES)
         top.error("store", f"expected a URL starting with one of {schemes}")

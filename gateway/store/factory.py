@@ -10,8 +10,9 @@ relative PATH is relative to the current directory of the ``gateway`` process wh
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
+from gateway.store import url as store_url
 from gateway.store.base import Store
 from gateway.store.memory import COUNTERS_MAX, MemoryStore
 
@@ -19,7 +20,7 @@ from gateway.store.memory import COUNTERS_MAX, MemoryStore
 def open_store(url: str, counters_max: int = COUNTERS_MAX) -> Store:
     """``counters_max``: the embedded store's bound on its budget counters; a Redis store is
     bounded by its own maxmemory and its keys' TTLs."""
-    scheme = urlsplit(url).scheme
+    scheme = store_url.split(url).scheme
     if scheme == "memory":
         legacy = persist_path(url)  # a bad persist= fails here, before anything starts
         if legacy is None:
@@ -46,7 +47,7 @@ def alias_database(legacy: Path) -> Path:
 
 def persist_path(url: str) -> Path | None:
     """The absolute state file of a ``memory://?persist=PATH`` store; None when not persisted."""
-    parts = urlsplit(url)
+    parts = store_url.split(url)
     if parts.scheme != "memory":
         return None
     paths = parse_qs(parts.query, keep_blank_values=True).get("persist")

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode
 
 import hiredis
 import orjson
@@ -33,6 +33,7 @@ from gateway.cost.model import Filter, Summary, Usage, nano_to_usd, usd_to_nano
 from gateway.cost.rollup import RollupRow, hour_of
 from gateway.cost.windows import Window
 from gateway.store import spend
+from gateway.store import url as store_url
 from gateway.store.base import BudgetDefinitions, Line, LineUse, ReserveResult, StoreError
 from gateway.store.coalesce import Coalescer
 from gateway.store.freed import RoomFreed
@@ -63,17 +64,17 @@ class Bound:
     @classmethod
     def from_url(cls, url: str) -> tuple[str, Bound]:
         """The URL without the bound's parameters (redis-py reads the rest), and the bound."""
-        parts = urlsplit(url)
+        parts = store_url.split(url)
         query = parse_qsl(parts.query, keep_blank_values=True)
         ours = dict(q for q in query if q[0] in BOUND_PARAMETERS)
         rest = urlencode([q for q in query if q[0] not in BOUND_PARAMETERS])
         bound = cls(int(ours.get("max_connections", _POOL_SIZE)),
                     float(ours.get("wait_s", _POOL_WAIT_S)))
-        return urlunsplit(parts._replace(query=rest)), bound
+        return store_url.join(parts._replace(query=rest)), bound
 def cluster_seeds(url: str) -> tuple[str, list[ClusterNode]]:
     """``redis+cluster://[auth@]host:port,host:port/...``: the first node as a ``redis://`` URL
     (auth, path and query apply to every node) and the other nodes."""
-    parts = urlsplit(url)
+    parts = store_url.split(url)
     auth, _, hosts = parts.netloc.rpartition("@")
     first, *others = hosts.split(",")
     seeds = []
@@ -81,7 +82,7 @@ def cluster_seeds(url: str) -> tuple[str, list[ClusterNode]]:
         host, _, port = other.rpartition(":")
         seeds.append(ClusterNode(host.strip("[]"), int(port or 6379)))
     netloc = f"{auth}@{first}" if auth else first
-    return urlunsplit(parts._replace(scheme="redis", netloc=netloc)), seeds
+    return store_url.join(parts._replace(scheme="redis", netloc=netloc)), seeds
 
 
 # a pooled connection that died with a restarted Redis is retried on a fresh one, and so is a

@@ -27,3 +27,22 @@ async def test_a_seed_node_that_is_down_is_passed_over(cluster_url: str) -> None
         assert await store.peek([line], 1_000.0) == [10]
     finally:
         await store.close()
+
+
+def test_store_urls_split_as_written_whatever_the_python() -> None:
+    """Debian's Python 3.11 refuses a netloc with text before a '[' ("Invalid IPv6 URL"); a
+    cluster's seed list is such a netloc, so store URLs are split by ``gateway.store.url``,
+    never by ``urlsplit``, from the configuration check to the connection."""
+    from gateway.settings.load import parse_settings
+    from gateway.store import url
+
+    seeds = "redis+cluster://u:pw@10.0.0.1:7000,[::1]:7002/0?max_connections=4#x"
+    parts = url.split(seeds)
+    assert (parts.scheme, parts.netloc, parts.path, parts.query, parts.fragment) == (
+        "redis+cluster", "u:pw@10.0.0.1:7000,[::1]:7002", "/0", "max_connections=4", "x")
+    assert url.join(parts) == seeds
+    text = ('upstreams: {u: {base_url: "http://127.0.0.1:9/v1", api_key: k}}\n'
+            f'store: "{seeds}"\n')
+    assert parse_settings(text, "g.yaml", env={}).store == seeds
+    store = RedisStore.from_url(seeds)
+    assert store is not None
