@@ -68,6 +68,8 @@ def test_the_example_config_loads() -> None:
         "acme-daily",
         "acme-member-hourly-tokens",
         "acme-monthly",
+        "acme-gpt-4o-monthly",
+        "acme-per-customer-daily",
     }
     monthly = next(b for b in settings.budgets if b.name == "acme-monthly")
     assert monthly.max_cost_per_month == 100.0
