@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from http import HTTPStatus
 from typing import Any, cast
 
@@ -73,6 +73,13 @@ class BodyTimeout(asyncio.TimeoutError):
 async def read_body(request: web.Request, limit: int) -> bytes:
     """The request's body, uncompressed as sent: at most ``limit`` bytes (a larger one is
     refused before it is held in memory), within the connection's ``body_timeout_s``."""
+    return b"".join([chunk async for chunk in body_chunks(request, limit)])
+
+
+async def body_chunks(request: web.Request, limit: int,
+                      chunks: AsyncIterator[bytes] | None = None) -> AsyncIterator[bytes]:
+    """The body as it arrives (or ``chunks`` read from it, such as a multipart part's), at
+    most ``limit`` bytes in all; its failures said as the client's errors (413, 408, 499)."""
     if request.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower() not in _IDENTITY:
         raise UnsupportedEncoding(
             "Request bodies with a Content-Encoding are not accepted: send the JSON "
@@ -83,14 +90,13 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     )
     if request.content_length is not None and request.content_length > limit:
         raise too_large
-    chunks: list[bytes] = []
     size = 0
     try:
-        async for chunk in request.content.iter_chunked(_READ_CHUNK):
+        async for chunk in chunks or request.content.iter_chunked(_READ_CHUNK):
             size += len(chunk)
             if size > limit:
                 raise too_large
-            chunks.append(chunk)
+            yield chunk
     except BodyTimeout as late:
         raise RequestTimeout(
             f"The request body was not received within {late.timeout_s:g}s."
@@ -104,7 +110,6 @@ async def read_body(request: web.Request, limit: int) -> bytes:
             "The request body's framing is not valid HTTP/1.1 (chunked encoding or length).",
             code="invalid_request_body",
         ) from None
-    return b"".join(chunks)
 
 
 def raw_response(error: GatewayError, request_id: str) -> bytes:

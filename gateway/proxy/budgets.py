@@ -48,7 +48,8 @@ class Ask:
     ttl_s: float  # how long a reservation may be held
     expected_s: float | None = None  # how long it is expected to be held (None: ttl_s)
     end_user: EndUser = UNNAMED  # whom the request is for, if it names someone
-
+    cost_nano: int | None = None  # its cost bound, when not its estimate's (a batch's sum)
+    waits: bool = True  # False: never held nor clamped, a budget's refusal is final (batches)
 
     @property
     def scope(self) -> tuple[Principal, str, Domain, EndUser]:
@@ -139,14 +140,14 @@ class Admitter:
             slots, version = await self._slots(ask, current(), first)
             now = self._clock.now()
             throttling = [s for s in slots if s.budget.action is BudgetAction.THROTTLE]
-            names = [s.budget.name for s in throttling]
+            names = [s.budget.name for s in throttling if ask.waits]
             if names and hold.behind(names):  # earlier held requests on these budgets first
                 deadline = deadline or _deadline(hold, throttling, now)
                 if now >= deadline:
                     raise _queued_too_long(throttling[0])
                 await hold.wait(min(deadline - now, _POLL_S), deadline - now, names)
                 continue
-            cost = reserved_cost(ask.price, estimate)
+            cost = reserved_cost(ask.price, estimate) if ask.cost_nano is None else ask.cost_nano
             lines = [slot.line(estimate.total, cost) for slot in slots]
             result = await self._reserve(ask, rid if slots else "-", lines, now, version)
             if result.stale:
@@ -158,14 +159,15 @@ class Admitter:
             if result.ok:
                 return await self._admitted(rid, slots, lines, result, estimate, clamped, now)
             failing = [slots[i] for i in result.failed]
-            fit = _clamp_fit(slots, lines, result, estimate, ask.price, attempt)
+            fit = _clamp_fit(slots, lines, result, estimate, ask.price, attempt if ask.waits
+                             else _CLAMP_TRIES)
             attempt += 1
             if fit is not None and all(s.budget.clamp_max_tokens for s in failing):
                 clamped = fit
                 estimate = estimate.with_output(fit)
                 continue
             deadline = deadline or _deadline(hold, failing, now)
-            wait = _throttle_wait(failing, result, now, deadline)
+            wait = _throttle_wait(failing, result, now, deadline) if ask.waits else None
             if wait is None or result.fits_at is None:
                 raise _denied(slots, lines, result, now)
             await hold.wait(wait, result.fits_at - now, [s.budget.name for s in failing])

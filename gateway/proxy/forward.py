@@ -16,6 +16,7 @@ import orjson
 from aiohttp import web
 
 from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
+from gateway.proxy.bounds import Bounds
 from gateway.proxy.budgets import Admission
 from gateway.proxy.endpoints import Endpoint
 from gateway.proxy.resolve import Target
@@ -66,18 +67,27 @@ def upstream_body(target: Target, admission: Admission) -> tuple[bytes, bool]:
         if options.get("include_usage") is not True:
             changes["stream_options"] = {**options, "include_usage": True}
             hide_usage = True
-    bounds = admission.estimate.bounds
-    fields = target.endpoint.output_fields
-    if admission.clamped_output is not None or bounds.set_cap:
-        name = next((f for f in fields if target.body.get(f) is not None), fields[0])
+    changes.update(bound_changes(target.endpoint, target.body, admission.estimate.bounds,
+                                 admission.clamped_output is not None))
+    if not changes:
+        return target.raw, hide_usage
+    return orjson.dumps({**target.body, **changes}), hide_usage
+
+
+def bound_changes(endpoint: Endpoint, body: Mapping[str, Any], bounds: Bounds,
+                  clamped: bool = False) -> dict[str, Any]:
+    """The fields to set in ``body`` so that the upstream keeps to ``bounds``: those the
+    request left out (output cap, tool-call cap, service tier), or a clamped output cap."""
+    changes: dict[str, Any] = {}
+    fields = endpoint.output_fields
+    if clamped or bounds.set_cap:
+        name = next((f for f in fields if body.get(f) is not None), fields[0])
         changes[name] = bounds.cap
     if bounds.set_calls:
         changes["max_tool_calls"] = bounds.calls
     if bounds.set_tier is not None:
         changes["service_tier"] = bounds.set_tier
-    if not changes:
-        return target.raw, hide_usage
-    return orjson.dumps({**target.body, **changes}), hide_usage
+    return changes
 
 
 class Forwarder:

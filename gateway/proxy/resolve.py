@@ -144,7 +144,12 @@ def _ignored(_: str) -> None:
 def resolve(
     principal: Principal, endpoint: Endpoint, raw: bytes, router: ModelRouter
 ) -> Target:
-    body = parse_body(raw)
+    return resolve_parsed(principal, endpoint, parse_body(raw), raw, router)
+
+
+def resolve_parsed(principal: Principal, endpoint: Endpoint, body: dict[str, Any], raw: bytes,
+                   router: ModelRouter) -> Target:
+    """``resolve`` for a body parsed already (a line of a batch file)."""
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest(

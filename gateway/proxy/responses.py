@@ -168,7 +168,8 @@ class BackgroundResponses:
                     suffix: str = "") -> dict[str, Any] | None:
         """One upstream call; None when it fails (the poll goes on until its deadline)."""
         try:
-            status, body = await upstream_call(self._session, upstream, method, oid, suffix)
+            status, body = await upstream_call(self._session, upstream, method,
+                                               f"/responses/{oid}{suffix}")
         except UpstreamError as exc:
             log.warning("background response %s: %s", oid, exc.message)
             return None
@@ -209,12 +210,13 @@ def _read_final(final: Mapping[str, Any] | None, exchange: Exchange) -> None:
 
 
 async def upstream_call(session: aiohttp.ClientSession, upstream: UpstreamSettings,
-                        method: str, oid: str, suffix: str = "",
-                        query: Mapping[str, str] | None = None) -> tuple[int, bytes]:
-    url = f"{upstream.base_url}/responses/{oid}{suffix}"
+                        method: str, path: str, query: Mapping[str, str] | None = None,
+                        data: Any = None) -> tuple[int, bytes]:
+    """One call to ``path`` below the upstream's ``base_url``, its answer read (bounded)."""
+    url = f"{upstream.base_url}{path}"
     headers = {"Authorization": f"Bearer {upstream.api_key}"} if upstream.api_key else {}
     try:
-        async with session.request(method, url, headers=headers, params=query,
+        async with session.request(method, url, headers=headers, params=query, data=data,
                                    timeout=aiohttp.ClientTimeout(total=CALL_TIMEOUT_S)) as resp:
             body = await resp.content.read(_MAX_ANSWER)
             return resp.status, body
@@ -250,7 +252,8 @@ class StoredResponseRoutes:
         if owned is None or upstream is None:
             raise not_found(oid)
         query = {k: v for k, v in request.query.items()} if suffix else None
-        status, body = await upstream_call(self._session, upstream, method, oid, suffix, query)
+        status, body = await upstream_call(self._session, upstream, method,
+                                           f"/responses/{oid}{suffix}", query)
         if upstream.api_key and upstream.api_key.encode() in body:
             body = body.replace(upstream.api_key.encode(), b"[redacted]")
         if method == "DELETE" and status < 300:

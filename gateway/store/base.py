@@ -8,13 +8,16 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from gateway.cost.model import Budget, Filter, Summary, Usage
 from gateway.cost.windows import Window
 from gateway.store.freed import RoomFreed
 from gateway.store.objects import ObjectOwners
 from gateway.store.spend import SpendSource
+
+if TYPE_CHECKING:  # batches.py builds on Line
+    from gateway.store.batches import BatchLedger
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,9 +122,14 @@ class BudgetDefinitions(Protocol):
 
 class Store(SpendSource, Protocol):
     definitions: BudgetDefinitions
-    objects: ObjectOwners  # who created which response, and its context size
+    objects: ObjectOwners  # who created which response, file or batch, and what it needs
     failures: Counter[tuple[str, str]]  # StoreErrors raised so far, by operation and kind
     freed: RoomFreed  # wakes held requests when room may have freed
+
+    @property
+    def batches(self) -> BatchLedger:
+        """Batches whose reservation is held until they end."""
+        ...
 
     async def reserve(
         self, tenant: str, rid: str, lines: Sequence[Line], now: float, ttl_s: float,

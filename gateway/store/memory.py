@@ -20,6 +20,7 @@ from gateway.cost.tracker import InMemoryTracker
 from gateway.cost.windows import WINDOWS, Window
 from gateway.store import spend
 from gateway.store.base import BudgetDefinitions, Line, LineUse, ReserveResult, fits_at
+from gateway.store.batches import MemoryBatches
 from gateway.store.freed import RoomFreed
 from gateway.store.idle import Idle
 from gateway.store.memory_budgets import MemoryBudgetDefinitions
@@ -151,7 +152,9 @@ class MemoryStore:
         self._settled: OrderedDict[str, None] = OrderedDict()
         self._marks: dict[str, float] = {}
         self._budgets = MemoryBudgetDefinitions()
-        self.objects: ObjectOwners = MemoryObjects()
+        self._objects = MemoryObjects()
+        self.objects: ObjectOwners = self._objects  # the same object, as the protocol
+        self.batches: MemoryBatches = MemoryBatches()
         self.definitions: BudgetDefinitions = self._budgets  # the same object, as the protocol
         self._rollups: dict[tuple[str, int, str, str], list[int]] = {}
         self.failures: Counter[tuple[str, str]] = Counter()  # nothing fails here; for metrics
@@ -283,6 +286,8 @@ class MemoryStore:
             "usage": [usage_row(u) for u in self.tracker.entries()],
             "rollups": [[*key, *row] for key, row in self._rollups.items()],
             "budgets": self._budgets.snapshot(),
+            "batches": self.batches.snapshot(),
+            "objects": self._objects.snapshot(),
         }
 
     def restore(self, state: Mapping[str, object]) -> None:
@@ -298,7 +303,13 @@ class MemoryStore:
                  for i, row in enumerate(typed(state.get("usage"), list, "usage"))]
         rollups = dict(rollup_from_row(row, f"rollups[{i}]")
                        for i, row in enumerate(typed(state.get("rollups"), list, "rollups")))
+        batches = MemoryBatches()
+        batches.restore(state.get("batches", []))  # since issue 19
+        objects = MemoryObjects()
+        objects.restore(state.get("objects", []))
         self._budgets.restore(state.get("budgets"))  # last check; it too changes all or nothing
+        self.batches.records = batches.records  # in place: a journaled subclass stays one
+        self._objects.restore(objects.snapshot())
         self._lines, self._settled, self._marks = lines, settled, marks
         self._idle.reset(key for key, line in lines.items() if line.window is not None)
         self._rollups = rollups

@@ -1,4 +1,5 @@
-"""Objects a tenant created through the gateway (responses), remembered by their owner.
+"""Objects a tenant created through the gateway (responses, files, batches), remembered by
+their owner.
 
 An id is looked up under the asking tenant only, so another tenant's id is simply not found:
 OpenAI's 404, the same answer as an id that never existed. Each record carries what the
@@ -22,6 +23,7 @@ MEMORY_MAX_OBJECTS = 1_000_000  # the embedded store forgets the oldest past thi
 class Owned:
     upstream: str
     context_tokens: int | None = None  # input + output charged for it; None: not yet known
+    detail: str | None = None  # what else its kind keeps (a batch file's bound, as JSON)
 
 
 class ObjectOwners(Protocol):
@@ -59,6 +61,39 @@ class MemoryObjects:
     async def delete(self, tenant: str, kind: str, oid: str) -> None:
         self._objects.pop(object_key(tenant, kind, oid), None)
 
+    def row(self, key: str) -> list[object]:
+        owned, expires = self._objects[key]
+        return [key, owned.upstream, owned.context_tokens, owned.detail, expires]
+
+    def forget(self, key: str) -> None:
+        self._objects.pop(key, None)
+
+    def snapshot(self) -> list[list[object]]:
+        return [self.row(key) for key in self._objects]
+
+    def restore(self, rows: object) -> None:
+        """Replaces the objects by ``rows`` (from ``snapshot``); ValueError names a bad one."""
+        self._objects = OrderedDict()
+        self.restore_into(self, rows)
+
+    @staticmethod
+    def restore_into(objects: MemoryObjects, rows: object) -> None:
+        """Adds ``rows`` (as ``snapshot`` writes them) to ``objects``; ValueError names a bad
+        one (then ``objects`` may hold the rows before it)."""
+        if not isinstance(rows, list):
+            raise ValueError("objects: expected a list")
+        for i, row in enumerate(rows):
+            if not (isinstance(row, list) and len(row) == 5 and isinstance(row[0], str)
+                    and isinstance(row[1], str) and isinstance(row[4], int | float)
+                    and (row[2] is None or isinstance(row[2], int))
+                    and (row[3] is None or isinstance(row[3], str))):
+                raise ValueError(f"objects[{i}]: expected [key, upstream, context, detail, "
+                                 "expires]")
+            objects._objects[row[0]] = (Owned(row[1], row[2], row[3]), float(row[4]))
+            objects._objects.move_to_end(row[0])
+        while len(objects._objects) > objects._max:
+            objects._objects.popitem(last=False)
+
 
 class RedisObjects:
     """One hash per object with the store's expiry; keys hash-tagged by tenant."""
@@ -72,6 +107,8 @@ class RedisObjects:
         fields: dict[str, str | int] = {"upstream": owned.upstream}
         if owned.context_tokens is not None:
             fields["context"] = owned.context_tokens
+        if owned.detail is not None:
+            fields["detail"] = owned.detail
         await self._guarded("objects", self._redis.hset(key, mapping=fields))
         await self._guarded("objects", self._redis.expire(key, math.ceil(OBJECT_TTL_S)))
 
@@ -89,7 +126,8 @@ def _owned(raw: Mapping[Any, Any]) -> Owned | None:
     if upstream is None:
         return None
     context = values.get("context")
-    return Owned(upstream, int(context) if context and context.isdigit() else None)
+    return Owned(upstream, int(context) if context and context.isdigit() else None,
+                 values.get("detail"))
 
 
 def _text(value: Any) -> str:

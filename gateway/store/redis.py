@@ -35,6 +35,7 @@ from gateway.cost.windows import Window
 from gateway.store import spend
 from gateway.store import url as store_url
 from gateway.store.base import BudgetDefinitions, Line, LineUse, ReserveResult, StoreError
+from gateway.store.batches import BatchLedger, RedisBatches
 from gateway.store.coalesce import Coalescer
 from gateway.store.freed import RoomFreed
 from gateway.store.objects import ObjectOwners, RedisObjects
@@ -175,6 +176,7 @@ class RedisStore:
         self._mark = client.register_script(_script("mark.lua"))
         self.definitions: BudgetDefinitions = RedisBudgetDefinitions(client, self._guarded)
         self.objects: ObjectOwners = RedisObjects(client, self._guarded)
+        self.batches: BatchLedger = RedisBatches(client, self._guarded)
         self.failures: Counter[tuple[str, str]] = Counter()
         self._held: dict[str, float] = {}  # this instance's reservations: id -> expires_at
         # a cluster pipelines per node already; coalescing is for one server

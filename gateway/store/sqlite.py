@@ -33,8 +33,10 @@ import orjson
 
 from gateway.cost.model import Budget, Usage
 from gateway.store.base import Line, ReserveResult
-from gateway.store.memory import COUNTERS_MAX, LineState, MemoryStore
+from gateway.store.batches import BatchRecord, MemoryBatches
+from gateway.store.memory import COUNTERS_MAX, LineState, MemoryStore, Pending
 from gateway.store.memory_budgets import MemoryBudgetDefinitions
+from gateway.store.objects import MemoryObjects, Owned, object_key
 from gateway.store.snapshot import usage_from_row, usage_row
 
 log = logging.getLogger(__name__)
@@ -270,6 +272,9 @@ class SqliteStore(MemoryStore):
         self.journal = Journal(path, sync, read_only)
         self._budgets = _JournaledBudgets(self)
         self.definitions = self._budgets
+        self.batches = _JournaledBatches(self)
+        self._objects = _JournaledObjects(self)
+        self.objects = self._objects
         self.released_at_start = 0
 
     async def connect(self) -> None:
@@ -283,6 +288,9 @@ class SqliteStore(MemoryStore):
         held: set[str] = set()
         for _, entry in entries:
             self._replay(entry, held)
+        for record in self.batches.records.values():
+            held.discard(record.rid)
+            self._hold_again(record)
         self.released_at_start = self._release_all() + len(held)
         if self.journal.read_only:
             return
@@ -315,10 +323,24 @@ class SqliteStore(MemoryStore):
                     self.journal.path, legacy.name)
         return state
 
+    def _hold_again(self, record: BatchRecord) -> None:
+        """A running batch's reservation, as its record says (journaled after the last
+        snapshot, only the record has it); not one settled already."""
+        if record.rid in self._settled:
+            return
+        for line in record.held(record.tokens, record.cost_nano):
+            state = self._lines.setdefault(line.key, LineState())
+            if record.rid not in state.pending:
+                state.hold(record.rid, Pending(line.amount, line.window.bucket(record.created),
+                                               record.expires_at))
+
     def _release_all(self) -> int:
-        held = {rid for state in self._lines.values() for rid in state.pending}
+        """Reservations of requests that died with the last process; a batch's lives on
+        (its record says so) until the batch is settled."""
+        running = set(self.batches.records)
+        held = {rid for state in self._lines.values() for rid in state.pending} - running
         for state in self._lines.values():
-            for rid in list(state.pending):
+            for rid in held.intersection(state.pending):
                 state.release(rid)
         return len(held)
 
@@ -365,25 +387,69 @@ class SqliteStore(MemoryStore):
         if kind == "reserve":
             held.add(entry[1])
         elif kind == "settle":
-            _, rid, charges, row = entry
-            held.discard(rid)
-            self._settled[rid] = None
-            for key, bucket, amount in charges:
-                state = self._lines.setdefault(key, LineState())
-                state.release(rid)  # held in the snapshot, settled after it
-                state.buckets[bucket] = state.buckets.get(bucket, 0) + amount
-                state.settled_total += amount
-            if row is not None:
-                self._replay_usage(row)
+            held.discard(entry[1])
+            self._replay_settle(*entry[1:])
         elif kind == "record":
             self._replay_usage(entry[1])
         elif kind == "mark":
             self._marks[entry[1]] = float(entry[2])
         elif kind == "budgets":
             self._budgets.restore(entry[1])
+        else:
+            self._replay_kept(kind, entry[1])
+
+    def _replay_settle(self, rid: str, charges: list[Any], row: Any) -> None:
+        self._settled[rid] = None
+        for key, bucket, amount in charges:
+            state = self._lines.setdefault(key, LineState())
+            state.release(rid)  # held in the snapshot, settled after it
+            state.buckets[bucket] = state.buckets.get(bucket, 0) + amount
+            state.settled_total += amount
+        if row is not None:
+            self._replay_usage(row)
+
+    def _replay_kept(self, kind: str, value: Any) -> None:
+        """A batch record or an owned object, written or dropped."""
+        if kind == "batch":
+            record = BatchRecord.loads(value)
+            self.batches.records[record.rid] = record
+        elif kind == "batch-":
+            self.batches.records.pop(value, None)
+        elif kind == "object":
+            MemoryObjects.restore_into(self._objects, [value])
+        elif kind == "object-":
+            self._objects.forget(value)
 
     def _replay_usage(self, row: Any) -> None:
         self.keep(usage_from_row(row, "journal"))
+
+
+class _JournaledBatches(MemoryBatches):
+    def __init__(self, store: SqliteStore) -> None:
+        super().__init__()
+        self._store = store
+
+    async def open(self, record: BatchRecord) -> None:
+        await super().open(record)
+        await self._store._write(["batch", record.dumps().decode()])
+
+    async def close(self, rid: str) -> None:
+        await super().close(rid)
+        await self._store._write(["batch-", rid])
+
+
+class _JournaledObjects(MemoryObjects):
+    def __init__(self, store: SqliteStore) -> None:
+        super().__init__()
+        self._store = store
+
+    async def put(self, tenant: str, kind: str, oid: str, owned: Owned, now: float) -> None:
+        await super().put(tenant, kind, oid, owned, now)
+        await self._store._write(["object", self.row(object_key(tenant, kind, oid))])
+
+    async def delete(self, tenant: str, kind: str, oid: str) -> None:
+        await super().delete(tenant, kind, oid)
+        await self._store._write(["object-", object_key(tenant, kind, oid)])
 
 
 class _JournaledBudgets(MemoryBudgetDefinitions):

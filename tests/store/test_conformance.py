@@ -328,3 +328,38 @@ async def test_a_settlement_wakes_the_tenants_held_requests(store: Store) -> Non
     for tenant, waiter in [*first, ("t", woken), ("u", other)]:
         store.freed.forget(tenant, waiter)
     assert len(store.freed) == 0
+
+
+def _batch(rid: str, tenant: str = "t", batch_id: str | None = None):
+    from gateway.store.batches import BatchRecord, HeldLine
+
+    return BatchRecord(rid, tenant, "up", "gpt-4o-mini", "/chat/completions",
+                       (HeldLine("{t}:b:x:tokens", "day", 1000, True, False),
+                        HeldLine("{t}:b:x:cost", "month", 10**9, True, True)),
+                       40, 60, 5_000, T0, T0 + 90_000, batch_id)
+
+
+async def test_batch_records_are_shared_until_closed(store: Store) -> None:
+    """A running batch's record is read back whole, claimed by one caller at a time, and
+    gone once closed."""
+    first, second = _batch("r1"), _batch("r2", "u")
+    await store.batches.open(first)
+    await store.batches.open(second)
+    started = _batch("r1", batch_id="batch_1")
+    await store.batches.open(started)  # the upstream's id, once it answers
+    assert sorted(await store.batches.pending(), key=lambda r: r.rid) == [started, second]
+    assert started.held(100, 7) == [Line("{t}:b:x:tokens", DAY, 1000, 100, True),
+                                    Line("{t}:b:x:cost", MONTH, 10**9, 7, True)]
+    assert await store.batches.claim("r1", T0 + 60, T0)
+    assert not await store.batches.claim("r1", T0 + 60, T0 + 1)
+    assert await store.batches.claim("r2", T0 + 60, T0 + 1)
+    await store.batches.close("r1")
+    assert await store.batches.pending() == [second]
+
+
+async def test_objects_keep_their_detail(store: Store) -> None:
+    from gateway.store.objects import Owned
+
+    await store.objects.put("t", "file", "file-1", Owned("up", None, '{"lines": 3}'), T0)
+    assert await store.objects.get("t", "file", "file-1", T0) == Owned("up", None,
+                                                                       '{"lines": 3}')

@@ -100,3 +100,40 @@ async def test_a_second_gateway_on_the_same_file_is_refused(tmp_path: Path) -> N
         await first.close()
     again = await opened(path)  # released with the first
     await again.close()
+
+
+async def test_a_running_batch_keeps_its_reservation_and_record_across_a_restart(
+        tmp_path: Path) -> None:
+    """A request's reservation dies with the process; a batch's runs on upstream, so its
+    reservation, its record and its files' owners survive a crash, and it settles once."""
+    from gateway.store.batches import BatchRecord, HeldLine
+    from gateway.store.objects import Owned
+
+    path = tmp_path / "state.db"
+    store = await opened(path)
+    assert (await store.reserve("t", "batch-rid", [LINE], T0, 90_000)).ok
+    assert (await store.reserve("t", "request-rid", [LINE], T0, 60)).ok
+    record = BatchRecord("batch-rid", "t", "mock", "gpt-4o-mini", "/chat/completions",
+                         (HeldLine(LINE.key, "hour", 1_000, True, False),), 50, 50, 9, T0,
+                         T0 + 90_000, "batch_1")
+    await store.batches.open(record)
+    await store.objects.put("t", "file", "file-1", Owned("mock", None, "{}"), T0)
+    store.journal.unlock()  # a crash: no close()
+    again = await opened(path)
+    try:
+        assert again.released_at_start == 1  # the request's, not the batch's
+        assert await again.peek([LINE], T0 + 1) == [100]
+        assert await again.batches.pending() == [record]
+        assert await again.objects.get("t", "file", "file-1", T0) == Owned("mock", None, "{}")
+        assert await again.settle("t", "batch-rid", [CHARGE], usage(), T0 + 2)
+        await again.batches.close("batch-rid")
+        await again.objects.delete("t", "file", "file-1")
+    finally:
+        await again.close()
+    third = await opened(path)
+    try:
+        assert await third.batches.pending() == []
+        assert await third.objects.get("t", "file", "file-1", T0) is None
+        assert await third.peek([LINE], T0 + 3) == [30]
+    finally:
+        await third.close()
