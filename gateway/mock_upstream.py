@@ -5,7 +5,10 @@ Routes under ``/v1``: ``POST /chat/completions``, ``/completions``, ``/embedding
 (also without the ``/v1`` prefix). Faults are described in ``gateway.mock.faults``.
 ``make_app(worst=True)`` / ``run(worst=True)`` bill as the real API may at its worst
 (``gateway.mock.worst``) and add ``GET``/``DELETE /v1/responses/{id}``,
-``POST /v1/responses/{id}/cancel`` and ``GET /v1/responses/{id}/input_items``.
+``POST /v1/responses/{id}/cancel`` and ``GET /v1/responses/{id}/input_items``. Both modes
+serve the Files API (``/v1/files``, ``/v1/files/{id}``, ``/v1/files/{id}/content``) and the
+Batch API (``/v1/batches``, ``/v1/batches/{id}``, ``/v1/batches/{id}/cancel``), late, each line
+answered and billed as the request alone (``gateway.mock.batches``).
 """
 
 from gateway.mock.app import STATS, make_app, run

@@ -11,6 +11,14 @@ Worst mode (``make_app(worst=True)``, ``gateway mock-upstream --worst``) bills w
 API may bill at most (``gateway.mock.worst``), keeps Responses and runs background ones
 (``gateway.mock.stored``), and keeps a ledger of what
 each request carried and billed (``gateway.mock.billing``, in the stats' ``ledger``).
+
+Both modes serve the Files and Batch APIs (``gateway.mock.files``, ``gateway.mock.batches``):
+a batch answers late (``batch_duration_s``, or the batch's ``metadata.mock_batch_duration_s``),
+its lines completing one at a time, each answered and billed by the very path that answers
+the request on its own (``answer_line``), marked ``tier: "batch"`` in the ledger; it can be
+cancelled mid-way (the lines done are billed and in its output file), made to expire
+(``mock_expire_after_lines``) or fail (``mock_fail``), and its retrievals to fail
+(``mock_flaky_gets``). Uploads are kept in memory, ``files_max_bytes`` in all (then a 413).
 """
 
 from __future__ import annotations
@@ -26,10 +34,12 @@ import orjson
 from aiohttp import web
 
 from gateway.errors import GatewayError
-from gateway.mock import billing, faults, fields, send, shapes
+from gateway.mock import batch_input, batches, billing, faults, fields, send, shapes
+from gateway.mock.batches import Batches, BatchRoutes, Reply
 from gateway.mock.billing import Billing
 from gateway.mock.faults import Fault
 from gateway.mock.fields import TokenCounter
+from gateway.mock.files import FILES_MAX_BYTES, FileRoutes, FileStore
 from gateway.mock.shapes import JSON, Frame, MockError, Plan, Usage
 from gateway.mock.stats import Ledger, LedgerEntry, MockStats
 from gateway.mock.stored import ResponseStore, Stored, StoredRoutes
@@ -57,45 +67,62 @@ _ID_PREFIX = {
 
 
 def make_app(
-    *, tokens: TokenCounter | None = None, require_key: str | None = None, worst: bool = False
+    *, tokens: TokenCounter | None = None, require_key: str | None = None, worst: bool = False,
+    batch_duration_s: float = batches.BATCH_S, files_max_bytes: int = FILES_MAX_BYTES,
 ) -> web.Application:
     """The mock upstream. ``tokens(path, body)`` counts input tokens (path as in ``Endpoint``);
     ``require_key``: answer 401 unless ``Authorization`` is ``Bearer <require_key>``;
-    ``worst``: bill as the real API may at its worst (see ``gateway.mock.worst``)."""
+    ``worst``: bill as the real API may at its worst (see ``gateway.mock.worst``);
+    ``batch_duration_s``: how long a batch takes (see ``gateway.mock.batches``);
+    ``files_max_bytes``: the bytes all files kept may hold (see ``gateway.mock.files``)."""
     app = web.Application(client_max_size=_MAX_BODY)
     counter = tokens or _estimate_counter()
     stats = MockStats(ledger=Ledger() if worst else None)
     app[STATS] = stats
+    store = None
     if stats.ledger is None:
-        app.add_routes(MockUpstream(counter, stats, require_key).routes())
-        return app
-    store = ResponseStore(stats.ledger)
-    planner = WorstPlanner(counter, store.previous_tokens)
-    upstream = MockUpstream(counter, stats, require_key, Billing(planner, store, stats.ledger))
-    app.add_routes([*upstream.routes(), *StoredRoutes(store, upstream.check_key).routes()])
-    app.cleanup_ctx.append(_stopping(store))
+        upstream = MockUpstream(counter, stats, require_key)
+        routes = upstream.routes()
+    else:
+        store = ResponseStore(stats.ledger)
+        planner = WorstPlanner(counter, store.previous_tokens)
+        upstream = MockUpstream(counter, stats, require_key, Billing(planner, store, stats.ledger))
+        routes = [*upstream.routes(), *StoredRoutes(store, upstream.check_key).routes()]
+    files = FileStore(files_max_bytes)
+    batched = Batches(files, upstream.answer_line, batch_duration_s)
+    app.add_routes([*routes, *FileRoutes(files, upstream.check_key, stats).routes(),
+                    *BatchRoutes(batched, upstream.check_key, stats).routes()])
+    app.cleanup_ctx.append(_stopping(store, batched))
     return app
 
 
-def _stopping(store: ResponseStore) -> Callable[[web.Application], AsyncIterator[None]]:
+def _stopping(
+    store: ResponseStore | None, batched: Batches
+) -> Callable[[web.Application], AsyncIterator[None]]:
     async def stop_timers(app: web.Application) -> AsyncIterator[None]:
         yield
-        store.close()
+        if store is not None:
+            store.close()
+        await batched.close()
 
     return stop_timers
 
 
-def run(host: str = "127.0.0.1", port: int = 9000, *, worst: bool = False) -> None:
+def run(
+    host: str = "127.0.0.1", port: int = 9000, *, worst: bool = False,
+    batch_duration_s: float = batches.BATCH_S,
+) -> None:
     """Serve until SIGINT or SIGTERM; port 0 picks a free port, shown in the printed line."""
-    asyncio.run(_serve(host, port, worst))
+    asyncio.run(_serve(host, port, worst, batch_duration_s))
 
 
-async def _serve(host: str, port: int, worst: bool) -> None:
+async def _serve(host: str, port: int, worst: bool, batch_duration_s: float) -> None:
     from gateway.cost.tokens import EXPECTED_SHA256, default_tokenizers
 
     # Every vocabulary, not on the first request's time.
     await asyncio.to_thread(default_tokenizers().preload, tuple(EXPECTED_SHA256))
-    runner = web.AppRunner(make_app(worst=worst), access_log=None, handle_signals=False)
+    app = make_app(worst=worst, batch_duration_s=batch_duration_s)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port, backlog=1024).start()
@@ -174,26 +201,15 @@ class MockUpstream:
         try:
             body, fault = await self._accept(request)
             entry = self._open(endpoint, body)
-            count = fields.input_count(body)
-            dims = fields.int_field(
-                body, "dimensions", DEFAULT_DIMENSIONS, low=1, high=_MAX_DIMENSIONS
-            )
-            b64 = fields.base64_wanted(body)
-            input_tokens = self._count(endpoint, body)
-            fault = self._fault(body, fault)
+            answer, input_tokens, fault = self._embedding(body, fault, entry)
         except MockError as exc:
             return self._refuse(endpoint.value, exc, entry)
-        if self._worst is not None and entry is not None:
-            self._worst.bill_embeddings(entry, fault, input_tokens)
         if (early := await self._inject(request, endpoint, fault, stream=False)) is not None:
             return early
-        reported = fault is None or not fault.no_usage
-        shown = input_tokens if reported else None
-        answer = shapes.embeddings(body["model"], count, dims, b64=b64, input_tokens=shown)
         response, delivered = await send.deliver(request, answer, fault)
         billing.delivered(entry, delivered)
-        if delivered and reported:
-            self._stats.reported(input_tokens, 0, 0)
+        if delivered:
+            self._embedded(input_tokens, fault)
         return response
 
     async def models(self, request: web.Request) -> web.StreamResponse:
@@ -212,6 +228,37 @@ class MockUpstream:
         self._stats.reset()
         return send.json_response(b'{"reset":true}')
 
+    # -- a batch's line ----------------------------------------------------------------------
+
+    def answer_line(self, endpoint: Endpoint, line: Any, batch_id: str) -> Reply:
+        """One line of a batch, answered and billed (at the batch tier) as the same request
+        sent on its own: never streamed; of its fault, only an error status and ``no_usage``
+        apply (the others act on the wire)."""
+        entry = None
+        try:
+            body = _request_body(line)
+            fault = faults.requested({}, body)
+            batch_input.refuse_unbatchable(body)
+            entry = self._open(endpoint, body, batch_id)
+            if endpoint is Endpoint.EMBEDDINGS:
+                answer, input_tokens, fault = self._embedding(body, fault, entry)
+                billed = Usage(input_tokens=input_tokens, output_tokens=0)
+            else:
+                plan, fault, _ = self._generation(endpoint, body, fault, entry)
+                answer, billed = _RENDER[endpoint][0](plan), plan.billed
+        except MockError as exc:
+            self._refuse(endpoint.value, exc, entry)
+            return Reply(exc.status, exc.body())
+        if fault is not None and fault.status is not None:
+            self._stats.faulted[endpoint.value] += 1
+            return Reply(fault.status, fault.error().body())
+        self._stats.requests[endpoint.value] += 1
+        if endpoint is Endpoint.EMBEDDINGS:
+            self._embedded(billed.input_tokens, fault)
+        else:
+            self._generated(plan)
+        return Reply(200, answer, billed, entry)
+
     # -- the request path ------------------------------------------------------------------
 
     async def _generate(self, request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
@@ -219,11 +266,9 @@ class MockUpstream:
         try:
             body, fault = await self._accept(request)
             entry = self._open(endpoint, body)
-            plan = self._plan(endpoint, body, fault)
-            fault = self._fault(body, fault)
+            plan, fault, kept = self._generation(endpoint, body, fault, entry)
         except MockError as exc:
             return self._refuse(endpoint.value, exc, entry)
-        kept = self._admit(endpoint, body, plan, fault, entry)
         stream = body.get("stream") is True
         if (early := await self._inject(request, endpoint, fault, stream=stream)) is not None:
             return early
@@ -238,8 +283,7 @@ class MockUpstream:
         response, delivered = await send.deliver(request, full(plan), fault)
         billing.delivered(entry, delivered)
         if delivered:
-            self._stats.produced_output_tokens += plan.text_tokens
-            self._answered(plan, with_usage=plan.usage)
+            self._generated(plan)
         return response
 
     async def _accept(self, request: web.Request) -> tuple[JSON, Fault | None]:
@@ -251,18 +295,37 @@ class MockUpstream:
             body = None
         self._record(request, body)
         self.check_key(request)
-        if not isinstance(body, dict):
-            raise MockError(
-                400,
-                "We could not parse the JSON body of your request. The body must be a JSON object.",
-            )
-        model = body.get("model")
-        if not isinstance(model, str) or not model:
-            raise MockError(400, "you must provide a model parameter", param="model")
+        body = _request_body(body)
         return body, faults.requested(request.headers, body)
 
-    def _open(self, endpoint: Endpoint, body: JSON) -> LedgerEntry | None:
-        return None if self._worst is None else self._worst.open(endpoint, body)
+    def _generation(
+        self, endpoint: Endpoint, body: JSON, fault: Fault | None, entry: LedgerEntry | None
+    ) -> tuple[Plan, Fault | None, Stored | None]:
+        """Plan the answer (a MockError refuses it before anything bills), then bill it."""
+        plan = self._plan(endpoint, body, fault)
+        fault = self._fault(body, fault)
+        return plan, fault, self._admit(endpoint, body, plan, fault, entry)
+
+    def _embedding(
+        self, body: JSON, fault: Fault | None, entry: LedgerEntry | None
+    ) -> tuple[bytes, int, Fault | None]:
+        """The whole answer and its input tokens (a MockError refuses it before anything
+        bills), billed."""
+        count = fields.input_count(body)
+        dims = fields.int_field(body, "dimensions", DEFAULT_DIMENSIONS, low=1, high=_MAX_DIMENSIONS)
+        b64 = fields.base64_wanted(body)
+        input_tokens = self._count(Endpoint.EMBEDDINGS, body)
+        fault = self._fault(body, fault)
+        if self._worst is not None and entry is not None:
+            self._worst.bill_embeddings(entry, fault, input_tokens)
+        shown = None if fault is not None and fault.no_usage else input_tokens
+        answer = shapes.embeddings(body["model"], count, dims, b64=b64, input_tokens=shown)
+        return answer, input_tokens, fault
+
+    def _open(
+        self, endpoint: Endpoint, body: JSON, batch_id: str | None = None
+    ) -> LedgerEntry | None:
+        return None if self._worst is None else self._worst.open(endpoint, body, batch_id)
 
     def _fault(self, body: JSON, fault: Fault | None) -> Fault | None:
         return billing.late(body, fault)
@@ -342,6 +405,14 @@ class MockUpstream:
         self._answered(plan, with_usage=plan.usage and cut == len(frames))
         return response
 
+    def _generated(self, plan: Plan) -> None:
+        self._stats.produced_output_tokens += plan.text_tokens
+        self._answered(plan, with_usage=plan.usage)
+
+    def _embedded(self, input_tokens: int, fault: Fault | None) -> None:
+        if fault is None or not fault.no_usage:
+            self._stats.reported(input_tokens, 0, 0)
+
     def _answered(self, plan: Plan, *, with_usage: bool) -> None:
         if with_usage:
             self._stats.reported(plan.input_tokens, plan.output_tokens, plan.cached_tokens)
@@ -384,3 +455,14 @@ class MockUpstream:
             entry.state = "refused"
         return send.error_response(exc)
 
+
+def _request_body(body: Any) -> JSON:
+    """A request's body, checked to be a JSON object with a model."""
+    if not isinstance(body, dict):
+        raise MockError(
+            400, "We could not parse the JSON body of your request. The body must be a JSON object."
+        )
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise MockError(400, "you must provide a model parameter", param="model")
+    return body

@@ -12,7 +12,7 @@ from dataclasses import asdict, replace
 from gateway.mock import fields, stored
 from gateway.mock.faults import Fault
 from gateway.mock.shapes import JSON, Plan, Usage, completion_usage, responses_usage
-from gateway.mock.stats import Ledger, LedgerEntry
+from gateway.mock.stats import BATCH_TIER, Ledger, LedgerEntry
 from gateway.mock.stored import ResponseStore, Stored
 from gateway.mock.worst import WorstPlanner
 from gateway.proxy.endpoints import Endpoint
@@ -26,8 +26,9 @@ class Billing:
         self._store = store
         self._ledger = ledger
 
-    def open(self, endpoint: Endpoint, body: JSON) -> LedgerEntry:
-        """A ledger entry for what the request carried, before anything can refuse it."""
+    def open(self, endpoint: Endpoint, body: JSON, batch_id: str | None = None) -> LedgerEntry:
+        """A ledger entry for what the request carried, before anything can refuse it;
+        ``batch_id``: it is a line of that batch, billed at the batch tier."""
         return self._ledger.open(
             LedgerEntry(
                 id=None,
@@ -40,6 +41,8 @@ class Billing:
                 service_tier=body.get("service_tier"),
                 background=body.get("background"),
                 stream=body.get("stream") is True,
+                tier=None if batch_id is None else BATCH_TIER,
+                batch_id=batch_id,
             )
         )
 

@@ -10,6 +10,8 @@ from typing import Any
 from gateway.mock.shapes import Usage
 
 LEDGER_LIMIT = 100_000
+BATCH_TIER = "batch"
+"""The price tier of a batch line (``gateway.cost``'s name for it: ``Price.rates_for``)."""
 _BILLED_KEYS = tuple(f.name for f in fields(Usage))
 
 
@@ -25,7 +27,10 @@ class LedgerEntry:
     produced before the cancel). ``usage`` is the usage object in the endpoint's own shape,
     reported or not; ``billed`` its counts by ``Usage`` field; ``delivered`` whether the whole
     answer (for a background response: its first, ``queued`` one) went out to the client:
-    False until it has, None for a request refused or failed.
+    False until it has, None for a request refused or failed. A line of a batch has its
+    ``batch_id`` and ``tier`` ``"batch"`` (it is billed at batch prices whatever its
+    ``service_tier``; a request on its own has ``tier`` None: its ``service_tier`` says);
+    it is delivered once it is in the batch's output file.
     """
 
     id: str | None
@@ -42,6 +47,8 @@ class LedgerEntry:
     delivered: bool | None = None
     usage: dict[str, Any] | None = None
     billed: dict[str, int] | None = None
+    tier: str | None = None
+    batch_id: str | None = None
 
 
 @dataclass(slots=True)

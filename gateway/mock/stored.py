@@ -243,10 +243,10 @@ class StoredRoutes:
     async def input_items(self, request: web.Request) -> web.StreamResponse:
         try:
             stored = self._find(request)
-            page = _page(stored.items, request.query)
+            listed = page(stored.items, request.query)
         except MockError as exc:
             return send.error_response(exc)
-        return _json(page)
+        return _json(listed)
 
     def _find(self, request: web.Request) -> Stored:
         self._check_key(request)
@@ -257,16 +257,16 @@ class StoredRoutes:
         return stored
 
 
-def _page(items: list[JSON], query: Any) -> JSON:
-    """One page of input items: ``order`` (``desc`` by default, as OpenAI), ``limit``,
-    ``after`` (an item id)."""
+def page(items: list[JSON], query: Any, limits: tuple[int, int] = _ITEMS_PAGE) -> JSON:
+    """One page of a list (oldest first), in OpenAI's list shape: ``order`` (``desc`` by
+    default, as OpenAI), ``limit`` (``limits``: its default and largest), ``after`` (an id)."""
     order = query.get("order", "desc")
     if order not in ("asc", "desc"):
         raise MockError(400, "order must be 'asc' or 'desc'", param="order")
     ordered = items if order == "asc" else items[::-1]
-    limit_text = query.get("limit", str(_ITEMS_PAGE[0]))
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= _ITEMS_PAGE[1]:
-        raise MockError(400, f"limit must be an integer from 1 to {_ITEMS_PAGE[1]}", param="limit")
+    limit_text = query.get("limit", str(limits[0]))
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= limits[1]:
+        raise MockError(400, f"limit must be an integer from 1 to {limits[1]}", param="limit")
     after = query.get("after")
     ids = [item["id"] for item in ordered]
     start = ids.index(after) + 1 if after in ids else 0

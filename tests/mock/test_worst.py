@@ -520,6 +520,7 @@ async def test_ledger_keeps_what_each_request_carried_and_billed(client: MockCli
         "caps": {"max_tokens": 7}, "n": 2, "best_of": None, "max_tool_calls": None,
         "service_tier": "flex", "background": None, "stream": False, "state": "billed",
         "delivered": True, "usage": first["usage"], "billed": first["billed"],
+        "tier": None, "batch_id": None,
     }
     assert first["usage"]["completion_tokens"] == 14 == first["billed"]["output_tokens"]
     assert (refused["state"], refused["billed"], refused["n"]) == ("refused", None, 0)
