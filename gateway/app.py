@@ -18,8 +18,6 @@ from gateway.admin.budgets import BudgetAdmin
 from gateway.appkeys import (
     ADMIN,
     API_BUDGETS,
-    BATCH_SETTLER,
-    BATCHES,
     BUFFER,
     CLOCK,
     CONFIG,
@@ -37,10 +35,7 @@ from gateway.middleware import errors, observe
 from gateway.ops import routes as ops_routes
 from gateway.ops.alerts import WebhookAlerts
 from gateway.ops.metrics import Metrics, RuntimeGauges, budget_series
-from gateway.proxy import batch_settle
 from gateway.proxy import routes as proxy_routes
-from gateway.proxy.batch_settle import BatchSettler
-from gateway.proxy.batches import BatchRoutes
 from gateway.proxy.budgets import Admitter
 from gateway.proxy.forward import Forwarder
 from gateway.proxy.gate import Gate
@@ -99,7 +94,9 @@ async def _session(app: web.Application) -> AsyncIterator[None]:
 def _store(given: Store | None) -> CleanupCtx:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         settings = app[CONFIG].current.settings
-        store = given or open_store(settings.store, settings.limits.budget_counters_max)
+        limits = settings.limits
+        store = given or open_store(settings.store, limits.budget_counters_max,
+                                    limits.end_users_reported_max)
         app[STORE] = store
         try:
             await store.connect()
@@ -143,10 +140,6 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
         gate,
     )
     app[STORED_RESPONSES] = StoredResponseRoutes(lambda: config.current, owners, app[SESSION])
-    app[BATCHES] = BatchRoutes(lambda: config.current, store, app[PIPELINE].admitter, owners,
-                               gate, app[SESSION], clock)
-    settler = app[BATCH_SETTLER] = BatchSettler(lambda: config.current, store, app[SESSION],
-                                                clock)
     app[MODELS] = ModelCatalog(app[SESSION], clock)
     app[METRICS].watch(RuntimeGauges(
         in_flight=lambda: app[PIPELINE].in_flight,
@@ -163,9 +156,7 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
         held=lambda: gate.held.total,
     ))
     flusher = asyncio.create_task(buffer.run())
-    settling = asyncio.create_task(settler.run())
     yield
-    await batch_settle.stop(settling)  # a running batch stays in the store for the next start
     await background.close()  # still running: charged their reservations, never released
     await gate.close()
     flusher.cancel()

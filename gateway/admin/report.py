@@ -1,5 +1,6 @@
 """The spend report: totals, a per-model breakdown and a timeseries, read from the hourly
-rollups (only the partial hours at a range's edges read raw usage)."""
+rollups (only the partial hours at a range's edges read raw usage). One end user's report is
+read from the daily rows of end users instead: by day or month, without the split by model."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from enum import StrEnum
 from typing import Any
 
 from gateway.cost.model import Filter, nano_to_usd
-from gateway.cost.rollup import HOUR_S, RollupRow, items
+from gateway.cost.rollup import RollupRow, Row
+from gateway.errors import InvalidRequest
 from gateway.store import spend
 
 
@@ -34,7 +36,7 @@ class Totals:
     output_tokens: int = 0
     requests: int = 0
 
-    def add(self, row: RollupRow) -> None:
+    def add(self, row: Row) -> None:
         self.cost_nano += row.cost_nano
         self.input_tokens += row.input_tokens
         self.output_tokens += row.output_tokens
@@ -52,33 +54,38 @@ class SpendReport:
     by_model: dict[str, Totals] = field(default_factory=dict)
     timeseries: dict[str, Totals] = field(default_factory=dict)
     period_models: dict[str, dict[str, Totals]] = field(default_factory=dict)
+    end_user: str | None = None  # one end user's report: no split by model
 
-    def add_all(self, rows: Iterable[RollupRow]) -> None:
+    def add_all(self, rows: Iterable[Row]) -> None:
         period = _PERIOD[self.group_by]
         for row in rows:
             self.total.add(row)
-            self.by_model.setdefault(row.model, Totals()).add(row)
-            stamp = dt.datetime.fromtimestamp(row.hour * HOUR_S, dt.UTC)
-            self.timeseries.setdefault(period(stamp), Totals()).add(row)
-            models = self.period_models.setdefault(period(stamp), {})
-            models.setdefault(row.model, Totals()).add(row)
+            stamp = period(dt.datetime.fromtimestamp(row.start, dt.UTC))
+            self.timeseries.setdefault(stamp, Totals()).add(row)
+            if isinstance(row, RollupRow):
+                self.by_model.setdefault(row.model, Totals()).add(row)
+                models = self.period_models.setdefault(stamp, {})
+                models.setdefault(row.model, Totals()).add(row)
 
     def json(self) -> dict[str, Any]:
         """The Cognipeer console's report shape, and each period's split by model
         (``by_model`` inside a timeseries item, sorted by model; the period's figures are its
-        sums)."""
-        return {
+        sums). One end user's report says whose it is, and has no ``by_model``."""
+        split = self.end_user is None
+        body: dict[str, Any] = {
             "total_cost": nano_to_usd(self.total.cost_nano),
             "currency": "USD",
             "total_input_tokens": self.total.input_tokens,
             "total_output_tokens": self.total.output_tokens,
             "requests": self.total.requests,
             "group_by": self.group_by.value,
-            "by_model": _per_model(self.by_model),
-            "timeseries": [{"period": period, **totals.json(),
-                            "by_model": _per_model(self.period_models[period])}
-                           for period, totals in sorted(self.timeseries.items())],
+            **({"by_model": _per_model(self.by_model)} if split else {"end_user": self.end_user}),
         }
+        body["timeseries"] = [
+            {"period": period, **totals.json(),
+             **({"by_model": _per_model(self.period_models[period])} if split else {})}
+            for period, totals in sorted(self.timeseries.items())]
+        return body
 
 
 def _per_model(totals: dict[str, Totals]) -> list[dict[str, Any]]:
@@ -92,9 +99,26 @@ async def spend_report(
     since: float | None = None,
     until: float | None = None,
     model: str | None = None,
+    end_user: str | None = None,
 ) -> SpendReport:
+    """``end_user``: that end user's spend, by day or month (an hourly one is a 400 naming
+    ``group_by``, one of a model a 400 naming ``model``: their figures are kept per day)."""
+    if end_user is not None:
+        daily_only(group_by, model)
     gathered = await spend.gather(source, Filter(tenant_id=tenant, model=model, since=since,
-                                                 until=until))
-    report = SpendReport(group_by)
-    report.add_all(items(*gathered))
+                                                 until=until, end_user=end_user))
+    report = SpendReport(group_by, end_user=end_user)
+    report.add_all(gathered.items())
     return report
+
+
+def daily_only(group_by: GroupBy, model: str | None, params: tuple[str, str] = (
+        "group_by", "model")) -> None:
+    """What an end user's report cannot be asked for: ``params`` name the two as the caller
+    spells them."""
+    if group_by is GroupBy.HOUR:
+        raise InvalidRequest(f"Invalid '{params[0]}': an end user's spend is kept per day; "
+                             "group by day or month.", param=params[0])
+    if model is not None:
+        raise InvalidRequest(f"Invalid '{params[1]}' with 'end_user': an end user's spend is "
+                             "kept per day, not per model.", param=params[1])

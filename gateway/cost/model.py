@@ -33,6 +33,7 @@ class Usage:
     tenant_id: str = ""
     timestamp: float = 0.0  # seconds since the epoch, UTC
     estimated: bool = False  # the gateway's bound or count, not the upstream's report
+    end_user: str | None = None  # the tenant's end user the request named, if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,9 +47,10 @@ class Filter:
     provider: str | None = None
     since: float | None = None
     until: float | None = None
+    end_user: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("tenant_id", "model", "provider", "since", "until"):
+        for name in ("tenant_id", "model", "provider", "since", "until", "end_user"):
             if not getattr(self, name):  # "" or 0: unset
                 object.__setattr__(self, name, None)
 
@@ -59,6 +61,7 @@ class Filter:
             and (self.provider is None or usage.provider == self.provider)
             and (self.since is None or usage.timestamp >= self.since)
             and (self.until is None or usage.timestamp < self.until)
+            and (self.end_user is None or usage.end_user == self.end_user)
         )
 
 

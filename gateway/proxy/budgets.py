@@ -69,6 +69,7 @@ class Admission:
     clamped_output: int | None = None  # per-choice max tokens after clamping
     ratios: tuple[float, ...] = ()  # per slot: used over limit, this reservation included
     downgraded_from: str | None = None  # the model asked for, when a fallback was admitted
+    end_user: str | None = None  # the end user its usage is recorded for (None: none named)
 
     def lines(self, tokens: int, cost_nano: int) -> list[Line]:
         """This request's lines carrying ``tokens`` and ``cost_nano``: what to settle."""
@@ -155,9 +156,10 @@ class Admitter:
                 self._reload_api_budgets(principal.tenant, stale)
                 continue
             if not slots:
-                return Admission(None, slots, estimate)
+                return Admission(None, slots, estimate, end_user=ask.end_user.id)
             if result.ok:
-                return await self._admitted(rid, slots, lines, result, estimate, clamped, now)
+                return await self._admitted(rid, slots, lines, result, estimate, clamped, now,
+                                            ask.end_user.id)
             failing = [slots[i] for i in result.failed]
             fit = _clamp_fit(slots, lines, result, estimate, ask.price, attempt if ask.waits
                              else _CLAMP_TRIES)
@@ -211,6 +213,7 @@ class Admitter:
         estimate: Estimate,
         clamped: int | None,
         now: float,
+        end_user: str | None,
     ) -> Admission:
         ratios = [(u + ln.amount) / ln.limit if ln.limit else math.inf
                   for u, ln in zip(result.used, lines, strict=True)]
@@ -229,7 +232,7 @@ class Admitter:
                     self._alerts.emit(alert)
         finite = [r for r in ratios if r != math.inf]
         return Admission(rid, slots, estimate, max(finite, default=0.0), tuple(alerts), clamped,
-                         tuple(ratios))
+                         tuple(ratios), end_user=end_user)
 
 
     async def _first_crossing(self, line: Line, window: Window, level: float, now: float) -> bool:

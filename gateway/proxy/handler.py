@@ -62,7 +62,6 @@ class Pipeline:
     ) -> None:
         self._config = config
         self._admitter = admitter
-        self.admitter = admitter  # batches reserve through it too
         self._forwarder = forwarder
         self._recorder = recorder
         self._owners = owners
@@ -192,7 +191,8 @@ class Pipeline:
             raise
         except StoreError as exc:
             slots = self._admitter.known_slots(ask, runtime.budgets)
-            admission = unmetered(runtime.settings.on_store_error, slots, ask.estimate, exc)
+            admission = unmetered(runtime.settings.on_store_error, slots, ask.estimate, exc,
+                                  ask.end_user.id)
             rec.decision = "unmetered"
             return admission
         rec.decision, rec.usage_ratio = _decision(admission), admission.usage_ratio
@@ -272,7 +272,8 @@ def _outcomes(admission: Admission) -> list[tuple[str, str, str]]:
 
 
 def unmetered(
-    policy: StoreErrorPolicy, slots: tuple[Slot, ...], estimate: Estimate, exc: StoreError
+    policy: StoreErrorPolicy, slots: tuple[Slot, ...], estimate: Estimate, exc: StoreError,
+    end_user: str | None = None,
 ) -> Admission:
     """``on_store_error``: reject fails closed; allow lets the request through unreserved,
     still charged to its budgets once the store is back (the settlement waits in the buffer)."""
@@ -284,7 +285,7 @@ def unmetered(
         ) from None
     log.warning("budget store unavailable, request allowed unreserved "
                 "(on_store_error: allow): %s", exc)
-    return Admission(uuid.uuid4().hex, slots, estimate)
+    return Admission(uuid.uuid4().hex, slots, estimate, end_user=end_user)
 
 
 def _decision(admission: Admission) -> str:

@@ -79,6 +79,7 @@ class Recorder:
             tenant_id=principal.tenant,
             timestamp=now,
             estimated=not reported.exact,
+            end_user=admission.end_user,
         )
         lines = admission.lines(min(tokens, bound_tokens), min(cost, bound_cost))
         await self._write(Deferred(principal.tenant, admission.rid, lines, usage, now))

@@ -14,29 +14,32 @@ from urllib.parse import parse_qs
 
 from gateway.store import url as store_url
 from gateway.store.base import Store
+from gateway.store.end_user_days import END_USERS_REPORTED_MAX
 from gateway.store.memory import COUNTERS_MAX, MemoryStore
 
 
-def open_store(url: str, counters_max: int = COUNTERS_MAX) -> Store:
+def open_store(url: str, counters_max: int = COUNTERS_MAX,
+               end_users_max: int = END_USERS_REPORTED_MAX) -> Store:
     """``counters_max``: the embedded store's bound on its budget counters; a Redis store is
-    bounded by its own maxmemory and its keys' TTLs."""
+    bounded by its own maxmemory and its keys' TTLs. ``end_users_max``: every store's bound on
+    the end users with a spend row of their own, per tenant and day."""
     scheme = store_url.split(url).scheme
     if scheme == "memory":
         legacy = persist_path(url)  # a bad persist= fails here, before anything starts
         if legacy is None:
-            return MemoryStore(counters_max=counters_max)
+            return MemoryStore(counters_max=counters_max, end_users_max=end_users_max)
         from gateway.store.sqlite import SqliteStore
 
         return SqliteStore(f"sqlite://{alias_database(legacy)}", legacy=legacy,
-                           counters_max=counters_max)
+                           counters_max=counters_max, end_users_max=end_users_max)
     if scheme == "sqlite":
         from gateway.store.sqlite import SqliteStore
 
-        return SqliteStore(url, counters_max=counters_max)
+        return SqliteStore(url, counters_max=counters_max, end_users_max=end_users_max)
     if scheme in ("redis", "rediss", "redis+cluster"):
         from gateway.store.redis import RedisStore
 
-        return RedisStore.from_url(url)
+        return RedisStore.from_url(url, end_users_max=end_users_max)
     raise ValueError(f"store {url!r}: the {scheme!r} backend is not available in this build")
 
 

@@ -15,12 +15,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from gateway.cost.model import Filter, Summary, Usage, usd_to_nano
-from gateway.cost.rollup import RollupRow, hour_of
+from gateway.cost.rollup import EndUserRow, RollupRow, hour_of
 from gateway.cost.tracker import InMemoryTracker
 from gateway.cost.windows import WINDOWS, Window
 from gateway.store import spend
 from gateway.store.base import BudgetDefinitions, Line, LineUse, ReserveResult, fits_at
 from gateway.store.batches import MemoryBatches
+from gateway.store.end_user_days import END_USERS_REPORTED_MAX, EndUserDays
 from gateway.store.freed import RoomFreed
 from gateway.store.idle import Idle
 from gateway.store.memory_budgets import MemoryBudgetDefinitions
@@ -146,7 +147,8 @@ COUNTERS_MAX = 2_000_000  # LimitSettings.budget_counters_max's default
 
 class MemoryStore:
     def __init__(self, tracker: InMemoryTracker | None = None,
-                 counters_max: int = COUNTERS_MAX) -> None:
+                 counters_max: int = COUNTERS_MAX,
+                 end_users_max: int = END_USERS_REPORTED_MAX) -> None:
         self.tracker = tracker if tracker is not None else InMemoryTracker()  # empty is falsy
         self._lines: dict[str, LineState] = {}
         self._settled: OrderedDict[str, None] = OrderedDict()
@@ -160,6 +162,7 @@ class MemoryStore:
         self.failures: Counter[tuple[str, str]] = Counter()  # nothing fails here; for metrics
         self.freed = RoomFreed()  # woken at every settlement
         self._idle = Idle(counters_max)  # drops counters that hold nothing; bounds their number
+        self._end_users = EndUserDays(end_users_max)  # per tenant, day and end user
 
     def _state(self, line: Line, now: float) -> LineState:
         state = self._lines.get(line.key)
@@ -248,8 +251,10 @@ class MemoryStore:
         self.keep(usage)
 
     def keep(self, usage: Usage) -> None:
-        """Records ``usage`` (its entry and its hour's rollup) at once: nothing suspends."""
+        """Records ``usage`` (its entry, its hour's rollup and its end user's day) at once:
+        nothing suspends."""
         self.tracker.add(usage)
+        self._end_users.add(usage)
         key = (usage.tenant_id, hour_of(usage.timestamp), usage.model, usage.provider)
         row = self._rollups.setdefault(key, [0, 0, 0, 0, 0])
         row[0] += usage.input_tokens
@@ -268,6 +273,10 @@ class MemoryStore:
                 for (t, hour, model, provider), row in self._rollups.items()
                 if (tenant is None or t == tenant) and first_hour <= hour <= last_hour]
 
+    async def end_user_days(self, tenant: str | None, first_day: int, last_day: int
+                            ) -> list[EndUserRow]:
+        return self._end_users.rows(tenant, first_day, last_day)
+
     async def entries(self, tenant: str | None) -> list[Usage]:
         return [u for u in self.tracker.entries() if tenant is None or u.tenant_id == tenant]
 
@@ -285,6 +294,7 @@ class MemoryStore:
             "marks": dict(self._marks),
             "usage": [usage_row(u) for u in self.tracker.entries()],
             "rollups": [[*key, *row] for key, row in self._rollups.items()],
+            "end_users": self._end_users.snapshot(),
             "budgets": self._budgets.snapshot(),
             "batches": self.batches.snapshot(),
             "objects": self._objects.snapshot(),
@@ -303,6 +313,7 @@ class MemoryStore:
                  for i, row in enumerate(typed(state.get("usage"), list, "usage"))]
         rollups = dict(rollup_from_row(row, f"rollups[{i}]")
                        for i, row in enumerate(typed(state.get("rollups"), list, "rollups")))
+        end_users = self._end_users.restored(state.get("end_users"))  # since issue 19
         batches = MemoryBatches()
         batches.restore(state.get("batches", []))  # since issue 19
         objects = MemoryObjects()
@@ -312,7 +323,7 @@ class MemoryStore:
         self._objects.restore(objects.snapshot())
         self._lines, self._settled, self._marks = lines, settled, marks
         self._idle.reset(key for key, line in lines.items() if line.window is not None)
-        self._rollups = rollups
+        self._rollups, self._end_users = rollups, end_users
         self.tracker.restore(usage)
 
     async def close(self) -> None:

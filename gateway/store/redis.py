@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import logging
 import math
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -30,13 +31,14 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 
 from gateway.cost.model import Filter, Summary, Usage, nano_to_usd, usd_to_nano
-from gateway.cost.rollup import RollupRow, hour_of
+from gateway.cost.rollup import DAY_S, KEPT_DAYS, OTHER, EndUserRow, RollupRow, day_of, hour_of
 from gateway.cost.windows import Window
 from gateway.store import spend
 from gateway.store import url as store_url
 from gateway.store.base import BudgetDefinitions, Line, LineUse, ReserveResult, StoreError
 from gateway.store.batches import BatchLedger, RedisBatches
 from gateway.store.coalesce import Coalescer
+from gateway.store.end_user_days import END_USERS_REPORTED_MAX
 from gateway.store.freed import RoomFreed
 from gateway.store.objects import ObjectOwners, RedisObjects
 from gateway.store.redis_budgets import RedisBudgetDefinitions, budgets_key
@@ -47,7 +49,7 @@ _SETTLED_MARKER_TTL_S = 86_400
 FREED_CHANNEL = "gateway:freed:"  # + tenant: a settlement while one of its requests is held
 _HELD_MARK_S = 30  # how long "a request of this tenant is held" lasts unless renewed
 _LISTEN_RETRY_S = 1.0
-_ROLLUP_KEEP_S = 400 * 86_400
+_ROLLUP_KEEP_S = KEPT_DAYS * DAY_S
 _TENANTS_KEY = "gateway:tenants"
 _POOL_SIZE = 64
 _POOL_WAIT_S = 5.0
@@ -125,6 +127,11 @@ def _held_key(tenant: str) -> str:
     return f"{{{tenant}}}:held"
 
 
+def _end_users_key(tenant: str, day: int | str) -> str:
+    """The tenant's end users of one day (``day``: its id; ``days``: the ids that have one)."""
+    return f"{{{tenant}}}:eu:{day}"
+
+
 def _keys(line: Line) -> tuple[str, str, str]:
     return line.key, line.key + ":p", line.key + ":x"
 
@@ -163,13 +170,23 @@ def _rows(tenant: str, hour: int, table: dict[bytes, bytes]) -> list[RollupRow]:
             for (model, provider), counts in grouped.items()]
 
 
+def _end_user_rows(tenant: str, day: int, table: dict[bytes, bytes]) -> list[EndUserRow]:
+    """Hash fields: the end user ("" for those past the cap) -> "cost:input:output:requests"."""
+    rows = []
+    for field, value in table.items():
+        cost, inp, out, requests = (int(v) for v in _text(value).split(":"))
+        rows.append(EndUserRow(tenant, day, _text(field) or OTHER, inp, out, cost, requests))
+    return rows
+
+
 class RedisStore:
     def __init__(
         self, client: aioredis.Redis | RedisCluster, *, max_entries: int = 100_000,
-        bound: Bound = Bound(),
+        bound: Bound = Bound(), end_users_max: int = END_USERS_REPORTED_MAX,
     ) -> None:
         self._redis = client
         self._max_entries = max_entries
+        self._end_users_max = end_users_max  # end users with a spend row of their own per day
         self._reserve = client.register_script(_script("reserve.lua"))
         self._settle = client.register_script(_script("settle.lua"))
         self._peek = client.register_script(_script("peek.lua"))
@@ -252,10 +269,13 @@ class RedisStore:
         spans = _spans(lines, now)
         for line in lines:
             args += [line.amount, *spans[line.window], _keep_s(line.window)]
-        hour = hour_of(usage.timestamp if usage is not None else now)
+        at = usage.timestamp if usage is not None else now
+        hour, day = hour_of(at), day_of(at)
         keys += [f"{{{tenant}}}:usage", f"{{{tenant}}}:r:{hour}", f"{{{tenant}}}:r:hours",
-                 _held_key(tenant)]
-        args += [*self._usage_args(usage), hour, FREED_CHANNEL + tenant]
+                 _end_users_key(tenant, day), _end_users_key(tenant, "days"), _held_key(tenant)]
+        end_user = "" if usage is None or usage.end_user is None else usage.end_user
+        args += [*self._usage_args(usage), hour, end_user, day, self._end_users_max, KEPT_DAYS,
+                 FREED_CHANNEL + tenant]
         if usage is not None:
             await self._know(tenant)
         self._held.pop(rid, None)
@@ -264,9 +284,12 @@ class RedisStore:
     def _usage_args(self, usage: Usage | None) -> list[Any]:
         if usage is None:
             return [0, 0, "", "", 0, 0, 0, 0, 0]
+        flags: list[Any] = [1] if usage.estimated else []  # estimated, then its end user
+        if usage.end_user is not None:
+            flags = [int(usage.estimated), usage.end_user]
         entry = orjson.dumps(
             [usage.input_tokens, usage.output_tokens, usage.cached_tokens, usd_to_nano(usage.cost),
-             usage.model, usage.provider, usage.timestamp, *([1] if usage.estimated else [])]
+             usage.model, usage.provider, usage.timestamp, *flags]
         )
         return [1, self._max_entries, entry, f"{usage.model}|{usage.provider}|",
                 usage.input_tokens, usage.output_tokens, usage.cached_tokens,
@@ -306,6 +329,15 @@ class RedisStore:
             rows += await self._tenant_rollups(name, first_hour, last_hour)
         return rows
 
+    async def end_user_days(self, tenant: str | None, first_day: int, last_day: int
+                            ) -> list[EndUserRow]:
+        rows: list[EndUserRow] = []
+        for name in await self._tenants_of(tenant):
+            for day, table in await self._tables(_end_users_key(name, "days"), first_day,
+                                                 last_day, functools.partial(_end_users_key, name)):
+                rows += _end_user_rows(name, day, table)
+        return rows
+
     async def entries(self, tenant: str | None) -> list[Usage]:
         entries: list[Usage] = []
         for name in await self._tenants_of(tenant):
@@ -314,26 +346,32 @@ class RedisStore:
 
     async def _tenant_rollups(self, tenant: str, first_hour: int, last_hour: int
                               ) -> list[RollupRow]:
-        hours = await self._guarded("spend", self._redis.zrangebyscore(
-            f"{{{tenant}}}:r:hours", first_hour, last_hour))
-        if not hours:
+        rows: list[RollupRow] = []
+        for hour, table in await self._tables(f"{{{tenant}}}:r:hours", first_hour, last_hour,
+                                              lambda hour: f"{{{tenant}}}:r:{hour}"):
+            rows += _rows(tenant, hour, table)
+        return rows
+
+    async def _tables(self, index: str, first: int, last: int, key: Callable[[str], str]
+                      ) -> list[tuple[int, dict[bytes, bytes]]]:
+        """The hashes of the ids from ``first`` to ``last`` that the sorted set ``index``
+        lists (hours or days), read in one pipeline: (id, fields) each."""
+        ids = await self._guarded("spend", self._redis.zrangebyscore(index, first, last))
+        if not ids:
             return []
         pipe = self._redis.pipeline(transaction=False)
-        for hour in hours:
-            pipe.hgetall(f"{{{tenant}}}:r:{_text(hour)}")
+        for found in ids:
+            pipe.hgetall(key(_text(found)))
         tables = await self._guarded("spend", pipe.execute())
-        rows: list[RollupRow] = []
-        for hour, table in zip(hours, tables, strict=True):
-            rows += _rows(tenant, int(_text(hour)), table)
-        return rows
+        return [(int(_text(found)), table) for found, table in zip(ids, tables, strict=True)]
 
     async def _tenant_entries(self, tenant: str) -> list[Usage]:
         entries: list[Usage] = []
         log = await self._guarded("spend", self._redis.xrange(f"{{{tenant}}}:usage"))
         for _, fields in log or ():
-            i, o, c, cost, model, provider, ts, *estimated = orjson.loads((fields or {})[b"u"])
+            i, o, c, cost, model, provider, ts, *flags = orjson.loads((fields or {})[b"u"])
             entries.append(Usage(i, o, c, i + o, nano_to_usd(cost), model, provider, tenant, ts,
-                                 bool(estimated)))
+                                 bool(flags and flags[0]), flags[1] if len(flags) > 1 else None))
         return entries
 
     async def _tenants_of(self, tenant: str | None) -> list[str]:

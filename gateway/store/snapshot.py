@@ -37,8 +37,9 @@ def usage_row(usage: Usage) -> list[object]:
     """A usage record as a JSON array: a state file holds up to ``max_entries`` of them.
     (Not ``dataclasses.astuple``: its deep copy would hold the event loop for a second.)"""
     u = usage
-    return [u.input_tokens, u.output_tokens, u.cached_tokens, u.total_tokens, u.cost, u.model,
-            u.provider, u.tenant_id, u.timestamp, u.estimated]
+    row = [u.input_tokens, u.output_tokens, u.cached_tokens, u.total_tokens, u.cost, u.model,
+           u.provider, u.tenant_id, u.timestamp, u.estimated]
+    return row if u.end_user is None else [*row, u.end_user]
 
 
 def rollup_from_row(row: object, where: str) -> tuple[tuple[str, int, str, str], list[int]]:
@@ -52,14 +53,30 @@ def rollup_from_row(row: object, where: str) -> tuple[tuple[str, int, str, str],
     return (tenant, hour, model, provider), counts
 
 
+def end_user_from_row(row: object, where: str
+                      ) -> tuple[tuple[str, int], str | None, list[int]]:
+    """[tenant, day, end user (null: the day's end users past the cap), input, output,
+    cost_nano, requests]"""
+    values = typed(row, list, where)
+    if len(values) != 7:
+        raise ValueError(f"{where}: expected 7 values, got {len(values)}")
+    tenant, day = typed(values[0], str, f"{where}[0]"), typed(values[1], int, f"{where}[1]")
+    end_user = None if values[2] is None else typed(values[2], str, f"{where}[2]")
+    counts = [typed(v, int, f"{where}[{i}]") for i, v in enumerate(values[3:], start=3)]
+    return (tenant, day), end_user, counts
+
+
 def usage_from_row(row: object, where: str) -> Usage:
     values = typed(row, list, where)
     if len(values) == len(_USAGE_FIELDS) - 1:  # written before usage was marked estimated
         values = [*values, False]
+    end_user = None
+    if len(values) == len(_USAGE_FIELDS) + 1:  # since issue 19: its end user
+        values, end_user = values[:-1], typed(values[-1], str, f"{where}.end_user")
     if len(values) != len(_USAGE_FIELDS):
         raise ValueError(f"{where}: expected {len(_USAGE_FIELDS)} values, got {len(values)}")
-    checked: list[Any] = [
-        number(v, f"{where}.{name}") if kind is float else typed(v, kind, f"{where}.{name}")
+    checked: dict[str, Any] = {
+        name: number(v, f"{where}.{name}") if kind is float else typed(v, kind, f"{where}.{name}")
         for v, (kind, name) in zip(values, _USAGE_FIELDS, strict=True)
-    ]
-    return Usage(*checked)
+    }
+    return Usage(**checked, end_user=end_user)

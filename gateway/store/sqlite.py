@@ -34,6 +34,7 @@ import orjson
 from gateway.cost.model import Budget, Usage
 from gateway.store.base import Line, ReserveResult
 from gateway.store.batches import BatchRecord, MemoryBatches
+from gateway.store.end_user_days import END_USERS_REPORTED_MAX
 from gateway.store.memory import COUNTERS_MAX, LineState, MemoryStore, Pending
 from gateway.store.memory_budgets import MemoryBudgetDefinitions
 from gateway.store.objects import MemoryObjects, Owned, object_key
@@ -265,8 +266,9 @@ class SqliteStore(MemoryStore):
     """The embedded store with a journal: restored on ``connect``, written as it changes."""
 
     def __init__(self, url: str, *, read_only: bool = False, legacy: Path | None = None,
-                 counters_max: int = COUNTERS_MAX) -> None:
-        super().__init__(counters_max=counters_max)
+                 counters_max: int = COUNTERS_MAX,
+                 end_users_max: int = END_USERS_REPORTED_MAX) -> None:
+        super().__init__(counters_max=counters_max, end_users_max=end_users_max)
         self._legacy = legacy  # a JSON state file of an earlier release, carried over once
         path, sync = sqlite_path(url)
         self.journal = Journal(path, sync, read_only)

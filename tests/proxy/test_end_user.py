@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from gateway.clock import FakeClock
-from gateway.cost.model import Budget, Per
+from gateway.cost.model import Budget, Per, usd_to_nano
+from gateway.cost.rollup import OTHER, day_of
 from gateway.errors import ConfigErrors, InvalidRequest
 from gateway.proxy.end_user import UNNAMED, end_user_of
 from gateway.settings.load import parse_settings
@@ -58,13 +59,14 @@ def test_the_settings_read_per_end_user_required_and_the_header() -> None:
 upstreams: {mock: {base_url: "http://127.0.0.1:9/v1", api_key: k}}
 tenants: {saas: {keys: []}}
 end_user_header: X-Customer
-limits: {end_user_max: 64, budget_counters_max: 1000}
+limits: {end_user_max: 64, budget_counters_max: 1000, end_users_reported_max: 50}
 budgets:
   - {name: each, tenant: saas, per: end_user, end_user_required: true, max_cost_per_day: 2}
 """
     settings = parse_settings(text, "gateway.yaml")
     assert settings.end_user_header == "x-customer"
-    assert settings.limits == LimitSettings(end_user_max=64, budget_counters_max=1000)
+    assert settings.limits == LimitSettings(end_user_max=64, budget_counters_max=1000,
+                                            end_users_reported_max=50)
     budget = settings.budgets[0]
     assert (budget.per, budget.end_user_required) == (Per.END_USER, True)
     assert Budget.from_dict(budget.to_dict()) == budget
@@ -199,3 +201,20 @@ async def test_past_the_counters_bound_a_new_end_user_is_a_503(gateway: MakeHarn
     assert (await gw.chat(user="alice")).status == 200  # known end users go on
     clock.advance(2 * 3600)  # alice's and bob's hours are over: their counters are dropped
     assert (await gw.chat(user="carol")).status == 200
+
+
+async def test_the_end_user_is_recorded_with_the_usage(gateway: MakeHarness) -> None:
+    """Whatever the budgets (none here): the settled usage names its end user, and adds to
+    their day's row; past limits.end_users_reported_max a day's end users share one row."""
+    gw = await gateway(extra="limits: {end_users_reported_max: 1}")
+    assert (await gw.chat(user="alice")).status == 200
+    assert (await gw.chat(headers={"x-end-user": "bob"})).status == 200
+    assert (await gw.chat(user="x" * 300)).status == 200  # malformed: used by no budget here
+    assert (await gw.chat()).status == 200
+    entries = await gw.store.entries("acme")
+    assert [u.end_user for u in entries] == ["alice", "bob", None, None]
+    day = day_of(entries[0].timestamp)
+    rows = {r.end_user: r for r in await gw.store.end_user_days("acme", day, day)}
+    assert set(rows) == {"alice", OTHER}
+    assert rows["alice"].cost_nano == usd_to_nano(entries[0].cost)
+    assert rows[OTHER].requests == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 
 import fakeredis
@@ -30,30 +31,49 @@ def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
-async def _open(request: pytest.FixtureRequest) -> Store:
-    """The real backends are opened by URL, as the gateway opens them, on an emptied server."""
+async def _open(request: pytest.FixtureRequest, **options: int) -> Store:
+    """The real backends are opened by URL, as the gateway opens them, on an emptied server.
+    ``options``: the bounds every backend takes (``end_users_max``)."""
     if request.param == "memory":
-        return MemoryStore()
+        return MemoryStore(**options)
     if request.param == "sqlite":
         path = request.getfixturevalue("tmp_path") / "state.db"
-        return SqliteStore(f"sqlite://{path}")
+        return SqliteStore(f"sqlite://{path}", **options)
     if request.param == "fakeredis":
-        return RedisStore(fakeredis.FakeAsyncRedis())
+        return RedisStore(fakeredis.FakeAsyncRedis(), **options)
     if request.param == "redis":
         url = request.getfixturevalue("redis_url")
         async with aioredis.Redis.from_url(url) as client:
             await client.flushdb()
-        return RedisStore.from_url(url)
+        return RedisStore.from_url(url, **options)
     url = request.getfixturevalue("cluster_url")
     cluster = RedisCluster.from_url(url.replace("redis+cluster://", "redis://"))
     await cluster.flushall(target_nodes=RedisCluster.PRIMARIES)
     await cluster.aclose()
-    return RedisStore.from_url(url)
+    return RedisStore.from_url(url, **options)
+
+
+@contextlib.asynccontextmanager
+async def _connected(request: pytest.FixtureRequest, **options: int) -> AsyncIterator[Store]:
+    backend = await _open(request, **options)
+    await backend.connect()
+    try:
+        yield backend
+    finally:
+        await backend.close()
 
 
 @pytest.fixture(params=BACKENDS)
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
-    backend = await _open(request)
-    await backend.connect()
-    yield backend
-    await backend.close()
+    async with _connected(request) as backend:
+        yield backend
+
+
+END_USERS_MAX = 2  # ``capped_store``'s end users with a spend row of their own per day
+
+
+@pytest.fixture(params=BACKENDS)
+async def capped_store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    """``store`` keeping a spend row of their own for END_USERS_MAX end users a day."""
+    async with _connected(request, end_users_max=END_USERS_MAX) as backend:
+        yield backend

@@ -7,7 +7,8 @@ import asyncio
 import orjson
 import pytest
 
-from gateway.cost.model import Budget, BudgetAction, Domain, Filter, Usage
+from gateway.cost.model import Budget, BudgetAction, Domain, Filter, Summary, Usage
+from gateway.cost.rollup import DAY_S, OTHER, EndUserRow, day_of
 from gateway.cost.windows import DAY, HOUR, MONTH
 from gateway.store.base import Line, LineUse, Store
 
@@ -363,3 +364,51 @@ async def test_objects_keep_their_detail(store: Store) -> None:
     await store.objects.put("t", "file", "file-1", Owned("up", None, '{"lines": 3}'), T0)
     assert await store.objects.get("t", "file", "file-1", T0) == Owned("up", None,
                                                                        '{"lines": 3}')
+
+
+# Spend per end user: kept per tenant and day, in the settlement's own step
+
+
+def spent_by(end_user: str | None, cost: float = 0.5, at: float = T0 + 1, tenant: str = "t",
+             tokens: tuple[int, int] = (20, 10)) -> Usage:
+    return Usage(*tokens, 0, sum(tokens), cost, "m", "p", tenant, at, end_user=end_user)
+
+
+async def test_an_end_users_spend_is_kept_with_the_settlement_once(store: Store) -> None:
+    await store.reserve("t", "r1", [line(80)], T0, 600)
+    alice = spent_by("alice")
+    assert await store.settle("t", "r1", [line(30)], alice, T0 + 1)
+    assert not await store.settle("t", "r1", [line(30)], alice, T0 + 2), "settled once only"
+    await store.record(spent_by("bob", 0.1, T0 + 3, tokens=(1, 1)))
+    await store.record(spent_by(None, 0.1, T0 + 3))  # names no end user
+    await store.record(spent_by("alice", 0.7, T0 + 3, tenant="u"))
+    day = day_of(T0)
+    rows = sorted(await store.end_user_days("t", day, day), key=lambda r: str(r.end_user))
+    assert rows == [EndUserRow("t", day, "alice", 20, 10, 500_000_000, 1),
+                    EndUserRow("t", day, "bob", 1, 1, 100_000_000, 1)]
+    assert await store.end_user_days("t", day + 1, day + 30) == []
+    assert {(r.tenant, r.end_user) for r in await store.end_user_days(None, day, day)} == {
+        ("t", "alice"), ("t", "bob"), ("u", "alice")}
+    assert [u.end_user for u in await store.entries("t")] == ["alice", "bob", None]
+    whole_days = await store.query(Filter(tenant_id="t", end_user="alice"))
+    edges_only = await store.query(Filter(tenant_id="t", end_user="alice", since=T0,
+                                          until=T0 + 2))
+    assert whole_days == edges_only == Summary(20, 10, 0.5, 1)
+
+
+async def test_end_users_past_a_days_cap_share_one_row(capped_store: Store) -> None:
+    """limits.end_users_reported_max per tenant and day (2 here): the day's later end users
+    add to its OTHER row, so the rows still add up; each day and tenant has its own cap."""
+    store = capped_store
+    for i, name in enumerate(["a", "b", "c", "a", "d", "c"]):
+        await store.record(spent_by(name, 0.001 * (i + 1), T0 + i))
+    await store.record(spent_by("c", 0.5, T0 + DAY_S))
+    await store.record(spent_by("x", 0.5, T0 + 10, tenant="u"))
+    day = day_of(T0)
+    first = {r.end_user: (r.requests, r.cost_nano) for r in
+             await store.end_user_days("t", day, day)}
+    assert first == {"a": (2, 5_000_000), "b": (1, 2_000_000), OTHER: (3, 14_000_000)}
+    second = await store.end_user_days("t", day + 1, day + 1)
+    assert [(r.end_user, r.requests) for r in second] == [("c", 1)]
+    assert [r.end_user for r in await store.end_user_days("u", day, day)] == ["x"]
+    assert (await store.query(Filter(tenant_id="t"))).total_cost == 0.521

@@ -3,23 +3,45 @@
 -- KEYS[1]     string: "settled" marker of this reservation id (makes settling idempotent)
 -- KEYS, then per line i, three keys as in reserve.lua (settled buckets, pending, expiry),
 --   at KEYS[1 + 3i - 2], KEYS[1 + 3i - 1], KEYS[1 + 3i]
--- KEYS[#KEYS - 3]  stream: the tenant's usage log (capped by length)
--- KEYS[#KEYS - 2]  hash: the tenant's rollup for the usage's hour (field "model|provider|what")
--- KEYS[#KEYS - 1]  sorted set: the hours that have a rollup (member and score = hour id)
+-- KEYS[#KEYS - 5]  stream: the tenant's usage log (capped by length)
+-- KEYS[#KEYS - 4]  hash: the tenant's rollup for the usage's hour (field "model|provider|what")
+-- KEYS[#KEYS - 3]  sorted set: the hours that have a rollup (member and score = hour id)
+-- KEYS[#KEYS - 2]  hash: the tenant's end users for the usage's day (field: the end user, ""
+--                  for those past the cap together; value "cost:input:output:requests")
+-- KEYS[#KEYS - 1]  sorted set: the days that have end users (member and score = day id)
 -- KEYS[#KEYS]      string: present while some instance holds a request of the tenant; then
 --                  the settlement is published (ARGV[#ARGV], the channel) to wake it
 -- ARGV: reservation id, marker ttl (s; 0: no marker, for usage that reserved nothing), then per line 4 values: actual amount, current bucket,
 --   oldest bucket in the window, keep (s: how long the settled buckets must live);
 --   then the usage: has_usage (1|0), stream maxlen, json entry, rollup prefix "model|provider|",
---   input, output, cached, cost (nano-dollars), rollup keep (s), hour id.
+--   input, output, cached, cost (nano-dollars), rollup keep (s), hour id; then the end user
+--   ("" for none), day id, the most end users with a row of their own per day, days kept.
 -- Reply: 1 if settled now, 0 if it had been settled before (nothing changed).
+
+-- Adds one request to an end user's row of the day: a row of their own while the day has fewer
+-- than `most` end users, else the row of those past the cap (field "").
+local function add_end_user(day, end_user, most, cost, input, output, keep)
+  local field = end_user
+  if redis.call('HEXISTS', day, field) == 0 then
+    local named = redis.call('HLEN', day) - redis.call('HEXISTS', day, '')
+    if named >= most then field = '' end
+  end
+  local c, i, o, r = 0, 0, 0, 0
+  local row = redis.call('HGET', day, field)
+  if row then
+    c, i, o, r = string.match(row, '^(%d+):(%d+):(%d+):(%d+)$')
+  end
+  redis.call('HSET', day, field, string.format('%.0f:%.0f:%.0f:%.0f', tonumber(c) + tonumber(cost),
+             tonumber(i) + tonumber(input), tonumber(o) + tonumber(output), tonumber(r) + 1))
+  redis.call('EXPIRE', day, keep)
+end
 
 local rid = ARGV[1]
 local marker_ttl = tonumber(ARGV[2])
 if marker_ttl > 0 and not redis.call('SET', KEYS[1], '1', 'NX', 'EX', marker_ttl) then
   return 0
 end
-local n = (#KEYS - 5) / 3
+local n = (#KEYS - 7) / 3
 for i = 1, n do
   local settled, pending, expiry = KEYS[3 * i - 1], KEYS[3 * i], KEYS[3 * i + 1]
   local base = 2 + (i - 1) * 4
@@ -49,16 +71,23 @@ for i = 1, n do
 end
 local u = 2 + n * 4
 if ARGV[u + 1] == '1' then
-  redis.call('XADD', KEYS[#KEYS - 3], 'MAXLEN', ARGV[u + 2], '*', 'u', ARGV[u + 3])
-  local rollup, prefix = KEYS[#KEYS - 2], ARGV[u + 4]
+  redis.call('XADD', KEYS[#KEYS - 5], 'MAXLEN', ARGV[u + 2], '*', 'u', ARGV[u + 3])
+  local rollup, prefix = KEYS[#KEYS - 4], ARGV[u + 4]
   redis.call('HINCRBY', rollup, prefix .. 'in', ARGV[u + 5])
   redis.call('HINCRBY', rollup, prefix .. 'out', ARGV[u + 6])
   redis.call('HINCRBY', rollup, prefix .. 'cached', ARGV[u + 7])
   redis.call('HINCRBY', rollup, prefix .. 'cost', ARGV[u + 8])
   redis.call('HINCRBY', rollup, prefix .. 'n', 1)
   redis.call('EXPIRE', rollup, tonumber(ARGV[u + 9]))
-  redis.call('ZADD', KEYS[#KEYS - 1], ARGV[u + 10], ARGV[u + 10])
-  redis.call('ZREMRANGEBYSCORE', KEYS[#KEYS - 1], '-inf', tonumber(ARGV[u + 10]) - 400 * 24)
+  redis.call('ZADD', KEYS[#KEYS - 3], ARGV[u + 10], ARGV[u + 10])
+  local days_kept = tonumber(ARGV[u + 14])
+  redis.call('ZREMRANGEBYSCORE', KEYS[#KEYS - 3], '-inf', tonumber(ARGV[u + 10]) - days_kept * 24)
+  if ARGV[u + 11] ~= '' then
+    add_end_user(KEYS[#KEYS - 2], ARGV[u + 11], tonumber(ARGV[u + 13]), ARGV[u + 8], ARGV[u + 5],
+                 ARGV[u + 6], days_kept * 86400)
+    redis.call('ZADD', KEYS[#KEYS - 1], ARGV[u + 12], ARGV[u + 12])
+    redis.call('ZREMRANGEBYSCORE', KEYS[#KEYS - 1], '-inf', tonumber(ARGV[u + 12]) - days_kept)
+  end
 end
 if n > 0 and redis.call('EXISTS', KEYS[#KEYS]) == 1 then
   redis.call('PUBLISH', ARGV[#ARGV], '1')
