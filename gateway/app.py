@@ -151,9 +151,11 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
         alerts_sent=lambda: alerts.sent,
         alerts_failed=lambda: alerts.failed,
         store_failures=lambda: store.failures,
-        over_reservation=lambda: recorder.over_reservation,
+        over_reservation=lambda: recorder.over_reservation + settler.over_reservation,
         background=lambda: len(background),
         held=lambda: gate.held.total,
+        batches_running=lambda: settler.running,
+        batches_settled=lambda: settler.settled,
     ))
     flusher = asyncio.create_task(buffer.run())
     yield

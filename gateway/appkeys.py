@@ -8,6 +8,8 @@ from aiohttp import web
 from gateway.admin.budgets import BudgetAdmin
 from gateway.clock import Clock
 from gateway.ops.metrics import Metrics
+from gateway.proxy.batch_settle import BatchSettler
+from gateway.proxy.batches import BatchRoutes
 from gateway.proxy.handler import Pipeline
 from gateway.proxy.models import ModelCatalog
 from gateway.proxy.responses import StoredResponseRoutes
@@ -24,6 +26,8 @@ STORE = web.AppKey("store", Store)
 PIPELINE = web.AppKey("pipeline", Pipeline)
 MODELS = web.AppKey("models", ModelCatalog)
 STORED_RESPONSES = web.AppKey("stored_responses", StoredResponseRoutes)
+BATCHES = web.AppKey("batches", BatchRoutes)
+BATCH_SETTLER = web.AppKey("batch_settler", BatchSettler)
 BUFFER = web.AppKey("buffer", SettleBuffer)
 API_BUDGETS = web.AppKey("api_budgets", ApiBudgets)
 ADMIN = web.AppKey("admin", BudgetAdmin)

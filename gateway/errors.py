@@ -112,7 +112,8 @@ class UpstreamTimeout(UpstreamError):
 
 
 class ResponseNotFound(GatewayError):
-    """OpenAI's answer for a response id it does not have, or that another tenant owns."""
+    """OpenAI's answer for an object id (a response, file, batch) it does not have, or that
+    another tenant owns."""
 
     status = 404
     type = "invalid_request_error"

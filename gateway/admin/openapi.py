@@ -367,7 +367,68 @@ def _proxy_paths() -> JSON:
         paths[one + suffix] = {"parameters": paths[one]["parameters"],
                                method: _operation(op_id, summary, "proxy", {"200": stored},
                                                   [401, 404])}
-    return paths
+    return {**paths, **_batch_paths()}
+
+
+def _batch_paths() -> JSON:
+    """OpenAI's Files and Batch APIs, metered (``gateway.proxy.batches``): each object is the
+    creating tenant's; any other tenant gets a 404."""
+    ident = [{"name": "id", "in": "path", "required": True, "schema": _type("string",
+                                                                             minLength=1)}]
+    upstream = _json("The upstream's answer (OpenAI's shape).", _type("object"))
+    listing = [_query("limit", _type("integer", minimum=1, maximum=100), "at most this many"),
+               _query("after", _type("string"), "the last id of the previous page")]
+    upload = _operation(
+        "uploadBatchFile", "Upload a batch input file: every line checked and bounded, a bad "
+        "line a 400 naming its number; purpose 'batch' only", "batches", {"200": upstream},
+        [400, 401, 403, 413])
+    upload["requestBody"] = {"required": True, "content": {"multipart/form-data": {
+        "schema": _object({"purpose": _enum(("batch",)),
+                           "file": _type("string", format="binary")})}}}
+    create = _operation(
+        "createBatch", "Start a batch: its file's bound reserved at batch prices in every "
+        "matching budget, all or none; charged what its lines billed when it ends",
+        "batches", {"200": upstream}, [400, 401, 403, 404, 429],
+        body=_object({"input_file_id": _type("string", minLength=1),
+                      "endpoint": _type("string"), "completion_window": _enum(("24h",)),
+                      "metadata": _type("object")}, optional=("metadata",)))
+    return {
+        "/v1/files": {
+            "post": upload,
+            "get": _operation("listFiles", "The tenant's files", "batches", {"200": upstream},
+                              [401], parameters=listing)},
+        "/v1/files/{id}": {
+            "parameters": ident,
+            "get": _operation("retrieveFile", "A file of the tenant's", "batches",
+                              {"200": upstream}, [401, 404]),
+            "delete": _operation("deleteFile", "Delete a file of the tenant's", "batches",
+                                 {"200": upstream}, [401, 404])},
+        "/v1/files/{id}/content": {
+            "parameters": ident,
+            "get": _operation("retrieveFileContent", "A file's content (a batch's output "
+                              "included)", "batches", {"200": {"description": "The bytes."}},
+                              [401, 404])},
+        "/v1/batches": {
+            "post": create,
+            "get": _operation("listBatches", "The tenant's batches", "batches",
+                              {"200": upstream}, [401], parameters=listing)},
+        "/v1/batches/{id}": {
+            "parameters": ident,
+            "get": _operation("retrieveBatch", "A batch of the tenant's", "batches",
+                              {"200": upstream}, [401, 404])},
+        "/api/client/v1/batches/running": {
+            "get": _operation(
+                "listRunningBatches", "The tenant's batches that hold a reservation until "
+                "they end: batch_id (null while being created), model, endpoint, created_at, "
+                "deadline (ISO 8601, UTC), reserved_usd, reserved_tokens", "batches",
+                {"200": _json("The running batches.", _object({"object": _enum(("list",)),
+                                                              "data": _array(_type("object"))}))},
+                [401])},
+        "/v1/batches/{id}/cancel": {
+            "parameters": ident,
+            "post": _operation("cancelBatch", "Cancel a batch: the lines done are charged, "
+                               "the rest released", "batches", {"200": upstream}, [401, 404])},
+    }
 
 
 def _metered(endpoint: Endpoint) -> JSON:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.admin import handlers, openapi
+from gateway.admin import batches, handlers, openapi
 
 PREFIX = "/api/client/v1"
 
@@ -18,4 +18,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get(f"{PREFIX}/budgets/{{id}}", handlers.get_budget)
     app.router.add_patch(f"{PREFIX}/budgets/{{id}}", handlers.update_budget)
     app.router.add_delete(f"{PREFIX}/budgets/{{id}}", handlers.delete_budget)
+    app.router.add_get(f"{PREFIX}/batches/running", batches.running)
     app.router.add_get("/openapi.json", openapi.serve)

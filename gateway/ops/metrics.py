@@ -50,6 +50,8 @@ class RuntimeGauges:
     over_reservation: Callable[[], int] = lambda: 0
     background: Callable[[], int] = lambda: 0
     held: Callable[[], int] = lambda: 0
+    batches_running: Callable[[], int] = lambda: 0
+    batches_settled: Callable[[], int] = lambda: 0
 
 
 class _RuntimeCollector(Collector):
@@ -85,6 +87,13 @@ class _RuntimeCollector(Collector):
             "any is a bound that did not hold)", g.over_reservation())
         yield GaugeMetricFamily("gateway_background_responses",
                                 "Background responses followed until they end", g.background())
+        yield GaugeMetricFamily("gateway_batches_running",
+                                "Batches holding a reservation until they end (every instance's, "
+                                "as of this instance's last poll)", g.batches_running())
+        yield CounterMetricFamily("gateway_batches_settled",
+                                  "Batches this instance settled from their output files (or "
+                                  "charged their reservation past their deadline)",
+                                  g.batches_settled())
         errors = CounterMetricFamily("gateway_store_errors",
                                      "Budget store failures by operation and kind",
                                      labels=["operation", "kind"])

@@ -6,7 +6,8 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from gateway.appkeys import CONFIG, MODELS, PIPELINE, STORED_RESPONSES
+from gateway.appkeys import BATCHES, CONFIG, MODELS, PIPELINE, STORED_RESPONSES
+from gateway.proxy import batches
 from gateway.proxy.endpoints import Endpoint
 
 
@@ -39,6 +40,13 @@ def _stored_response(method: str, suffix: str = "") -> Handler:
     return handle
 
 
+def _batches(name: str) -> Handler:
+    async def handle(request: web.Request) -> web.StreamResponse:
+        return await request.app[BATCHES].handle(name, request)
+
+    return handle
+
+
 def add_routes(app: web.Application) -> None:
     for endpoint in Endpoint:
         app.router.add_post("/v1" + endpoint.value, _metered(endpoint))
@@ -51,3 +59,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/responses/{response_id}/cancel", _stored_response("POST", "/cancel"))
     app.router.add_get("/v1/responses/{response_id}/input_items",
                        _stored_response("GET", "/input_items"))
+    # files and batches, metered and the creating tenant's (gateway.proxy.batches)
+    for method, path, name in batches.ROUTES:
+        app.router.add_route(method, path, _batches(name))

@@ -196,7 +196,7 @@ async def test_failed_lines_go_to_the_error_file(mock: Mock) -> None:
 
 async def test_lines_complete_over_time_and_a_cancel_keeps_those_done(mock: Mock) -> None:
     lines: list[JSON | bytes] = [line(f"r{i}", chat(max_tokens=4)) for i in range(10)]
-    created = await create(mock.sdk, lines, mock_batch_duration_s="1")
+    created = await create(mock.sdk, lines, mock_batch_duration_s="2")
     assert created.status == "validating" and created.request_counts is not None
     assert created.request_counts.total == 0
     seen: set[int] = set()

@@ -48,7 +48,7 @@ CASES: list[tuple[str, str, dict[str, Any], int, str | None]] = [
     ("model with no price", "/v1/chat/completions",
      {"headers": {"Authorization": f"Bearer {KEYS['other']}"},
       "json": {**CHAT, "model": "my-private-model"}}, 400, "model_not_priced"),
-    ("unknown path", "/v1/files", {"headers": AUTH, "json": {}}, 404, "unknown_url"),
+    ("unknown path", "/v1/fine_tuning/jobs", {"headers": AUTH, "json": {}}, 404, "unknown_url"),
     ("unknown nested path", "/v1/chat/completions/extra", {"headers": AUTH, "json": CHAT}, 404,
      "unknown_url"),
     ("wrong method", "/v1/chat/completions", {"headers": AUTH, "method": "GET"}, 405, None),

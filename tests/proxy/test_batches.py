@@ -1,0 +1,217 @@
+"""The Batch API through the gateway: a file is checked and bounded line by line, a batch
+reserves its file's bound at batch prices, and is charged what its lines billed when it ends,
+never more than was reserved; files and batches are their tenant's alone."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+
+from gateway.appkeys import BATCH_SETTLER, CONFIG
+from gateway.cost.model import Filter
+from gateway.cost.pricing import Item
+from gateway.proxy.batch_file import FileBound
+from tests.proxy.conftest import KEYS, Harness, MakeHarness
+
+OUTPUT = 50
+
+
+def line(i: int, model: str = "gpt-4o-mini", **body: Any) -> dict[str, Any]:
+    return {"custom_id": f"req-{i}", "method": "POST", "url": "/v1/chat/completions",
+            "body": {"model": model, "messages": [{"role": "user", "content": f"question {i}"}],
+                     "max_tokens": OUTPUT, **body}}
+
+
+def jsonl(lines: list[Any]) -> bytes:
+    return b"".join(orjson.dumps(x) + b"\n" for x in lines)
+
+
+async def upload(gw: Harness, content: bytes, key: str = "ci", purpose: str = "batch") -> Any:
+    form = aiohttp.FormData()
+    form.add_field("purpose", purpose)
+    form.add_field("file", content, filename="in.jsonl", content_type="application/jsonl")
+    return await gw.client.post("/v1/files", data=form,
+                                headers={"Authorization": f"Bearer {KEYS[key]}"})
+
+
+async def create(gw: Harness, file_id: str, key: str = "ci", **metadata: str) -> Any:
+    return await gw.post("/batches", {"input_file_id": file_id, "endpoint":
+                                      "/v1/chat/completions", "completion_window": "24h",
+                                      "metadata": metadata}, key=key)
+
+
+async def get(gw: Harness, path: str, key: str = "ci") -> Any:
+    return await gw.client.get(f"/v1{path}", headers={"Authorization": f"Bearer {KEYS[key]}"})
+
+
+async def running(gw: Harness, key: str = "ci") -> list[dict[str, Any]]:
+    resp = await gw.client.get("/api/client/v1/batches/running",
+                               headers={"Authorization": f"Bearer {KEYS[key]}"})
+    assert resp.status == 200, await resp.text()
+    data: list[dict[str, Any]] = (await resp.json())["data"]
+    return data
+
+
+async def settled(gw: Harness, batch_id: str, key: str = "ci") -> dict[str, Any]:
+    """Polls (as the gateway's poller does) until the batch has ended and been settled."""
+    for _ in range(200):
+        await gw.app[BATCH_SETTLER].poll()
+        batch = await (await get(gw, f"/batches/{batch_id}", key)).json()
+        if batch["status"] in ("completed", "failed", "expired", "cancelled") and not [
+                r for r in await gw.store.batches.pending() if r.batch_id == batch_id]:
+            return dict(batch)
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"batch {batch_id} never settled")
+
+
+def batch_price(gw: Harness, model: str = "gpt-4o-mini") -> tuple[int, int]:
+    """Pico-dollars per input and output token at batch prices."""
+    price = gw.app[CONFIG].current.router.prices.lookup(model)
+    assert price is not None
+    rates = price.rates_for("batch")
+    return rates[Item.INPUT].pico, rates[Item.OUTPUT].pico
+
+
+async def test_a_batch_is_reserved_at_its_bound_and_charged_what_its_lines_billed(
+        gateway: MakeHarness) -> None:
+    gw = await gateway(max_body_bytes=1 << 20)
+    resp = await upload(gw, jsonl([line(i) for i in range(5)]))
+    assert resp.status == 200, await resp.text()
+    file_id = (await resp.json())["id"]
+    owned = await gw.store.objects.get("acme", "file", file_id, 0)
+    assert owned is not None and owned.detail is not None
+    bound = FileBound.loads(owned.detail)
+    assert (bound.lines, bound.output_tokens, bound.model) == (5, 5 * OUTPUT, "gpt-4o-mini")
+    created = await create(gw, file_id)
+    assert created.status == 200, await created.text()
+    batch = await created.json()
+    assert float(created.headers["x-budget-usage-ratio"]) == 0.0  # no budget matched
+    ended = await settled(gw, batch["id"])
+    assert ended["status"] == "completed"
+    spent = await gw.store.query(Filter(tenant_id="acme"))
+    assert spent.total_output_tokens == 5 * OUTPUT  # the mock bills every line's max_tokens
+    assert spent.total_input_tokens <= bound.input_tokens
+    pin, pout = batch_price(gw)
+    cost = (spent.total_input_tokens * pin + spent.total_output_tokens * pout) / 1e12
+    assert spent.total_cost == pytest.approx(cost, abs=1e-9)
+
+
+async def test_a_budget_holds_the_whole_bound_while_the_batch_runs_then_keeps_only_its_usage(
+        gateway: MakeHarness) -> None:
+    gw = await gateway(max_body_bytes=1 << 20)
+    content = jsonl([line(i) for i in range(4)])
+    file_id = (await (await upload(gw, content)).json())["id"]
+    owned = await gw.store.objects.get("acme", "file", file_id, 0)
+    assert owned is not None and owned.detail is not None
+    bound = FileBound.loads(owned.detail)
+    tokens = bound.input_tokens + bound.output_tokens
+    gw = await gateway(f"  - {{name: day, tenant: acme, max_tokens_per_day: {tokens}}}",
+                       max_body_bytes=1 << 20)
+    file_id = (await (await upload(gw, content)).json())["id"]
+    first = await create(gw, file_id, mock_batch_duration_s="0.5")
+    assert first.status == 200, await first.text()
+    assert float(first.headers["x-budget-usage-ratio"]) == 1.0
+    second = await create(gw, file_id)
+    assert second.status == 429
+    error = (await second.json())["error"]
+    assert error["code"] == "budget_exceeded" and "Budget 'day' exceeded" in error["message"]
+    chat = await gw.chat(max_tokens=1)
+    assert chat.status == 429  # the running batch holds the whole day
+    await settled(gw, (await first.json())["id"])
+    spent = await gw.store.query(Filter(tenant_id="acme"))
+    assert spent.total_input_tokens + spent.total_output_tokens == tokens  # the mock is exact
+    assert await gw.in_flight() == 0
+
+
+async def test_a_cancelled_batch_is_charged_the_lines_done_and_the_rest_is_released(
+        gateway: MakeHarness) -> None:
+    gw = await gateway("  - {name: day, tenant: acme, max_tokens_per_day: 100000}",
+                       max_body_bytes=1 << 20)
+    file_id = (await (await upload(gw, jsonl([line(i) for i in range(10)]))).json())["id"]
+    batch = await (await create(gw, file_id, mock_batch_duration_s="2")).json()
+    await asyncio.sleep(0.5)
+    cancel = await gw.client.post(f"/v1/batches/{batch['id']}/cancel",
+                                  headers={"Authorization": f"Bearer {KEYS['ci']}"})
+    assert cancel.status == 200, await cancel.text()
+    ended = await settled(gw, batch["id"])
+    assert ended["status"] == "cancelled"
+    done = ended["request_counts"]["completed"]
+    assert 0 < done < 10
+    spent = await gw.store.query(Filter(tenant_id="acme"))
+    assert (spent.entry_count, spent.total_output_tokens) == (1, done * OUTPUT)
+    assert await gw.in_flight() == 0
+
+
+@pytest.mark.parametrize(("lines", "problem"), [
+    ([line(0), {"custom_id": "x", "method": "GET", "url": "/v1/chat/completions", "body": {}}],
+     "Line 2 of the file: 'method' must be"),
+    ([line(0), line(0)], "Line 2 of the file: custom_id 'req-0' is used by an earlier line"),
+    ([line(0), line(1, model="gpt-4o")], "Line 2 of the file: every request of a batch uses "
+                                          "one model"),
+    ([line(0, model="unknown-model-x")], "Line 1 of the file: The model 'unknown-model-x'"),
+    ([line(0, stream=True)], "Line 1 of the file: 'stream' is not available in a batch"),
+    ([line(0, messages="hi")], "Line 1 of the file: Invalid type for 'messages'"),
+    (["not json"], "Line 1 of the file: The request body must be a JSON object"),
+])
+async def test_a_bad_line_is_a_400_naming_its_number_and_nothing_is_uploaded(
+        gateway: MakeHarness, lines: list[Any], problem: str) -> None:
+    gw = await gateway(max_body_bytes=1 << 20)
+    resp = await upload(gw, jsonl(lines))
+    assert resp.status in (400, 403), await resp.text()
+    assert (await resp.json())["error"]["message"].startswith(problem)
+    assert not gw.stats.requests
+
+
+async def test_files_and_batches_are_their_tenants_alone(gateway: MakeHarness) -> None:
+    gw = await gateway(max_body_bytes=1 << 20)
+    file_id = (await (await upload(gw, jsonl([line(0)]))).json())["id"]
+    batch_id = (await (await create(gw, file_id)).json())["id"]
+    for path in (f"/files/{file_id}", f"/files/{file_id}/content", f"/batches/{batch_id}"):
+        assert (await get(gw, path)).status == 200, path
+        other = await get(gw, path, key="other")
+        assert other.status == 404, path
+        assert (await other.json())["error"]["type"] == "invalid_request_error"
+    assert (await create(gw, file_id, key="other")).status == 404
+    cancel = await gw.client.post(f"/v1/batches/{batch_id}/cancel",
+                                  headers={"Authorization": f"Bearer {KEYS['other']}"})
+    assert cancel.status == 404
+    mine = await (await get(gw, "/batches")).json()
+    theirs = await (await get(gw, "/batches", key="other")).json()
+    assert [b["id"] for b in mine["data"]] == [batch_id] and theirs["data"] == []
+    ended = await settled(gw, batch_id)
+    output = ended["output_file_id"]
+    assert (await get(gw, f"/files/{output}/content")).status == 200
+    assert (await get(gw, f"/files/{output}/content", key="other")).status == 404
+
+
+async def test_only_batch_files_are_accepted(gateway: MakeHarness) -> None:
+    gw = await gateway(max_body_bytes=1 << 20)
+    resp = await upload(gw, jsonl([line(0)]), purpose="fine-tune")
+    assert resp.status == 400
+    assert (await resp.json())["error"]["param"] == "purpose"
+    too_big = await upload(gw, jsonl([line(i) for i in range(20_000)]))
+    assert too_big.status == 413
+    assert not gw.stats.requests
+
+
+async def test_running_batches_say_what_they_hold_until_they_end(gateway: MakeHarness) -> None:
+    gw = await gateway("  - {name: day, tenant: acme, max_cost_per_day: 10}",
+                       max_body_bytes=1 << 20)
+    file_id = (await (await upload(gw, jsonl([line(i) for i in range(3)]))).json())["id"]
+    owned = await gw.store.objects.get("acme", "file", file_id, 0)
+    assert owned is not None and owned.detail is not None
+    bound = FileBound.loads(owned.detail)
+    batch = await (await create(gw, file_id, mock_batch_duration_s="0.5")).json()
+    (held,) = await running(gw)
+    assert (held["batch_id"], held["model"], held["endpoint"]) == (
+        batch["id"], "gpt-4o-mini", "/v1/chat/completions")
+    assert held["reserved_usd"] == pytest.approx(bound.cost_nano / 1e9)
+    assert held["reserved_tokens"] == bound.input_tokens + bound.output_tokens
+    assert held["deadline"] > held["created_at"]
+    assert await running(gw, key="other") == []
+    await settled(gw, batch["id"])
+    assert await running(gw) == []
