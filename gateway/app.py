@@ -18,6 +18,8 @@ from gateway.admin.budgets import BudgetAdmin
 from gateway.appkeys import (
     ADMIN,
     API_BUDGETS,
+    BATCH_SETTLER,
+    BATCHES,
     BUFFER,
     CLOCK,
     CONFIG,
@@ -35,7 +37,10 @@ from gateway.middleware import errors, observe
 from gateway.ops import routes as ops_routes
 from gateway.ops.alerts import WebhookAlerts
 from gateway.ops.metrics import Metrics, RuntimeGauges, budget_series
+from gateway.proxy import batch_settle
 from gateway.proxy import routes as proxy_routes
+from gateway.proxy.batch_settle import BatchSettler
+from gateway.proxy.batches import BatchRoutes
 from gateway.proxy.budgets import Admitter
 from gateway.proxy.forward import Forwarder
 from gateway.proxy.gate import Gate
@@ -140,6 +145,10 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
         gate,
     )
     app[STORED_RESPONSES] = StoredResponseRoutes(lambda: config.current, owners, app[SESSION])
+    app[BATCHES] = BatchRoutes(lambda: config.current, store, app[PIPELINE].admitter, owners,
+                               gate, app[SESSION], clock)
+    settler = app[BATCH_SETTLER] = BatchSettler(lambda: config.current, store, app[SESSION],
+                                                clock)
     app[MODELS] = ModelCatalog(app[SESSION], clock)
     app[METRICS].watch(RuntimeGauges(
         in_flight=lambda: app[PIPELINE].in_flight,
@@ -158,7 +167,9 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
         batches_settled=lambda: settler.settled,
     ))
     flusher = asyncio.create_task(buffer.run())
+    settling = asyncio.create_task(settler.run())
     yield
+    await batch_settle.stop(settling)  # a running batch stays in the store for the next start
     await background.close()  # still running: charged their reservations, never released
     await gate.close()
     flusher.cancel()

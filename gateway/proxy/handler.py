@@ -62,6 +62,7 @@ class Pipeline:
     ) -> None:
         self._config = config
         self._admitter = admitter
+        self.admitter = admitter  # batches reserve through it too
         self._forwarder = forwarder
         self._recorder = recorder
         self._owners = owners

@@ -77,6 +77,8 @@ class LimitSettings:
     body_timeout_s: float = 60.0  # to receive a request's body, else 408
     max_header_bytes: int = 16_384  # one header line (request line included)
     end_user_max: int = 256  # characters in an end user's id (safety_identifier, user, header)
+    batches_per_tenant: int = 100  # batches running at once per tenant (each holds its bound)
+    batch_poll_s: float = 30.0  # how often running batches are asked whether they have ended
     budget_counters_max: int = 2_000_000  # counters the embedded store keeps (one per limit of
     # a budget, per end user for per: end_user); past it a new counter is a 503. At start only
     end_users_reported_max: int = 1_000  # end users with a spend row of their own, per tenant
