@@ -15,7 +15,7 @@ import signal
 import sys
 import textwrap
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
@@ -348,6 +348,27 @@ def _budgets_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@_store_command
+def _batches_running(args: argparse.Namespace) -> int:
+    from gateway.admin import batches, tables
+    from gateway.settings.load import load_settings
+
+    settings = load_settings(args.config)
+    tenants = set(_tenants(settings, args.tenant))
+
+    async def running(store: Store) -> list[dict[str, Any]]:
+        return [{"tenant": r.tenant, **batches.running_json(r)}
+                for r in sorted(await store.batches.pending(), key=lambda r: r.created)
+                if r.tenant in tenants]
+
+    found = _read(settings, args.config, running)
+    if args.json:
+        _print_json({"object": "list", "data": found})
+        return EXIT_OK
+    print(tables.running_batches_table(found))
+    return EXIT_OK
+
+
 def _default_config() -> str:
     return os.environ.get("GATEWAY_CONFIG", DEFAULT_CONFIG)
 
@@ -401,6 +422,18 @@ def _add_store_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     status.add_argument("--key", metavar="NAME",
                         help="with --scope token: only this key's budgets (default: any key's)")
     status.set_defaults(func=_budgets_status)
+
+    batches = sub.add_parser("batches", help="running batches",
+                             description="Batches, read from the store the configuration names.")
+    batches_sub = batches.add_subparsers(dest="batches_command", required=True,
+                                         metavar="COMMAND",
+                                         help="gateway batches COMMAND --help: its options")
+    running = batches_sub.add_parser(
+        "running", parents=[config], help="batches holding a reservation until they end",
+        description="Batches that hold a reservation until they end (a batch reserves its "
+                    "file's whole bound), as GET /api/client/v1/batches/running, with the "
+                    "tenant of each.")
+    running.set_defaults(func=_batches_running)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -131,6 +131,7 @@ class Client:
         self._session: aiohttp.ClientSession | None = None
         self.spend = Spend(self)
         self.budgets = Budgets(self)
+        self.batches = Batches(self)
 
     async def __aenter__(self) -> Client:
         return self
@@ -216,6 +217,19 @@ class Budgets:
         return answer
 
 
+class Batches:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    async def running(self) -> list[JSON]:
+        """The tenant's batches that hold a reservation until they end: ``batch_id``,
+        ``model``, ``endpoint``, ``created_at``, ``deadline``, ``reserved_usd``,
+        ``reserved_tokens``."""
+        answer: JSON = await self._client.request("GET", "/batches/running")
+        running: list[JSON] = answer["data"]
+        return running
+
+
 def _budget_path(budget_id: str) -> str:
     return f"/budgets/{quote(budget_id, safe='')}"
 
@@ -265,6 +279,11 @@ class SyncBudgets:
         self.status = loop.blocking(budgets.status)
 
 
+class SyncBatches:
+    def __init__(self, batches: Batches, loop: _LoopThread) -> None:
+        self.running = loop.blocking(batches.running)
+
+
 class SyncClient:
     """``Client`` for sync code: the same methods and errors, each call blocking until done.
     Safe to share between threads. ``close()`` (or leaving ``with``) ends its thread."""
@@ -275,6 +294,7 @@ class SyncClient:
         self.base_url = self._client.base_url
         self.spend = SyncSpend(self._client.spend, self._loop)
         self.budgets = SyncBudgets(self._client.budgets, self._loop)
+        self.batches = SyncBatches(self._client.batches, self._loop)
         self.me = self._loop.blocking(self._client.me)
         self._closed = False
 

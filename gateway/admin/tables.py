@@ -4,7 +4,7 @@ separators and percentages. The figures are the API's own (``Totals.json``, ``Li
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,3 +150,16 @@ def _state(budget: Budget, ratio: float) -> str:
     if budget.alert_threshold is not None and ratio >= budget.alert_threshold:
         return "alert"
     return "ok"
+
+
+def running_batches_table(batches: Sequence[Mapping[str, Any]]) -> str:
+    """``gateway batches running``: what each running batch holds, and until when."""
+    if not batches:
+        return "No running batches."
+    columns = [Column("Tenant", False), Column("Batch", False), Column("Model", False),
+               Column("Reserved"), Column("Tokens"), Column("Deadline (UTC)", False)]
+    rows = [[b["tenant"], b["batch_id"] or "(being created)", b["model"], cost,
+             count(b["reserved_tokens"]), b["deadline"]]
+            for b, cost in zip(batches, usd_column([b["reserved_usd"] for b in batches]),
+                               strict=True)]
+    return render(columns, rows)

@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from gateway.appkeys import BATCH_SETTLER, CONFIG
+from gateway.client import Client
 from gateway.cost.model import Filter
 from gateway.cost.pricing import Item
 from gateway.proxy.batch_file import FileBound
@@ -213,5 +214,7 @@ async def test_running_batches_say_what_they_hold_until_they_end(gateway: MakeHa
     assert held["reserved_tokens"] == bound.input_tokens + bound.output_tokens
     assert held["deadline"] > held["created_at"]
     assert await running(gw, key="other") == []
+    async with Client(str(gw.client.make_url("")).rstrip("/"), KEYS["ci"]) as client:
+        assert await client.batches.running() == [held]
     await settled(gw, batch["id"])
     assert await running(gw) == []
