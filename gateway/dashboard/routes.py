@@ -16,9 +16,16 @@ from aiohttp import web
 PAGE = "/dashboard"
 STATIC = "/dashboard/static"
 
-# name -> content type; anything else under /dashboard/static is a 404
+# name -> content type; anything else under /dashboard/static is a 404. The page loads
+# dashboard.js (an ES module), which imports the other modules.
 FILES = {
     "dashboard.js": "text/javascript",
+    "api.js": "text/javascript",
+    "budgets.js": "text/javascript",
+    "dom.js": "text/javascript",
+    "editor.js": "text/javascript",
+    "format.js": "text/javascript",
+    "spend.js": "text/javascript",
     "dashboard.css": "text/css",
     "chart.umd.min.js": "text/javascript",
 }

@@ -97,10 +97,13 @@ class Gateway:
             headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_S) as resp:
-                return resp.status, json.load(resp)
+                return resp.status, json.loads(resp.read() or b"null")  # a 204: None
         except urllib.error.HTTPError as error:
             with error:
                 return error.code, json.load(error)
+
+    def delete_budget(self, budget_id: str) -> None:
+        assert self.call("DELETE", f"/api/client/v1/budgets/{budget_id}") == (204, None)
 
     def chat(self, model: str, max_tokens: int) -> tuple[int, Any]:
         return self.call("POST", "/v1/chat/completions", body={
@@ -300,6 +303,70 @@ def test_admin_sees_the_run_and_manages_budgets(page: Any, gateway: Gateway) -> 
     expect(page.locator("#signin")).to_be_visible()
     expect(page.locator("#app")).to_be_hidden()
     assert page.evaluate("() => sessionStorage.length") == 0
+
+
+def test_downgrade_and_per_end_user_budgets(page: Any, gateway: Gateway) -> None:
+    """Issue 19: a downgrade budget names its fallback models; a per-end-user budget gives
+    each end user's limits, not a use of them (no one's); the form makes and edits both."""
+    from playwright.sync_api import expect
+
+    status, each = gateway.call("POST", "/api/client/v1/budgets", body={
+        "name": "dash-each", "key": "dash-member", "per": "end_user",
+        "end_user_required": True, "max_cost_per_day": 2, "max_tokens_per_hour": 10000})
+    assert status == 201, each
+    try:
+        _sign_in(page, gateway, ADMIN_KEY)
+        card = page.locator(f'article[data-budget-id="{each["id"]}"]')
+        expect(card.locator('[data-role="per"]')).to_have_text("per end user")
+        expect(card.locator('[data-role="end-user-required"]')).to_have_text(
+            "end user required")
+        expect(card.locator('[data-limit="max_cost_per_day"] [data-role="figures"]')
+               ).to_have_text("up to $2.0000 for each end user")
+        expect(card.locator('[data-limit="max_tokens_per_hour"] [data-role="figures"]')
+               ).to_have_text("up to 10,000 tokens for each end user")
+        expect(card.get_by_role("meter")).to_have_count(0)  # the template's: no one's use
+
+        # a downgrade budget from the form: a glob among its fallbacks is refused beside the
+        # field, naming the entry as typed
+        page.get_by_role("button", name="New budget").click()
+        page.get_by_label("Name", exact=True).fill("dash-down")
+        page.get_by_label("Only models matching (glob)").fill("gpt-4o")
+        page.get_by_label("Max cost per day (USD)").fill("1")
+        page.get_by_label("Action", exact=True).select_option("downgrade")
+        fallbacks = page.get_by_label("Fallback models, downgrade")
+        fallbacks.fill("gpt-4o-mini, gpt-4o-*")
+        page.get_by_role("button", name="Create budget").click()
+        expect(page.locator("#b-fallback_model-error")).to_have_text(
+            '"gpt-4o-*" is a glob; name one model, the one the request is sent to.')
+        expect(fallbacks).to_be_focused()
+        fallbacks.fill("gpt-4o-mini")
+        page.get_by_role("button", name="Create budget").click()
+        down = page.locator('article[data-source="api"]', has_text="dash-down")
+        expect(down.locator('[data-role="action"]')).to_have_text(
+            "action: downgrade → gpt-4o-mini")
+        _, listed = gateway.call("GET", "/api/client/v1/budgets")
+        made = next(b for b in listed["data"] if b["name"] == "dash-down")
+        assert (made["action"], made["fallback_model"]) == ("downgrade", ["gpt-4o-mini"])
+        _screenshot(page, "dashboard-budget-kinds.png")
+
+        # the per-end-user budget edited into a tenant-wide one: its gauges of use come back
+        card.get_by_role("button", name="Edit budget dash-each").click()
+        expect(page.get_by_label("Limits apply to")).to_have_value("end_user")
+        required = page.get_by_label("Requests must name their end user")
+        expect(required).to_be_checked()
+        page.get_by_label("Limits apply to").select_option("")
+        required.uncheck()
+        page.get_by_role("button", name="Save changes").click()
+        expect(card.get_by_role("meter")).to_have_count(2)
+        expect(card.locator('[data-role="per"]')).to_have_count(0)
+        _, listed = gateway.call("GET", "/api/client/v1/budgets")
+        edited = next(b for b in listed["data"] if b["id"] == each["id"])
+        assert (edited["per"], edited["end_user_required"]) == (None, False)
+    finally:
+        _, listed = gateway.call("GET", "/api/client/v1/budgets")
+        for budget in listed["data"]:
+            if budget["source"] == "api":
+                gateway.delete_budget(budget["id"])
 
 
 def test_member_reads_without_edit_controls(page: Any, gateway: Gateway) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import re
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -303,13 +302,5 @@ def test_a_budget_that_refuses_requests_says_so(page: Any, gateway: Gateway) -> 
         expect(gauge.locator('[data-role="refusing"]')).to_have_css(
             "color", "rgb(198, 40, 40)")  # --over
     finally:
-        _delete(gateway, created["id"])
+        gateway.delete_budget(created["id"])
 
-
-def _delete(gateway: Gateway, budget_id: str) -> None:
-    """A 204 (no body, which ``Gateway.call`` would read)."""
-    request = urllib.request.Request(
-        f"{gateway.url}/api/client/v1/budgets/{budget_id}", method="DELETE",
-        headers={"Authorization": f"Bearer {ADMIN_KEY}"})
-    with urllib.request.urlopen(request, timeout=10) as resp:
-        assert resp.status == 204
