@@ -6,12 +6,13 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.admin import report, status
+from gateway.admin import end_users, report, status
 from gateway.admin.budgets import budget_json, may_change_budgets
-from gateway.admin.params import bound, choice, known, ordered
+from gateway.admin.params import bound, choice, count, known, ordered
 from gateway.appkeys import ADMIN, CLOCK, CONFIG, STORE
 from gateway.http_server import read_body
 from gateway.proxy.auth import Principal
+from gateway.proxy.end_user import queried
 from gateway.proxy.resolve import parse_body
 
 
@@ -36,13 +37,20 @@ async def whoami(request: web.Request) -> web.Response:
                   "may_change_budgets": may_change_budgets(principal)})
 
 
+def _range(request: web.Request) -> tuple[float | None, float | None]:
+    """``from`` and ``to``, in order."""
+    since = bound(request.query.get("from"), "from", end=False)
+    until = bound(request.query.get("to"), "to", end=True)
+    ordered(since, until)
+    return since, until
+
+
 async def spend_report(request: web.Request) -> web.Response:
     principal = _principal(request)
     query = request.query
-    known(query, ("group_by", "from", "to", "model"))
-    since = bound(query.get("from"), "from", end=False)
-    until = bound(query.get("to"), "to", end=True)
-    ordered(since, until)
+    known(query, ("group_by", "from", "to", "model", "end_user"))
+    since, until = _range(request)
+    end_user = queried(query.get("end_user"), request.app[CONFIG].current.settings)
     result = await report.spend_report(
         request.app[STORE],
         principal.tenant,
@@ -50,7 +58,19 @@ async def spend_report(request: web.Request) -> web.Response:
         since=since,
         until=until,
         model=query.get("model") or None,
+        end_user=None if end_user is None else end_user.id,
     )
+    return _json(result.json())
+
+
+async def end_user_spend(request: web.Request) -> web.Response:
+    principal = _principal(request)
+    known(request.query, ("from", "to", "limit"))
+    since, until = _range(request)
+    limit = count(request.query.get("limit"), "limit", end_users.LIMIT_DEFAULT,
+                  end_users.LIMIT_MAX)
+    result = await end_users.end_user_spend(request.app[STORE], principal.tenant, since, until,
+                                            limit)
     return _json(result.json())
 
 
@@ -88,12 +108,14 @@ async def delete_budget(request: web.Request) -> web.Response:
 async def budgets_status(request: web.Request) -> web.Response:
     principal = _principal(request)
     query = request.query
-    known(query, ("domain", "model", "scope"))
+    known(query, ("domain", "model", "scope", "end_user"))
+    end_user = queried(query.get("end_user"), request.app[CONFIG].current.settings)
     wanted = status.StatusFilter.parse(query.get("domain"), query.get("model"),
-                                       query.get("scope"), principal.key_name)
+                                       query.get("scope"), principal.key_name, end_user)
     budgets = await request.app[ADMIN].list(principal.tenant)
     now = request.app[CLOCK].now()
     store = request.app[STORE]
     limits = await status.budget_status(store, budgets, wanted, now)
-    spent = await status.period_spend(store, principal.tenant, wanted.model, now)
+    spent = await status.period_spend(store, principal.tenant, wanted.model, now,
+                                      None if end_user is None else end_user.id)
     return _json(status.status_json(limits, spent))

@@ -18,6 +18,7 @@ import orjson
 from aiohttp import web
 
 from gateway import __version__
+from gateway.admin import end_users
 from gateway.admin.budgets import ALIASES
 from gateway.admin.report import GroupBy
 from gateway.admin.status import Scope
@@ -177,6 +178,7 @@ def _schemas() -> JSON:
             "may_change_budgets": _type("boolean", description="admin or owner key"),
         }),
         "SpendReport": _spend_report(),
+        "EndUserSpend": _end_user_spend(),
         "Model": _object({
             "id": _type("string"), "object": _type("string", const="model"),
             "created": _type("integer"), "owned_by": _type("string"),
@@ -268,9 +270,16 @@ def _budget_status() -> JSON:
         "per_month": binding("usd", "number", "the calendar month (UTC)"),
         "budgets": _array(_object({
             "id": _type("string"), "name": _type("string"), "source": _enum(_SOURCES),
-            "action": _enum(BudgetAction), "limits": _array(limit),
+            "action": _enum(BudgetAction),
+            "per": {**_nullable(_enum(Per)), "description": (
+                "end_user: its limits are the end_user parameter's (without one: the "
+                "template's, which nothing counts against)")},
+            "limits": _array(limit),
         })),
-    })
+        "end_user": _type("string", description=(
+            "with the end_user parameter: whose figures these are; the used_* figures are "
+            "then that end user's spend, of every model")),
+    }, optional=["end_user"])
 
 
 def _spend_report() -> JSON:
@@ -281,16 +290,43 @@ def _spend_report() -> JSON:
 
     period = r"^\d{4}-\d{2}(-\d{2}(T\d{2}:00:00Z)?)?$"
     per_model = _array(totals("model_key", _type("string")))
-    split = {**per_model, "description": "the period by model; its figures are their sums"}
+    split = {**per_model, "description": "the period by model; its figures are their sums "
+                                         "(absent from one end user's report)"}
     return _object({
-        "total_cost": _usd(),
-        "currency": _type("string", const="USD"),
-        "total_input_tokens": _count(),
-        "total_output_tokens": _count(),
-        "requests": _count(),
+        **_spend_totals(),
         "group_by": _enum(GroupBy),
-        "by_model": per_model,
-        "timeseries": _array(totals("period", _type("string", pattern=period), by_model=split)),
+        "by_model": {**per_model, "description": "absent from one end user's report: an end "
+                                                 "user's spend is kept per day, not per model"},
+        "end_user": _type("string", description="with the end_user parameter: whose spend"),
+        "batch": {**totals("cost", _usd()), "description": (
+            "the Batch API's share of the totals (batches settled in the range, at batch "
+            "prices); absent from one end user's report")},
+        "timeseries": _array(totals("period", _type("string", pattern=period), by_model=split,
+                                    batch_cost={**_usd(), "description": "the batch work's "
+                                                "share of the period's cost"})),
+    }, optional=["by_model", "end_user", "batch"])
+
+
+def _spend_totals() -> JSON:
+    return {"total_cost": _usd(), "currency": _type("string", const="USD"),
+            "total_input_tokens": _count(), "total_output_tokens": _count(),
+            "requests": _count()}
+
+
+def _end_user_spend() -> JSON:
+    figures = {"cost": _usd(), "input_tokens": _count(), "output_tokens": _count(),
+               "requests": _count()}
+    return _object({
+        "object": _type("string", const="list"),
+        **_spend_totals(),
+        "end_users": {**_count(), "description": "end users with spend in the range (those "
+                                                 "in 'other' not counted)"},
+        "data": {**_array(_object({"end_user": _type("string"), **figures})),
+                 "maxItems": end_users.LIMIT_MAX,
+                 "description": "the 'limit' end users who cost most, largest first"},
+        "other": {**_object(figures), "description": (
+            "the end users a day had past limits.end_users_reported_max, together (all zero "
+            "when none): with every end user's figures, they add up to the totals")},
     })
 
 
@@ -473,6 +509,17 @@ def _admin_paths() -> JSON:
                 _query("from", _date(), "first day or moment (UTC if no offset)"),
                 _query("to", _date(), "last day (included) or moment (excluded)"),
                 _query("model", _type("string"), "only this model"),
+                _end_user_query("only this end user's spend: by day or month (group_by hour "
+                                "is a 400), without by_model (model is a 400)"),
+            ])},
+        f"{ADMIN}/spend/end_users": {"get": _operation(
+            "endUserSpend", "Spend by end user, the largest first", "spend",
+            {"200": _json("The end users.", _ref("EndUserSpend"))}, [400, 401, 503],
+            parameters=[
+                _query("from", _date(), "first day or moment (UTC if no offset)"),
+                _query("to", _date(), "last day (included) or moment (excluded)"),
+                _query("limit", _type("integer", minimum=1, maximum=end_users.LIMIT_MAX),
+                       f"how many end users to list (default {end_users.LIMIT_DEFAULT})"),
             ])},
         f"{ADMIN}/budgets": {
             "get": _operation("listBudgets", "The tenant's budgets (YAML ones first)", "budgets",
@@ -488,6 +535,8 @@ def _admin_paths() -> JSON:
                 _query("domain", _enum(Domain), "only budgets that apply to this domain"),
                 _query("model", _type("string"), "only budgets that apply to this model"),
                 _query("scope", _enum(Scope), "tenant-wide budgets, or the caller key's"),
+                _end_user_query("per: end_user budgets as they stand for this end user, and "
+                                "the used_* figures of their spend"),
             ])},
         f"{ADMIN}/budgets/{{id}}": {
             "parameters": [budget_id],
@@ -501,6 +550,12 @@ def _admin_paths() -> JSON:
                                  [401, 403, 404, 409, 503]),
         },
     }
+
+
+def _end_user_query(description: str) -> JSON:
+    return _query("end_user", _type("string", minLength=1), (
+        f"{description}. An end user's figures are kept per UTC day (a range's partial days "
+        "are read from the usage log); a malformed id is a 400 naming end_user"))
 
 
 def _date() -> JSON:

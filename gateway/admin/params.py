@@ -64,3 +64,13 @@ def ordered(since: float | None, until: float | None, first: str = "from", last:
     ``last`` name the bounds as the caller wrote them (the CLI's ``--from``, ``--to``)."""
     if since is not None and until is not None and since >= until:
         raise InvalidRequest(f"Invalid '{first}': it is not before '{last}'.", param=first)
+
+
+def count(value: str | None, param: str, default: int, most: int) -> int:
+    """A whole number from 1 to ``most`` (``default`` when not given)."""
+    if not value:
+        return default
+    if not (value.isascii() and value.isdigit() and 1 <= int(value) <= most):
+        raise InvalidRequest(f"Invalid '{param}': expected a whole number from 1 to {most}, "
+                             f"got {value!r}.", param=param)
+    return int(value)

@@ -12,6 +12,7 @@ PREFIX = "/api/client/v1"
 def add_routes(app: web.Application) -> None:
     app.router.add_get(f"{PREFIX}/me", handlers.whoami)
     app.router.add_get(f"{PREFIX}/spend/report", handlers.spend_report)
+    app.router.add_get(f"{PREFIX}/spend/end_users", handlers.end_user_spend)
     app.router.add_get(f"{PREFIX}/budgets", handlers.list_budgets)
     app.router.add_post(f"{PREFIX}/budgets", handlers.create_budget)
     app.router.add_get(f"{PREFIX}/budgets/status", handlers.budgets_status)

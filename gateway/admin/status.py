@@ -11,9 +11,10 @@ from enum import StrEnum
 from typing import Any
 
 from gateway.admin.params import choice
-from gateway.cost.model import Budget, Domain, Filter, Limit, nano_to_usd
+from gateway.cost.model import Budget, Domain, Filter, Limit, Per, nano_to_usd
 from gateway.cost.windows import DAY, HOUR, MONTH
 from gateway.proxy.budget_index import Slot, slots_of
+from gateway.proxy.end_user import EndUser
 from gateway.store.base import Store
 from gateway.store.spend import SpendSource, query_many
 
@@ -29,6 +30,7 @@ class StatusFilter:
     model: str | None = None
     scope: Scope | None = None
     key_name: str | None = None  # scope=token: the caller's key (None: any key, the CLI's)
+    end_user: EndUser | None = None  # per: end_user budgets as they stand for this end user
 
     def admits(self, budget: Budget) -> bool:
         return (
@@ -41,11 +43,18 @@ class StatusFilter:
                      and self.key_name in (None, budget.key)))
         )
 
+    def slots(self, budget: Budget) -> tuple[Slot, ...]:
+        """The budget's limits, a ``per: end_user`` budget's as they stand for the end user."""
+        slots = slots_of(budget)
+        if self.end_user is None or budget.per is not Per.END_USER:
+            return slots
+        return tuple(slot.of_end_user(self.end_user) for slot in slots)
+
     @classmethod
     def parse(cls, domain: str | None, model: str | None, scope: str | None,
-              key_name: str | None) -> StatusFilter:
+              key_name: str | None, end_user: EndUser | None = None) -> StatusFilter:
         return cls(choice(Domain, domain, "domain"), model or None,
-                   choice(Scope, scope, "scope"), key_name)
+                   choice(Scope, scope, "scope"), key_name, end_user)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +93,10 @@ async def budget_status(
     """Every limit of every budget the filter admits, with its use now (one store read) and
     the whole seconds, rounded up, until that use starts to leave the window: when its oldest
     bucket does, by the window's own rule (``Window.leaves_at``; the calendar month: at its
-    end)."""
-    pairs = [(b, slot) for b in budgets if status_filter.admits(b) for slot in slots_of(b)]
+    end). A ``per: end_user`` budget's are the filter's end user's (without one: its template's,
+    which nothing uses)."""
+    pairs = [(b, slot) for b in budgets if status_filter.admits(b)
+             for slot in status_filter.slots(b)]
     uses = await store.peek_use([slot.line(0, 0) for _, slot in pairs], now)
     return [LimitStatus(b, slot, use.used, _seconds_until(slot, use.oldest, now))
             for (b, slot), use in zip(pairs, uses, strict=True)]
@@ -99,23 +110,28 @@ def _seconds_until(slot: Slot, oldest: int | None, now: float) -> int | None:
 
 @dataclass(frozen=True, slots=True)
 class PeriodSpend:
-    """What a tenant spent in each window, whatever its budgets (the console shows spend
-    without limits too): the rolling hour's tokens, the rolling day's and the calendar
-    month's USD."""
+    """What a tenant (or one of its end users) spent in each window, whatever its budgets (the
+    console shows spend without limits too): the rolling hour's tokens, the rolling day's and
+    the calendar month's USD."""
 
     hour_tokens: int
     day_usd: float
     month_usd: float
+    end_user: str | None = None  # whose spend it is, when it is one end user's
 
 
-async def period_spend(source: SpendSource, tenant: str, model: str | None, now: float
-                       ) -> PeriodSpend:
+async def period_spend(source: SpendSource, tenant: str, model: str | None, now: float,
+                       end_user: str | None = None) -> PeriodSpend:
     """From the spend records (one read), so it matches the spend report's figures. They
-    carry tenant and model, not key or domain: ``scope`` and ``domain`` choose budgets only."""
-    hour, day, month = await query_many(
-        source, tenant, [Filter(model=model, since=w.since(now)) for w in (HOUR, DAY, MONTH)])
+    carry tenant and model, not key or domain: ``scope`` and ``domain`` choose budgets only.
+    An end user's are of every model (their figures are kept per day, not per model)."""
+    windows = (HOUR, DAY, MONTH)
+    filters = ([Filter(end_user=end_user, since=w.since(now)) for w in windows]
+               if end_user is not None else
+               [Filter(model=model, since=w.since(now)) for w in windows])
+    hour, day, month = await query_many(source, tenant, filters)
     return PeriodSpend(hour.total_input_tokens + hour.total_output_tokens, day.total_cost,
-                       month.total_cost)
+                       month.total_cost, end_user)
 
 
 def status_json(limits: Sequence[LimitStatus], spent: PeriodSpend) -> dict[str, Any]:
@@ -127,6 +143,8 @@ def status_json(limits: Sequence[LimitStatus], spent: PeriodSpend) -> dict[str, 
         "per_month": _binding(limits, Limit.COST_PER_MONTH, "usd", spent.month_usd),
         "budgets": [],
     }
+    if spent.end_user is not None:
+        body["end_user"] = spent.end_user
     by_budget: dict[str, dict[str, Any]] = {}
     for status in limits:
         budget = status.budget
@@ -134,7 +152,8 @@ def status_json(limits: Sequence[LimitStatus], spent: PeriodSpend) -> dict[str, 
         if entry is None:
             entry = by_budget[budget.ident] = {
                 "id": budget.ident, "name": budget.name,
-                "source": budget.source, "action": budget.action.value, "limits": [],
+                "source": budget.source, "action": budget.action.value,
+                "per": None if budget.per is None else budget.per.value, "limits": [],
             }
             body["budgets"].append(entry)
         entry["limits"].append(status.json())

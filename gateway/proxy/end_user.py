@@ -64,6 +64,17 @@ def end_user_of(body: Mapping[str, Any], headers: Mapping[str, str], settings: S
     return EndUser(None, header)
 
 
+def queried(value: str | None, settings: Settings, param: str = "end_user") -> EndUser | None:
+    """The end user a report or status query names (None: none), checked as a request's is:
+    a malformed one is a 400 naming ``param``."""
+    if not value:
+        return None
+    found = _checked(value, f"the '{param}' parameter", param, settings.end_user_header,
+                     settings)
+    found.named()
+    return found
+
+
 def _checked(value: object, where: str, param: str | None, header: str, settings: Settings
              ) -> EndUser:
     if not isinstance(value, str):

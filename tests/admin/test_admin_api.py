@@ -232,7 +232,9 @@ async def test_admin_routes_answer_503_while_the_store_is_down(gateway: MakeHarn
 
     gw.store.definitions.list = down  # type: ignore[method-assign]
     gw.store.rollups = down  # type: ignore[method-assign]
-    for path in ("/budgets", "/spend/report", "/budgets/status"):
+    gw.store.end_user_days = down  # type: ignore[method-assign]
+    for path in ("/budgets", "/spend/report", "/budgets/status", "/spend/end_users",
+                 "/spend/report?end_user=alice", "/budgets/status?end_user=alice"):
         resp = await call(gw, "GET", path)
         assert resp.status == 503, path
         assert (await resp.json())["error"]["code"] == "budget_store_unavailable"

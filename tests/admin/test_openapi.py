@@ -83,8 +83,8 @@ def test_budget_schema_names_exactly_the_fields_answered() -> None:
 
 async def test_admin_api_keeps_to_the_document(gateway: MakeHarness) -> None:
     gw = await gateway(budgets=FILE_BUDGET)
-    for _ in range(2):  # some spend, so reports and status carry rows
-        assert (await gw.chat()).status == 200
+    for end_user in (None, "alice"):  # some spend, so reports and status carry rows
+        assert (await gw.chat(**({"user": end_user} if end_user else {}))).status == 200
     created = await gw.client.post(
         f"{PREFIX}/budgets", json={"name": "acme-api", "daily_limit_usd": 2},
         headers=ADMIN_AUTH)
@@ -123,8 +123,13 @@ def _pinned(path: str, budget_ids: list[str]) -> list[dict[str, Any]]:
     """Inputs worth sending besides random ones: budgets that exist, the calendar's ends."""
     if path.endswith("{id}"):
         return [{"path_parameters": {"id": budget_id}} for budget_id in budget_ids]
+    ends = {"from": "0001-01-01", "to": "9999-12-31"}
     if path.endswith("/spend/report"):
-        return [{"query": {"from": "0001-01-01", "to": "9999-12-31"}}]
+        return [{"query": ends}, {"query": {**ends, "end_user": "alice", "group_by": "month"}}]
+    if path.endswith("/spend/end_users"):
+        return [{"query": ends}, {"query": {**ends, "limit": 1}}]
+    if path.endswith("/budgets/status"):
+        return [{"query": {"end_user": "alice"}}]
     return []
 
 

@@ -157,3 +157,34 @@ async def test_budgets_created_and_deleted_through_the_api_keep_metrics_bounded(
     with capsys.disabled():
         print(f"\nAPI budget churn: 40 budgets created, used and deleted; acme's budget label "
               f"values in /metrics: {len(named)} (bound 1 file + 3 API)")
+
+
+async def test_no_metric_carries_the_end_user(gateway: MakeHarness) -> None:
+    """Issue 19: hundreds of end users (by body field and by header; admitted, denied by their
+    own budget past its alert threshold, refused for a malformed id; their status and reports
+    read) add not one series: no label value is an end user's id."""
+    each = "  - {name: each, tenant: acme, per: end_user, max_tokens_per_hour: 300, " \
+           "alert_threshold: 0.5}\n"
+    gw = await gateway(each, OPS)
+    admin = {"Authorization": f"Bearer {KEYS['admin']}"}
+
+    async def end_user(i: int) -> set[int]:
+        name = f"end-user-{i:04d}"
+        fields: dict[str, Any] = {"user": name} if i % 2 else {"headers": {"x-end-user": name}}
+        statuses = {(await gw.chat(max_tokens=100, **fields)).status for _ in range(3)}
+        statuses.add((await gw.chat(user=name + "\n")).status)
+        for path in (f"/budgets/status?end_user={name}", f"/spend/report?end_user={name}",
+                     "/spend/end_users"):
+            assert (await gw.client.get(f"/api/client/v1{path}", headers=admin)).status == 200
+        return statuses
+
+    for i in range(5):  # every kind of answer once
+        assert await end_user(i) == {200, 400, 429}
+    await scrape(gw)  # the scrape itself is a request: counted from now on
+    before = set(await scrape(gw))
+    for i in range(5, 305):
+        assert await end_user(i) == {200, 400, 429}
+    after = set(await scrape(gw))
+    assert after == before, sorted(after - before)[:5]
+    values = {value for _, labels in after for _, value in labels}
+    assert not [v for v in values if "end-user" in v], "an end user in a label"
