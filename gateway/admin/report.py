@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from gateway.cost.model import Filter, nano_to_usd
+from gateway.cost.model import Filter, is_batch, nano_to_usd
 from gateway.cost.rollup import RollupRow, Row
 from gateway.errors import InvalidRequest
 from gateway.store import spend
@@ -55,6 +55,8 @@ class SpendReport:
     timeseries: dict[str, Totals] = field(default_factory=dict)
     period_models: dict[str, dict[str, Totals]] = field(default_factory=dict)
     end_user: str | None = None  # one end user's report: no split by model
+    batch: Totals = field(default_factory=Totals)  # batch work's share of the totals
+    period_batch: dict[str, Totals] = field(default_factory=dict)
 
     def add_all(self, rows: Iterable[Row]) -> None:
         period = _PERIOD[self.group_by]
@@ -66,11 +68,15 @@ class SpendReport:
                 self.by_model.setdefault(row.model, Totals()).add(row)
                 models = self.period_models.setdefault(stamp, {})
                 models.setdefault(row.model, Totals()).add(row)
+                if is_batch(row.provider):
+                    self.batch.add(row)
+                    self.period_batch.setdefault(stamp, Totals()).add(row)
 
     def json(self) -> dict[str, Any]:
         """The Cognipeer console's report shape, and each period's split by model
         (``by_model`` inside a timeseries item, sorted by model; the period's figures are its
-        sums). One end user's report says whose it is, and has no ``by_model``."""
+        sums); ``batch``, the batch work inside the totals (``batch_cost`` per period). One end
+        user's report says whose it is, and has no ``by_model`` nor ``batch``."""
         split = self.end_user is None
         body: dict[str, Any] = {
             "total_cost": nano_to_usd(self.total.cost_nano),
@@ -79,13 +85,18 @@ class SpendReport:
             "total_output_tokens": self.total.output_tokens,
             "requests": self.total.requests,
             "group_by": self.group_by.value,
-            **({"by_model": _per_model(self.by_model)} if split else {"end_user": self.end_user}),
+            **({"by_model": _per_model(self.by_model), "batch": self.batch.json()} if split
+               else {"end_user": self.end_user}),
         }
         body["timeseries"] = [
             {"period": period, **totals.json(),
-             **({"by_model": _per_model(self.period_models[period])} if split else {})}
+             **({"by_model": _per_model(self.period_models[period]),
+                 "batch_cost": nano_to_usd(self._batch_of(period).cost_nano)} if split else {})}
             for period, totals in sorted(self.timeseries.items())]
         return body
+
+    def _batch_of(self, period: str) -> Totals:
+        return self.period_batch.get(period) or Totals()
 
 
 def _per_model(totals: dict[str, Totals]) -> list[dict[str, Any]]:

@@ -100,7 +100,11 @@ def spend_tables(report: SpendReport) -> str:
     by_period = render([Column(report.group_by.value.upper(), numeric=False), *_SPEND],
                        cells[:len(periods)], total)
     by_model = render([Column("MODEL", numeric=False), *_SPEND], cells[len(periods):], total)
-    return f"{by_period}\n\n{by_model}"
+    batch = report.batch
+    if not batch.requests:
+        return f"{by_period}\n\n{by_model}"
+    return (f"{by_period}\n\n{by_model}\n\nOf which the Batch API: {count(batch.requests)} "
+            f"batches, {usd(batch.json()['cost'])}")
 
 
 _STATUS = (

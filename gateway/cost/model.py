@@ -19,6 +19,18 @@ def nano_to_usd(nano: int) -> float:
     return nano / NANO_PER_USD
 
 
+BATCH_SUFFIX = ":batch"  # batch work is recorded under its upstream's name with this suffix
+
+
+def batch_provider(upstream: str) -> str:
+    """The usage record's ``provider`` of batch work: reports tell it apart by it."""
+    return upstream + BATCH_SUFFIX
+
+
+def is_batch(provider: str) -> bool:
+    return provider.endswith(BATCH_SUFFIX)
+
+
 @dataclass(frozen=True, slots=True)
 class Usage:
     """One call's consumption. Cached tokens are part of input tokens, as OpenAI counts them."""

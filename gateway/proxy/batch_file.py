@@ -27,17 +27,11 @@ from gateway.runtime import Runtime
 from gateway.settings.schema import UpstreamSettings
 
 BATCH_TIER = "batch"
-BATCH_SUFFIX = ":batch"  # batch work is recorded under its upstream's name with this suffix
 MAX_LINES = 50_000  # OpenAI's limit on requests per batch
 _URLS = {f"/v1{e.value}": e for e in Endpoint}
 
 Prior = Callable[[Principal, Mapping[str, Any]], Awaitable[int | None]]
 Offload = Callable[..., Awaitable[int]]
-
-
-def batch_provider(upstream: str) -> str:
-    """The usage record's ``provider`` of batch work: reports tell it apart by it."""
-    return upstream + BATCH_SUFFIX
 
 
 async def jsonl_lines(chunks: AsyncIterator[bytes], line_max: int,

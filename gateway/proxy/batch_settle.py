@@ -24,10 +24,10 @@ import aiohttp
 import orjson
 
 from gateway.clock import Clock
-from gateway.cost.model import Usage, nano_to_usd
+from gateway.cost.model import Usage, batch_provider, nano_to_usd
 from gateway.cost.pricing import Price
 from gateway.errors import UpstreamError
-from gateway.proxy.batch_file import BATCH_TIER, batch_provider, jsonl_lines
+from gateway.proxy.batch_file import BATCH_TIER, jsonl_lines
 from gateway.proxy.responses import CALL_TIMEOUT_S, upstream_call
 from gateway.proxy.usage import from_body
 from gateway.runtime import Runtime

@@ -69,3 +69,26 @@ def test_none_running_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     config = write_config(tmp_path / "gateway.yaml", f"sqlite://{tmp_path / 'state.db'}")
     code, out, _ = run(capsys, "batches", "running", "--config", str(config))
     assert (code, out.strip()) == (0, "No running batches.")
+
+
+def test_the_spend_report_says_what_the_batch_api_cost(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    from gateway.cost.model import Usage, batch_provider
+
+    async def spend() -> None:
+        store = SqliteStore(f"sqlite://{tmp_path / 'state.db'}")
+        await store.connect()
+        await store.record(Usage(1000, 200, 0, 1200, 0.25, "gpt-4o-mini", "mock", "acme", T0))
+        await store.record(Usage(9000, 3000, 0, 12000, 0.5, "gpt-4o-mini",
+                                 batch_provider("mock"), "acme", T0 + 60))
+        await store.close()
+
+    asyncio.run(spend())
+    config = write_config(tmp_path / "gateway.yaml", f"sqlite://{tmp_path / 'state.db'}")
+    code, out, _ = run(capsys, "spend", "report", "--config", str(config))
+    assert code == 0
+    assert out.rstrip().endswith("Of which the Batch API: 1 batches, $0.5000")
+    code, out, _ = run(capsys, "spend", "report", "--config", str(config), "--json")
+    assert json.loads(out)["batch"] == {"cost": 0.5, "input_tokens": 9000,
+                                        "output_tokens": 3000, "requests": 1}

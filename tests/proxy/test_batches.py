@@ -99,6 +99,15 @@ async def test_a_batch_is_reserved_at_its_bound_and_charged_what_its_lines_bille
     pin, pout = batch_price(gw)
     cost = (spent.total_input_tokens * pin + spent.total_output_tokens * pout) / 1e12
     assert spent.total_cost == pytest.approx(cost, abs=1e-9)
+    assert (await gw.chat()).status == 200  # and one request on its own
+    report = await (await gw.client.get("/api/client/v1/spend/report", headers={
+        "Authorization": f"Bearer {KEYS['ci']}"})).json()
+    assert report["batch"] == {"cost": pytest.approx(cost, abs=1e-9), "requests": 1,
+                               "input_tokens": spent.total_input_tokens,
+                               "output_tokens": 5 * OUTPUT}
+    assert report["requests"] == 2 and report["total_cost"] > report["batch"]["cost"]
+    (today,) = report["timeseries"]
+    assert today["batch_cost"] == report["batch"]["cost"]
 
 
 async def test_a_budget_holds_the_whole_bound_while_the_batch_runs_then_keeps_only_its_usage(
