@@ -21,6 +21,7 @@ STATIC = "/dashboard/static"
 FILES = {
     "dashboard.js": "text/javascript",
     "api.js": "text/javascript",
+    "batches.js": "text/javascript",
     "budgets.js": "text/javascript",
     "dom.js": "text/javascript",
     "editor.js": "text/javascript",

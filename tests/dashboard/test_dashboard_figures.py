@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -22,6 +23,7 @@ import pytest
 from gateway.admin.tables import usd
 from tests.dashboard.test_dashboard_browser import (
     ADMIN_KEY,
+    HTTP_TIMEOUT_S,
     LIVE_TIMEOUT_MS,
     MEMBER_KEY,
     UPSTREAM_KEY,
@@ -57,6 +59,7 @@ tenants:
       - {{name: figs-member, sha256: "{_sha(MEMBER_KEY)}", role: member}}
 budgets:
   - {{name: tiny-daily, tenant: figs, max_cost_per_day: 0.0001}}
+limits: {{batch_poll_s: 0.2}}
 """
 
 
@@ -304,3 +307,50 @@ def test_a_budget_that_refuses_requests_says_so(page: Any, gateway: Gateway) -> 
     finally:
         gateway.delete_budget(created["id"])
 
+
+
+def _start_batch(gateway: Gateway, seconds: float) -> str:
+    """A batch of the tiny model (two lines) that the mock runs for ``seconds``."""
+    import openai
+
+    lines = [{"custom_id": f"figs-{i}", "method": "POST", "url": "/v1/chat/completions",
+              "body": {"model": TINY, "max_tokens": 8,
+                       "messages": [{"role": "user", "content": f"batch line {i}"}]}}
+             for i in range(2)]
+    with openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=ADMIN_KEY, max_retries=0,
+                       timeout=HTTP_TIMEOUT_S) as sdk:
+        uploaded = sdk.files.create(purpose="batch", file=(
+            "figs.jsonl", "".join(json.dumps(line) + "\n" for line in lines).encode()))
+        return sdk.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions",
+                                  completion_window="24h",
+                                  metadata={"mock_batch_duration_s": str(seconds)}).id
+
+
+def test_running_batches_show_what_they_hold(page: Any, gateway: Gateway) -> None:
+    """Each running batch with what it holds, in the page's money; none, said plainly."""
+    from playwright.sync_api import expect
+
+    _sign_in(page, gateway, ADMIN_KEY)
+    rows = page.locator("#batches tbody tr")
+    expect(rows).to_have_text(["No running batches."])
+    batch_id = _start_batch(gateway, seconds=120)  # a cancel takes 12 s (a tenth)
+    _, running = gateway.call("GET", "/api/client/v1/batches/running")
+    (held,) = running["data"]
+    assert held["batch_id"] == batch_id and 0 < held["reserved_usd"] < 0.00005
+    row = page.locator(f'#batches tr[data-batch-id="{batch_id}"]')
+    expect(row).to_be_visible(timeout=LIVE_TIMEOUT_MS)
+    expect(rows).to_have_count(1)
+    expect(row.locator('[data-field="model"]')).to_have_text(TINY)
+    expect(row.locator('[data-field="endpoint"]')).to_have_text("/v1/chat/completions")
+    expect(row.locator('[data-field="reserved_usd"]')).to_have_text(usd(held["reserved_usd"]))
+    expect(row.locator('[data-field="reserved_tokens"]')).to_have_text(
+        f"{held['reserved_tokens']:,}")
+    for field in ("created_at", "deadline"):  # UTC, to the minute
+        expect(row.locator(f'[data-field="{field}"]')).to_have_text(
+            held[field][:16].replace("T", " ") + " UTC")
+    _screenshot(page, "dashboard-running-batches.png")
+
+    # cancelled: settled by the gateway's poller, it holds nothing any more
+    status, _ = gateway.call("POST", f"/v1/batches/{batch_id}/cancel")
+    assert status == 200
+    expect(rows).to_have_text(["No running batches."], timeout=LIVE_TIMEOUT_MS)

@@ -1,5 +1,6 @@
 /* The spend dashboard: a thin client of the admin API (/api/client/v1). This module signs in
- * and out, polls, and wires the page's parts (spend.js, budgets.js, editor.js) together.
+ * and out, polls, and wires the page's parts (spend.js, budgets.js, editor.js, batches.js)
+ * together.
  *
  * The tenant key lives in sessionStorage only and goes out as an Authorization header; it is
  * never put in a URL. Everything from the API is rendered with textContent (never parsed as
@@ -8,6 +9,7 @@
  */
 
 import { client } from "./api.js";
+import { renderRunning } from "./batches.js";
 import { renderBudgets } from "./budgets.js";
 import { $ } from "./dom.js";
 import { BudgetEditor } from "./editor.js";
@@ -50,6 +52,7 @@ function signOut(message) {
   state.caller = null;
   spend.reset();
   $("budgets").replaceChildren();
+  $("batches").tBodies[0].replaceChildren();
   editor.close();
   $("who").hidden = true;
   $("app").hidden = true;
@@ -90,8 +93,9 @@ async function refresh() {
   state.again = false;
   try {
     const asked = filters();
-    const [report, budgets, status] = await Promise.all([
-      api(`/spend/report?${queryOf(asked)}`), api("/budgets"), api("/budgets/status")]);
+    const [report, budgets, status, running] = await Promise.all([
+      api(`/spend/report?${queryOf(asked)}`), api("/budgets"), api("/budgets/status"),
+      api("/batches/running")]);
     $("filters-error").textContent = "";
     spend.render(report, asked);
     renderBudgets($("budgets"), budgets.data, status.budgets, {
@@ -99,6 +103,7 @@ async function refresh() {
       edit: (budget) => editor.show(budget),
       remove: deleteBudget,
     });
+    renderRunning(running.data);
     $("budgets-error").textContent = "";
     $("updated").textContent = `Updated ${new Date().toLocaleTimeString()}; refreshed every ${POLL_MS / 1000} s.`;
   } catch (error) {

@@ -89,9 +89,9 @@ function renderBatchShare(batch) {
   if (!batch) return;
   setFigure($("batch-cost"), batch.cost, usd(batch.cost));
   $("batch-detail").textContent =
-    `: ${integer.format(batch.requests)} ${batch.requests === 1 ? "request" : "requests"}, ` +
-    `${integer.format(batch.input_tokens)} input and ${integer.format(batch.output_tokens)} ` +
-    "output tokens.";
+    ` in ${integer.format(batch.requests)} ${batch.requests === 1 ? "request" : "requests"} ` +
+    `(${integer.format(batch.input_tokens)} input and ${integer.format(batch.output_tokens)} ` +
+    "output tokens).";
 }
 
 function renderModelTable(rows) {
