@@ -213,7 +213,10 @@ class BatchRoutes:
             raise InvalidRequest(f"The file's requests go to /v1{bound.endpoint}, so the "
                                  f"batch's 'endpoint' must be that.", param="endpoint")
         await self._check_room(call)
-        upstream, price = call.runtime.router.route(call.principal, bound.model)
+        _, price = call.runtime.router.route(call.principal, bound.model)  # still allowed
+        upstream = call.upstream(owned.upstream)  # where the file is
+        if upstream is None:
+            raise _not_found(FILE, file_id)
         estimate = Estimate(bound.input_tokens, Bounds(cap=bound.output_tokens,
                                                        tiers=(BATCH_TIER,)))
         now = self._clock.now()
@@ -314,7 +317,10 @@ class BatchRoutes:
             page = _answer(upstream, status, raw)
             if status >= 300:
                 return _json(status, page)
-            for item in (i for i in page.get("data") or () if isinstance(i, dict)):
+            items = [i for i in page.get("data") or () if isinstance(i, dict)]
+            read = 0
+            for item in items:
+                read += 1
                 after = item.get("id") if isinstance(item.get("id"), str) else after
                 if await self._mine(call, kind, item):
                     found.append(item)
@@ -322,7 +328,7 @@ class BatchRoutes:
                         await self._adopt_files(call, upstream, item)
                 if len(found) == limit:
                     break
-            has_more = bool(page.get("has_more")) or len(found) == limit
+            has_more = read < len(items) or bool(page.get("has_more"))
             if len(found) == limit or not page.get("has_more"):
                 break
         return _json(200, {"object": "list", "data": found,

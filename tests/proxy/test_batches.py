@@ -227,3 +227,22 @@ async def test_running_batches_say_what_they_hold_until_they_end(gateway: MakeHa
         assert await client.batches.running() == [held]
     await settled(gw, batch["id"])
     assert await running(gw) == []
+
+
+async def test_a_tenants_list_pages_through_its_own_batches_only(gateway: MakeHarness) -> None:
+    gw = await gateway(max_body_bytes=1 << 20)
+    mine_file = (await (await upload(gw, jsonl([line(0)]))).json())["id"]
+    theirs_file = (await (await upload(gw, jsonl([line(0)]), key="other")).json())["id"]
+    mine = []
+    for _ in range(3):
+        mine.append((await (await create(gw, mine_file)).json())["id"])
+        assert (await create(gw, theirs_file, key="other")).status == 200
+    first = await (await get(gw, "/batches?limit=2")).json()
+    assert [b["id"] for b in first["data"]] == mine[::-1][:2]  # newest first
+    assert first["has_more"] is True
+    rest = await (await get(gw, f"/batches?limit=2&after={first['last_id']}")).json()
+    assert [b["id"] for b in rest["data"]] == mine[:1] and rest["has_more"] is False
+    bad = await get(gw, "/batches?limit=0")
+    assert bad.status == 400 and (await bad.json())["error"]["param"] == "limit"
+    for batch_id in mine:
+        await settled(gw, batch_id)
