@@ -129,7 +129,8 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
     api_budgets = app[API_BUDGETS] = ApiBudgets(store.definitions)
     app[ADMIN] = BudgetAdmin(store, lambda: config.current, api_budgets)
     recorder = Recorder(store, clock, buffer)
-    owners = ResponseOwners(store.objects, clock)
+    owners = ResponseOwners(store.objects, clock,
+                            lambda: config.current.settings.limits.objects_per_tenant)
     background = BackgroundResponses(app[SESSION], recorder, owners, clock)
     gate = Gate(clock, store.freed)
     gate.on_hold_ended = app[METRICS].held

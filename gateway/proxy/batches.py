@@ -351,7 +351,8 @@ class BatchRoutes:
                 await self._remember(call, FILE, oid, Owned(upstream.name))
 
     async def _remember(self, call: _Call, kind: str, oid: str, owned: Owned) -> None:
-        await self._store.objects.put(call.tenant, kind, oid, owned, self._clock.now())
+        await self._store.objects.put(call.tenant, kind, oid, owned, self._clock.now(),
+                                      call.runtime.settings.limits.objects_per_tenant)
 
     async def _prior(self, call: _Call, _: Principal, body: Mapping[str, Any]) -> int | None:
         return await self._owners.prior_context(call.principal, body,

@@ -41,7 +41,7 @@ from gateway.proxy.usage import from_body
 from gateway.runtime import Runtime
 from gateway.settings.schema import StoreErrorPolicy, UpstreamSettings
 from gateway.store.base import StoreError
-from gateway.store.objects import ObjectOwners, Owned
+from gateway.store.objects import PER_TENANT, ObjectOwners, Owned
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +62,11 @@ def not_found(oid: str) -> GatewayError:
 class ResponseOwners:
     """Ownership and context size of responses, through the store."""
 
-    def __init__(self, objects: ObjectOwners, clock: Clock) -> None:
+    def __init__(self, objects: ObjectOwners, clock: Clock,
+                 keep: Callable[[], int] = lambda: PER_TENANT) -> None:
         self._objects = objects
         self._clock = clock
+        self._keep = keep  # limits.objects_per_tenant, as configured now
 
     async def prior_context(self, principal: Principal, body: Mapping[str, Any],
                             policy: StoreErrorPolicy) -> int | None:
@@ -91,7 +93,7 @@ class ResponseOwners:
         try:
             await self._objects.put(principal.tenant, KIND, oid,
                                     Owned(target.upstream.name, context_tokens),
-                                    self._clock.now())
+                                    self._clock.now(), self._keep())
         except StoreError as exc:
             log.warning("response %s not recorded as its tenant's: %s", oid, exc)
 

@@ -78,6 +78,8 @@ class LimitSettings:
     max_header_bytes: int = 16_384  # one header line (request line included)
     end_user_max: int = 256  # characters in an end user's id (safety_identifier, user, header)
     batches_per_tenant: int = 100  # batches running at once per tenant (each holds its bound)
+    objects_per_tenant: int = 100_000  # responses, files, batches a tenant owns through the
+    # gateway: past it the tenant's own oldest are forgotten (then a 404 for the tenant)
     batch_poll_s: float = 30.0  # how often running batches are asked whether they have ended
     budget_counters_max: int = 2_000_000  # counters the embedded store keeps (one per limit of
     # a budget, per end user for per: end_user); past it a new counter is a 503. At start only

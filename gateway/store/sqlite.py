@@ -37,7 +37,7 @@ from gateway.store.batches import BatchRecord, MemoryBatches
 from gateway.store.end_user_days import END_USERS_REPORTED_MAX
 from gateway.store.memory import COUNTERS_MAX, LineState, MemoryStore, Pending
 from gateway.store.memory_budgets import MemoryBudgetDefinitions
-from gateway.store.objects import MemoryObjects, Owned, object_key
+from gateway.store.objects import OBJECT_TTL_S, PER_TENANT, MemoryObjects, Owned, object_key
 from gateway.store.snapshot import usage_from_row, usage_row
 
 log = logging.getLogger(__name__)
@@ -445,9 +445,13 @@ class _JournaledObjects(MemoryObjects):
         super().__init__()
         self._store = store
 
-    async def put(self, tenant: str, kind: str, oid: str, owned: Owned, now: float) -> None:
-        await super().put(tenant, kind, oid, owned, now)
-        await self._store._write(["object", self.row(object_key(tenant, kind, oid))])
+    async def put(self, tenant: str, kind: str, oid: str, owned: Owned, now: float,
+                  keep: int = PER_TENANT) -> None:
+        key = object_key(tenant, kind, oid)
+        out = self.add(key, owned, now + OBJECT_TTL_S, tenant, keep)
+        await self._store._write(["object", self.row(key)])
+        for gone in out:  # replayed as written: the bound of the day is in the journal
+            await self._store._write(["object-", gone])
 
     async def delete(self, tenant: str, kind: str, oid: str) -> None:
         await super().delete(tenant, kind, oid)

@@ -15,6 +15,7 @@ import contextlib
 import datetime as dt
 import json
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -124,8 +125,8 @@ def test_money_reads_as_the_cli_prints_it(page: Any, gateway: Gateway) -> None:
     _apply(page, "day", model=TINY)
     report = gateway.report(group_by="day", model=TINY)
     assert 0 < report["total_cost"] < 0.00005
-    expect(page.locator("#total-requests")).to_have_attribute("data-value", "1",
-                                                              timeout=LIVE_TIMEOUT_MS)
+    expect(page.locator("#total-requests")).to_have_attribute(  # (and a batch, if run)
+        "data-value", str(report["requests"]), timeout=LIVE_TIMEOUT_MS)
     expect(page.locator("#total-cost")).to_have_text(usd(report["total_cost"]))
     cell = page.locator(f'#models tr[data-model="{TINY}"] td[data-field="cost"]')
     expect(cell).to_have_text(usd(report["by_model"][0]["cost"]))
@@ -326,14 +327,43 @@ def _start_batch(gateway: Gateway, seconds: float) -> str:
                                   metadata={"mock_batch_duration_s": str(seconds)}).id
 
 
-def test_running_batches_show_what_they_hold(page: Any, gateway: Gateway) -> None:
-    """Each running batch with what it holds, in the page's money; none, said plainly."""
+def _batches_settled(gateway: Gateway, count: int) -> dict[str, Any]:
+    """The day's report once it has ``count`` batches."""
+    for _ in range(300):
+        report = gateway.report(group_by="day")
+        if report["batch"]["requests"] >= count:
+            return report
+        time.sleep(0.1)
+    raise AssertionError(f"not {count} batches settled: {report['batch']}")
+
+
+def test_batches_their_spend_and_what_running_ones_hold(page: Any, gateway: Gateway) -> None:
+    """The Batch API's share of the spend, and each running batch with what it holds, in the
+    page's money; none, said plainly."""
     from playwright.sync_api import expect
 
     _sign_in(page, gateway, ADMIN_KEY)
     rows = page.locator("#batches tbody tr")
     expect(rows).to_have_text(["No running batches."])
-    batch_id = _start_batch(gateway, seconds=120)  # a cancel takes 12 s (a tenth)
+    expect(page.locator("#batch-share")).to_have_text(
+        "Of which the Batch API: $0.0000 (no batches in this range).")
+
+    # a batch that ends at once: its share of the totals, and of its day in the chart
+    _start_batch(gateway, seconds=0.5)
+    report = _batches_settled(gateway, 1)
+    batch = report["batch"]
+    assert 0 < batch["cost"] < 0.00005 and batch["cost"] < report["total_cost"]
+    share = page.locator("#batch-cost")
+    expect(share).to_have_text(usd(batch["cost"]), timeout=LIVE_TIMEOUT_MS)
+    assert float(share.get_attribute("data-value")) == batch["cost"]
+    expect(page.locator("#batch-detail")).to_have_text(
+        f" in 1 batch ({batch['input_tokens']:,} input and {batch['output_tokens']:,} output "
+        "tokens).")
+    (day,) = report["timeseries"]
+    footer = page.evaluate("""() => window.Chart.getChart('chart').options.plugins.tooltip
+        .callbacks.footer([{dataIndex: 0}])""")
+    assert footer == f"Of which the Batch API: {usd(day['batch_cost'])}"
+    batch_id = _start_batch(gateway, seconds=60)  # a cancel takes 6 s (a tenth)
     _, running = gateway.call("GET", "/api/client/v1/batches/running")
     (held,) = running["data"]
     assert held["batch_id"] == batch_id and 0 < held["reserved_usd"] < 0.00005

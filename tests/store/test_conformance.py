@@ -412,3 +412,22 @@ async def test_end_users_past_a_days_cap_share_one_row(capped_store: Store) -> N
     assert [(r.end_user, r.requests) for r in second] == [("c", 1)]
     assert [r.end_user for r in await store.end_user_days("u", day, day)] == ["x"]
     assert (await store.query(Filter(tenant_id="t"))).total_cost == 0.521
+
+
+async def test_a_tenants_objects_are_bounded_and_crowd_out_only_its_own(store: Store) -> None:
+    """Past ``keep`` objects of one tenant its own oldest are forgotten; another tenant's stay
+    however many the first creates."""
+    from gateway.store.objects import Owned
+
+    await store.objects.put("quiet", "response", "resp_q", Owned("up"), T0, keep=3)
+    for i in range(10):
+        await store.objects.put("noisy", "file", f"file-{i}", Owned("up"), T0 + i, keep=3)
+    kept = [i for i in range(10)
+            if await store.objects.get("noisy", "file", f"file-{i}", T0 + 10) is not None]
+    assert kept == [7, 8, 9]
+    assert await store.objects.get("quiet", "response", "resp_q", T0 + 10) == Owned("up")
+    await store.objects.delete("noisy", "file", "file-9")
+    await store.objects.put("noisy", "file", "file-10", Owned("up"), T0 + 11, keep=3)
+    kept = [i for i in range(11)
+            if await store.objects.get("noisy", "file", f"file-{i}", T0 + 12) is not None]
+    assert kept == [7, 8, 10]  # a deleted object no longer counts

@@ -137,3 +137,20 @@ async def test_a_running_batch_keeps_its_reservation_and_record_across_a_restart
         assert await third.peek([LINE], T0 + 3) == [30]
     finally:
         await third.close()
+
+
+async def test_objects_pushed_out_by_the_bound_stay_out_after_a_restart(tmp_path: Path) -> None:
+    from gateway.store.objects import Owned
+
+    path = tmp_path / "state.db"
+    store = await opened(path)
+    for i in range(5):
+        await store.objects.put("t", "file", f"file-{i}", Owned("mock"), T0, keep=2)
+    store.journal.unlock()  # a crash: no close()
+    again = await opened(path)
+    try:
+        kept = [i for i in range(5)
+                if await again.objects.get("t", "file", f"file-{i}", T0) is not None]
+        assert kept == [3, 4]
+    finally:
+        await again.close()

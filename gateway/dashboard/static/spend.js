@@ -77,21 +77,21 @@ export class SpendView {
   // the hovered period's batch share, when it has one
   batchFooter(items) {
     const cost = items.length ? this.batch[items[0].dataIndex] || 0 : 0;
-    return cost ? `Of which batch: ${usd(cost)}` : "";
+    return cost ? `Of which the Batch API: ${usd(cost)}` : "";
   }
 }
 
-/* "Of which batch: $X", the Batch API's share of the totals (already counted in them); hidden
- * for a report without it. */
+/* "Of which the Batch API: $X in N batches", the batch work's share of the totals (already
+ * counted in them; a batch is one request of the report); hidden for a report without it. */
 function renderBatchShare(batch) {
   const line = $("batch-share");
   line.hidden = !batch;
   if (!batch) return;
   setFigure($("batch-cost"), batch.cost, usd(batch.cost));
-  $("batch-detail").textContent =
-    ` in ${integer.format(batch.requests)} ${batch.requests === 1 ? "request" : "requests"} ` +
-    `(${integer.format(batch.input_tokens)} input and ${integer.format(batch.output_tokens)} ` +
-    "output tokens).";
+  $("batch-detail").textContent = !batch.requests ? " (no batches in this range)."
+    : ` in ${integer.format(batch.requests)} ${batch.requests === 1 ? "batch" : "batches"} ` +
+      `(${integer.format(batch.input_tokens)} input and ` +
+      `${integer.format(batch.output_tokens)} output tokens).`;
 }
 
 function renderModelTable(rows) {
