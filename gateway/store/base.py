@@ -16,7 +16,8 @@ from gateway.store.freed import RoomFreed
 from gateway.store.objects import ObjectOwners
 from gateway.store.spend import SpendSource
 
-if TYPE_CHECKING:  # batches.py builds on Line
+if TYPE_CHECKING:  # batches.py builds on Line, audit.py on StoreError
+    from gateway.store.audit import AuditLog
     from gateway.store.batches import BatchLedger
 
 
@@ -129,6 +130,11 @@ class Store(SpendSource, Protocol):
     @property
     def batches(self) -> BatchLedger:
         """Batches whose reservation is held until they end."""
+        ...
+
+    @property
+    def audit(self) -> AuditLog:
+        """Each tenant's recent budget changes: who made them, what they were."""
         ...
 
     async def reserve(

@@ -19,6 +19,7 @@ from gateway.cost.rollup import EndUserRow, RollupRow, hour_of
 from gateway.cost.tracker import InMemoryTracker
 from gateway.cost.windows import WINDOWS, Window
 from gateway.store import spend
+from gateway.store.audit import MemoryAudit
 from gateway.store.base import BudgetDefinitions, Line, LineUse, ReserveResult, fits_at
 from gateway.store.batches import MemoryBatches
 from gateway.store.end_user_days import END_USERS_REPORTED_MAX, EndUserDays
@@ -157,6 +158,7 @@ class MemoryStore:
         self._objects = MemoryObjects()
         self.objects: ObjectOwners = self._objects  # the same object, as the protocol
         self.batches: MemoryBatches = MemoryBatches()
+        self.audit: MemoryAudit = MemoryAudit()
         self.definitions: BudgetDefinitions = self._budgets  # the same object, as the protocol
         self._rollups: dict[tuple[str, int, str, str], list[int]] = {}
         self.failures: Counter[tuple[str, str]] = Counter()  # nothing fails here; for metrics
@@ -298,6 +300,7 @@ class MemoryStore:
             "budgets": self._budgets.snapshot(),
             "batches": self.batches.snapshot(),
             "objects": self._objects.snapshot(),
+            "audit": self.audit.snapshot(),
         }
 
     def restore(self, state: Mapping[str, object]) -> None:
@@ -318,9 +321,12 @@ class MemoryStore:
         batches.restore(state.get("batches", []))  # since issue 19
         objects = MemoryObjects()
         objects.restore(state.get("objects", []))
+        audit = MemoryAudit()
+        audit.restore(state.get("audit"))  # since issue 20
         self._budgets.restore(state.get("budgets"))  # last check; it too changes all or nothing
         self.batches.records = batches.records  # in place: a journaled subclass stays one
         self._objects.restore(objects.snapshot())
+        self.audit.restore(audit.snapshot())  # in place: a journaled subclass stays one
         self._lines, self._settled, self._marks = lines, settled, marks
         self._idle.reset(key for key, line in lines.items() if line.window is not None)
         self._rollups, self._end_users = rollups, end_users

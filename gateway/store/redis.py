@@ -35,6 +35,7 @@ from gateway.cost.rollup import DAY_S, KEPT_DAYS, OTHER, EndUserRow, RollupRow, 
 from gateway.cost.windows import Window
 from gateway.store import spend
 from gateway.store import url as store_url
+from gateway.store.audit import AuditLog, RedisAudit
 from gateway.store.base import BudgetDefinitions, Line, LineUse, ReserveResult, StoreError
 from gateway.store.batches import BatchLedger, RedisBatches
 from gateway.store.coalesce import Coalescer
@@ -194,6 +195,7 @@ class RedisStore:
         self.definitions: BudgetDefinitions = RedisBudgetDefinitions(client, self._guarded)
         self.objects: ObjectOwners = RedisObjects(client, self._guarded)
         self.batches: BatchLedger = RedisBatches(client, self._guarded)
+        self.audit: AuditLog = RedisAudit(client, self._guarded)
         self.failures: Counter[tuple[str, str]] = Counter()
         self._held: dict[str, float] = {}  # this instance's reservations: id -> expires_at
         # a cluster pipelines per node already; coalescing is for one server

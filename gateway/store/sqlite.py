@@ -32,6 +32,7 @@ from urllib.parse import parse_qs, urlsplit
 import orjson
 
 from gateway.cost.model import Budget, Usage
+from gateway.store.audit import AuditEntry, MemoryAudit, Once
 from gateway.store.base import Line, ReserveResult
 from gateway.store.batches import BatchRecord, MemoryBatches
 from gateway.store.end_user_days import END_USERS_REPORTED_MAX
@@ -275,6 +276,7 @@ class SqliteStore(MemoryStore):
         self._budgets = _JournaledBudgets(self)
         self.definitions = self._budgets
         self.batches = _JournaledBatches(self)
+        self.audit = _JournaledAudit(self)
         self._objects = _JournaledObjects(self)
         self.objects = self._objects
         self.released_at_start = 0
@@ -421,6 +423,9 @@ class SqliteStore(MemoryStore):
             MemoryObjects.restore_into(self._objects, [value])
         elif kind == "object-":
             self._objects.forget(value)
+        elif kind == "audit":
+            raw, keep, marked = value
+            self.audit.add(AuditEntry.loads(raw), keep, None if marked is None else Once(*marked))
 
     def _replay_usage(self, row: Any) -> None:
         self.keep(usage_from_row(row, "journal"))
@@ -438,6 +443,22 @@ class _JournaledBatches(MemoryBatches):
     async def close(self, rid: str) -> None:
         await super().close(rid)
         await self._store._write(["batch-", rid])
+
+
+class _JournaledAudit(MemoryAudit):
+    """An entry kept is journaled with its bound and ``once`` key (``_replay_kept`` adds it
+    again the same way)."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        super().__init__()
+        self._store = store
+
+    async def append(self, entry: AuditEntry, keep: int, once: Once | None = None) -> bool:
+        if not self.add(entry, keep, once):
+            return False
+        marked = None if once is None else [once.key, once.until]
+        await self._store._write(["audit", [entry.dumps().decode(), keep, marked]])
+        return True
 
 
 class _JournaledObjects(MemoryObjects):

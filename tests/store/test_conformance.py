@@ -10,6 +10,7 @@ import pytest
 from gateway.cost.model import Budget, BudgetAction, Domain, Filter, Summary, Usage
 from gateway.cost.rollup import DAY_S, OTHER, EndUserRow, day_of
 from gateway.cost.windows import DAY, HOUR, MONTH
+from gateway.store.audit import AuditAction, AuditEntry, AuditSource, Once
 from gateway.store.base import Line, LineUse, Store
 
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
@@ -431,3 +432,48 @@ async def test_a_tenants_objects_are_bounded_and_crowd_out_only_its_own(store: S
     kept = [i for i in range(11)
             if await store.objects.get("noisy", "file", f"file-{i}", T0 + 12) is not None]
     assert kept == [7, 8, 10]  # a deleted object no longer counts
+
+
+# The audit log: each tenant's newest budget changes
+
+
+def change(at: float, tenant: str = "t", budget: str = "bud_1", limit: float | None = 2.0,
+           action: str = "update") -> AuditEntry:
+    before = {"id": budget, "name": "cap", "max_cost_per_day": 1.0, "fallback_model": None}
+    after = {**before, "max_cost_per_day": limit, "fallback_model": ["gpt-4o-mini"]}
+    return AuditEntry(at, tenant, budget, "cap", AuditAction(action), "acme-admin",
+                      AuditSource.API, None if action == "create" else before,
+                      None if action == "delete" else after)
+
+
+async def test_audit_entries_come_newest_first_each_tenant_its_own_newest_kept(
+    store: Store,
+) -> None:
+    entries = [change(T0 + i, budget=f"bud_{i % 2}") for i in range(5)]
+    for entry in entries:
+        assert await store.audit.append(entry, keep=3)
+    other = change(T0 + 2.5, tenant="u", action="delete")
+    assert await store.audit.append(other, keep=3)
+    assert await store.audit.recent("t", 10) == entries[:1:-1], "the newest 3 of 5"
+    assert await store.audit.recent("t", 2) == entries[:2:-1]
+    assert await store.audit.recent("t", 10, "bud_1") == [entries[3]]
+    assert await store.audit.recent("u", 10) == [other]
+    assert await store.audit.recent("nobody", 10) == []
+    assert await store.audit.recent(None, 3) == [entries[4], entries[3], other]
+    assert await store.audit.recent(None, 10, "bud_0") == [entries[4], entries[2]]
+    created = change(T0 + 9, action="create")
+    await store.audit.append(created, keep=1)  # a lower bound (a reload) trims at once
+    assert await store.audit.recent(None, 10) == [created, other]
+
+
+async def test_an_audit_entry_offered_once_is_kept_once_until_its_mark_expires(
+    store: Store,
+) -> None:
+    """Instances reloading the same file each offer its change: the first keeps it."""
+    once = Once("bud_1:abc", T0 + 300)
+    assert await store.audit.append(change(T0), 10, once)
+    assert not await store.audit.append(change(T0 + 1), 10, once), "another instance's copy"
+    assert await store.audit.append(change(T0 + 1, tenant="u"), 10, once), "per tenant"
+    assert await store.audit.append(change(T0 + 2), 10, Once("bud_1:def", T0 + 300))
+    assert await store.audit.append(change(T0 + 301), 10, once), "the mark has expired"
+    assert [e.at for e in await store.audit.recent("t", 10)] == [T0 + 301, T0 + 2, T0]

@@ -154,3 +154,35 @@ async def test_objects_pushed_out_by_the_bound_stay_out_after_a_restart(tmp_path
         assert kept == [3, 4]
     finally:
         await again.close()
+
+
+async def test_audit_entries_and_their_once_marks_survive_a_crash_and_a_snapshot(
+        tmp_path: Path) -> None:
+    from gateway.store.audit import AuditAction, AuditEntry, AuditSource, Once
+
+    def entry(at: float, limit: float) -> AuditEntry:
+        return AuditEntry(at, "t", "cap", "cap", AuditAction.UPDATE, "yaml", AuditSource.YAML,
+                          {"name": "cap", "max_cost_per_day": 1.0},
+                          {"name": "cap", "max_cost_per_day": limit})
+
+    path = tmp_path / "state.db"
+    store = await opened(path)
+    once = Once("cap:abc", T0 + 300)
+    for i in range(3):
+        assert await store.audit.append(entry(T0 + i, 2.0 + i), keep=2, once=None)
+    assert await store.audit.append(entry(T0 + 3, 9.0), keep=2, once=once)
+    kept = await store.audit.recent("t", 10)
+    store.journal.unlock()  # a crash: no close()
+    again = await opened(path)
+    try:
+        assert await again.audit.recent("t", 10) == kept == [entry(T0 + 3, 9.0),
+                                                            entry(T0 + 2, 4.0)]
+        assert not await again.audit.append(entry(T0 + 4, 9.0), keep=2, once=once)
+    finally:
+        await again.close()  # written as one snapshot
+    third = await opened(path)
+    try:
+        assert await third.audit.recent(None, 10) == kept
+        assert not await third.audit.append(entry(T0 + 5, 9.0), keep=2, once=once)
+    finally:
+        await third.close()
