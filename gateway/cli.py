@@ -23,6 +23,7 @@ import yaml
 from gateway.admin.status import Scope
 from gateway.cost.model import Domain
 from gateway.errors import ConfigErrors, GatewayError, NotFound
+from gateway.proxy.end_user import EndUser, queried
 from gateway.settings.schema import Role, Settings
 from gateway.store.base import Store, StoreError
 from gateway.store.persist import PersistError
@@ -286,30 +287,77 @@ def _print_json(body: object) -> None:
     print(json.dumps(body, indent=2))
 
 
-@_store_command
-def _spend_report(args: argparse.Namespace) -> int:
-    from gateway.admin import report, tables
-    from gateway.admin.params import bound, choice, ordered
-    from gateway.settings.load import load_settings
+def _range(args: argparse.Namespace) -> tuple[float | None, float | None]:
+    """--from and --to, in order."""
+    from gateway.admin.params import bound, ordered
 
-    group_by = choice(report.GroupBy, args.group_by, "--group-by") or report.GroupBy.DAY
     since = bound(args.since, "--from", end=False)
     until = bound(args.until, "--to", end=True)
     ordered(since, until, "--from", "--to")
+    return since, until
+
+
+def _range_text(args: argparse.Namespace) -> str:
+    if not (args.since or args.until):
+        return "all recorded time"
+    return f"{args.since or 'the first record'} to {args.until or 'now'}"
+
+
+def _end_user(args: argparse.Namespace, settings: Settings) -> EndUser | None:
+    """--end-user, checked as the gateway checks a request's end user."""
+    return queried(args.end_user, settings, "--end-user")
+
+
+@_store_command
+def _spend_report(args: argparse.Namespace) -> int:
+    from gateway.admin import report, tables
+    from gateway.admin.params import choice
+    from gateway.settings.load import load_settings
+
+    group_by = choice(report.GroupBy, args.group_by, "--group-by") or report.GroupBy.DAY
+    since, until = _range(args)
     settings = load_settings(args.config)
     tenant = _tenants(settings, args.tenant)[0] if args.tenant else None  # None: all of them
+    found = _end_user(args, settings)
+    end_user = None if found is None else found.id
+    if end_user is not None:
+        report.daily_only(group_by, args.model, ("--group-by", "--model"))
 
     result = _read(settings, args.config, lambda store: report.spend_report(
-        store, tenant, group_by, since=since, until=until, model=args.model))
+        store, tenant, group_by, since=since, until=until, model=args.model, end_user=end_user))
     if args.json:
         _print_json(result.json())
         return EXIT_OK
     scope = f"tenant {tenant}" if tenant else "all tenants"
     model = f", model {args.model}" if args.model else ""
-    span = (f"{args.since or 'the first record'} to {args.until or 'now'}"
-            if args.since or args.until else "all recorded time")
-    print(f"Spend of {scope}{model}, {span}, by {group_by.value} (USD)\n")
+    whose = f", end user {end_user}" if end_user is not None else ""
+    print(f"Spend of {scope}{model}{whose}, {_range_text(args)}, by {group_by.value} (USD)\n")
     print(tables.spend_tables(result))
+    return EXIT_OK
+
+
+@_store_command
+def _spend_end_users(args: argparse.Namespace) -> int:
+    from gateway.admin import end_users, tables
+    from gateway.admin.params import count
+    from gateway.settings.load import load_settings
+
+    since, until = _range(args)
+    limit = count(args.limit, "--limit", end_users.LIMIT_DEFAULT, end_users.LIMIT_MAX)
+    settings = load_settings(args.config)
+    tenants = _tenants(settings, args.tenant)
+
+    async def ranked(store: Store) -> dict[str, end_users.EndUserSpend]:
+        return {tenant: await end_users.end_user_spend(store, tenant, since, until, limit)
+                for tenant in tenants}
+
+    by_tenant = _read(settings, args.config, ranked)
+    if args.json:
+        bodies = {tenant: spend.json() for tenant, spend in by_tenant.items()}
+        _print_json(bodies[args.tenant] if args.tenant else bodies)
+        return EXIT_OK
+    print("\n\n".join(f"Tenant {tenant}: end users by spend, {_range_text(args)} (USD)\n\n"
+                      f"{tables.end_user_table(spend)}" for tenant, spend in by_tenant.items()))
     return EXIT_OK
 
 
@@ -325,16 +373,17 @@ def _budgets_status(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     tenants = _tenants(settings, args.tenant)
     runtime = Runtime.build(settings)
-
+    end_user = _end_user(args, settings)
     wanted = status.StatusFilter(Domain(args.domain) if args.domain else None, args.model,
-                                 Scope(args.scope) if args.scope else None, args.key)
+                                 Scope(args.scope) if args.scope else None, args.key, end_user)
     Row = tuple[list[status.LimitStatus], status.PeriodSpend]
 
     async def limits(store: Store) -> dict[str, Row]:
         admin = BudgetAdmin(store, lambda: runtime, ApiBudgets(store.definitions))
         now = SystemClock().now()
         return {tenant: (await status.budget_status(store, await admin.list(tenant), wanted, now),
-                         await status.period_spend(store, tenant, args.model, now))
+                         await status.period_spend(store, tenant, args.model, now,
+                                                   None if end_user is None else end_user.id))
                 for tenant in tenants}
 
     by_tenant = _read(settings, args.config, limits)
@@ -387,22 +436,37 @@ def _add_store_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     _add_config(config, "the gateway's YAML, whose store: is read")
     config.add_argument("--tenant", help="one tenant of the config (default: all of them)")
     config.add_argument("--json", action="store_true", help="the API's JSON instead of tables")
+    dates = argparse.ArgumentParser(add_help=False)
+    dates.add_argument("--from", dest="since", metavar="D",
+                       help="first day (ISO date, UTC) or an ISO date-time")
+    dates.add_argument("--to", dest="until", metavar="D",
+                       help="last day, included (ISO date, UTC) or an ISO date-time")
 
     spend = sub.add_parser("spend", help="spend reports",
                            description="Spend, read from the store the configuration names.")
     spend_sub = spend.add_subparsers(dest="spend_command", required=True, metavar="COMMAND",
                                      help="gateway spend COMMAND --help: its options")
     report = spend_sub.add_parser(
-        "report", parents=[config], help="spend per period and per model",
+        "report", parents=[config, dates], help="spend per period and per model",
         description="Spend per period and per model, as GET /api/client/v1/spend/report.")
     report.add_argument("--group-by", default="day", metavar="day|hour|month",
                         help="one row per period (default: day)")
-    report.add_argument("--from", dest="since", metavar="D",
-                        help="first day (ISO date, UTC) or an ISO date-time")
-    report.add_argument("--to", dest="until", metavar="D",
-                        help="last day, included (ISO date, UTC) or an ISO date-time")
     report.add_argument("--model", help="only this model")
+    report.add_argument("--end-user", metavar="ID", help=(
+        "only this end user's spend (safety_identifier, user or the end-user header), by day "
+        "or month: an end user's figures are kept per day, not per model"))
     report.set_defaults(func=_spend_report)
+
+    ranked = spend_sub.add_parser(
+        "end-users", parents=[config, dates], help="end users by spend, largest first",
+        description="The tenant's end users by spend, largest first, as GET /api/client/v1/"
+                    "spend/end_users: the top --limit, then (other), the end users a day had "
+                    "past limits.end_users_reported_max, and the total of them all. End users' "
+                    "figures are kept per day (UTC). --json: the API's body for --tenant T, "
+                    "else one per tenant: {tenant: body}.")
+    ranked.add_argument("--limit", metavar="N", help="how many end users to list, 1 to 1,000 "
+                                                      "(default 10)")
+    ranked.set_defaults(func=_spend_end_users)
 
     budgets = sub.add_parser("budgets", help="budget status",
                              description="Budgets, read from the store the configuration names.")
@@ -421,6 +485,9 @@ def _add_store_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
                         help="tenant: budgets of the whole tenant; token: budgets of one key")
     status.add_argument("--key", metavar="NAME",
                         help="with --scope token: only this key's budgets (default: any key's)")
+    status.add_argument("--end-user", metavar="ID", help=(
+        "per: end_user budgets as they stand for this end user, and this end user's spend "
+        "(of every model)"))
     status.set_defaults(func=_budgets_status)
 
     batches = sub.add_parser("batches", help="running batches",

@@ -174,10 +174,21 @@ class Spend:
         self._client = client
 
     async def report(self, group_by: str | None = None, from_: Date | None = None,
-                     to: Date | None = None, model: str | None = None) -> JSON:
-        """Totals, per-model breakdown and timeseries; ``group_by`` is day, hour or month."""
-        params = _query(group_by=group_by, model=model, to=to, **{"from": from_})
+                     to: Date | None = None, model: str | None = None,
+                     end_user: str | None = None) -> JSON:
+        """Totals, per-model breakdown and timeseries; ``group_by`` is day, hour or month.
+        ``end_user``: that end user's spend, by day or month, without the split by model."""
+        params = _query(group_by=group_by, model=model, to=to, end_user=end_user,
+                        **{"from": from_})
         answer: JSON = await self._client.request("GET", "/spend/report", params=params)
+        return answer
+
+    async def end_users(self, from_: Date | None = None, to: Date | None = None,
+                        limit: int | None = None) -> JSON:
+        """The tenant's end users by spend, largest first: the top ``limit`` (default 10, at
+        most 1,000) in ``data``, the totals, and ``other`` (end users past the day's cap)."""
+        params = _query(to=to, limit=None if limit is None else str(limit), **{"from": from_})
+        answer: JSON = await self._client.request("GET", "/spend/end_users", params=params)
         return answer
 
 
@@ -210,9 +221,10 @@ class Budgets:
         await self._client.request("DELETE", _budget_path(budget_id))
 
     async def status(self, domain: str | None = None, model: str | None = None,
-                     scope: str | None = None) -> JSON:
-        """Usage against every limit; ``scope`` is tenant or token (the calling key's)."""
-        params = _query(domain=domain, model=model, scope=scope)
+                     scope: str | None = None, end_user: str | None = None) -> JSON:
+        """Usage against every limit; ``scope`` is tenant or token (the calling key's);
+        ``end_user``: per-end-user budgets as they stand for that end user, and their spend."""
+        params = _query(domain=domain, model=model, scope=scope, end_user=end_user)
         answer: JSON = await self._client.request("GET", "/budgets/status", params=params)
         return answer
 
@@ -267,6 +279,7 @@ class _LoopThread:
 class SyncSpend:
     def __init__(self, spend: Spend, loop: _LoopThread) -> None:
         self.report = loop.blocking(spend.report)
+        self.end_users = loop.blocking(spend.end_users)
 
 
 class SyncBudgets:

@@ -117,6 +117,31 @@ async def test_async_client_raises_the_servers_errors_typed(gateway: MakeHarness
         assert refused.value.status is None
 
 
+async def test_async_client_reads_end_users(gateway: MakeHarness) -> None:
+    each = "  - {name: each, tenant: acme, per: end_user, max_tokens_per_hour: 100000}"
+    gw = await gateway(budgets=each)
+    for end_user in ("alice", "bob", "alice"):
+        assert (await gw.chat(safety_identifier=end_user)).status == 200
+    base = str(gw.client.make_url("")).rstrip("/")
+    today = dt.datetime.now(dt.UTC).date()
+    async with Client(base, KEYS["ci"]) as client:
+        ranked = await client.spend.end_users(from_=today, to=today, limit=1)
+        assert [(u["end_user"], u["requests"]) for u in ranked["data"]] == [("alice", 2)]
+        assert ranked["end_users"] == 2 and ranked["requests"] == 3
+        report = await client.spend.report(end_user="bob", group_by="month")
+        assert report["end_user"] == "bob" and report["requests"] == 1
+        status = await client.budgets.status(end_user="alice", scope="tenant")
+        (each_limit,) = status["budgets"][0]["limits"]
+        assert status["end_user"] == "alice" and each_limit["used"] > 0
+        assert status["per_hour"]["used_tokens"] == each_limit["used"]
+        with pytest.raises(BadRequestError) as bad:
+            await client.spend.end_users(limit=1001)
+        assert bad.value.param == "limit"
+        with pytest.raises(BadRequestError) as malformed:
+            await client.budgets.status(end_user="bob\n")
+        assert malformed.value.param == "end_user"
+
+
 def test_errors_that_are_not_openai_shaped_keep_their_status() -> None:
     error = error_from(502, b"<html>Bad Gateway</html>")
     assert type(error).__name__ == "ServerError" and error.status == 502
@@ -157,7 +182,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def _chat(url: str) -> None:
-    body = {"model": "gpt-4o-mini", "max_tokens": 10,
+    body = {"model": "gpt-4o-mini", "max_tokens": 10, "user": "alice",
             "messages": [{"role": "user", "content": "hello"}]}
     request = urllib.request.Request(
         f"{url}/v1/chat/completions", data=json.dumps(body).encode(), method="POST",
@@ -192,6 +217,11 @@ def test_sync_client_round_trips_every_call(served: str) -> None:
 
         client.budgets.delete(created["id"])
         assert [b["name"] for b in client.budgets.list()] == ["acme-daily"]
+
+        ranked = client.spend.end_users(limit=5)
+        assert [u["end_user"] for u in ranked["data"]] == ["alice"]
+        assert client.spend.report(end_user="alice")["requests"] == 1
+        assert client.budgets.status(end_user="alice")["end_user"] == "alice"
         assert _client_threads()
     assert not _client_threads(), "close() ends the client's thread"
 

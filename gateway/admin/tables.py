@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.admin.end_users import EndUserSpend
 from gateway.admin.report import SpendReport, Totals
 from gateway.admin.status import LimitStatus, PeriodSpend
 from gateway.cost.model import Budget
@@ -86,19 +87,26 @@ def _spend_cells(label: str, totals: Totals, cost: str) -> list[str]:
             count(figures["output_tokens"]), cost]
 
 
+def _spend_rows(rows: Sequence[tuple[str, Totals]]) -> list[list[str]]:
+    """A row of cells per (label, totals), their costs with one shared number of decimals."""
+    costs = usd_column([totals.json()["cost"] for _, totals in rows])
+    return [_spend_cells(label, totals, cost)
+            for (label, totals), cost in zip(rows, costs, strict=True)]
+
+
 def spend_tables(report: SpendReport) -> str:
     """The timeseries, then the per-model breakdown, each with its total. Their costs share
-    one number of decimals, so the total both show reads the same in each."""
+    one number of decimals, so the total both show reads the same in each. One end user's
+    report has no per-model breakdown."""
     if not report.total.requests:
         return "No spend recorded in this range."
     periods, models = sorted(report.timeseries.items()), sorted(report.by_model.items())
-    rows = [*periods, *models, ("TOTAL", report.total)]
-    costs = usd_column([totals.json()["cost"] for _, totals in rows])
-    cells = [_spend_cells(label, totals, cost)
-             for (label, totals), cost in zip(rows, costs, strict=True)]
+    cells = _spend_rows([*periods, *models, ("TOTAL", report.total)])
     total = cells.pop()
     by_period = render([Column(report.group_by.value.upper(), numeric=False), *_SPEND],
                        cells[:len(periods)], total)
+    if report.end_user is not None:
+        return by_period
     by_model = render([Column("MODEL", numeric=False), *_SPEND], cells[len(periods):], total)
     batch = report.batch
     if not batch.requests:
@@ -114,10 +122,28 @@ _STATUS = (
 )
 
 
+def end_user_table(spend: EndUserSpend) -> str:
+    """The top end users, the end users past a day's cap together as (other), and the total of
+    them all; then how many are not listed."""
+    if not spend.total.requests:
+        return "No end user's spend recorded in this range."
+    top = spend.top()
+    other = [("(other)", spend.other)] if spend.other.requests else []
+    cells = _spend_rows([*top, *other, ("TOTAL", spend.total)])
+    total = cells.pop()
+    table = render([Column("END USER", numeric=False), *_SPEND], cells, total)
+    unlisted = len(spend.by_end_user) - len(top)
+    if not unlisted:
+        return table
+    return f"{table}\n\n{count(unlisted)} more end users in the total (--limit lists more)"
+
+
 def spent_line(spent: PeriodSpend) -> str:
     """What was spent, whatever the budgets (a budget's USED counts from its creation)."""
-    return (f"Spent: {count(spent.hour_tokens)} tokens in the last hour, {usd(spent.day_usd)} in "
-            f"the last 24 hours, {usd(spent.month_usd)} this month (UTC)")
+    whose = "" if spent.end_user is None else f" by end user {spent.end_user}"
+    return (f"Spent{whose}: {count(spent.hour_tokens)} tokens in the last hour, "
+            f"{usd(spent.day_usd)} in the last 24 hours, {usd(spent.month_usd)} this month "
+            "(UTC)")
 
 
 def status_table(limits: Sequence[LimitStatus]) -> str:
@@ -143,7 +169,8 @@ def _amounts(limits: Sequence[LimitStatus], values: Sequence[Any]) -> list[str]:
 
 def _applies_to(budget: Budget) -> str:
     parts = [f"{name}={value}" for name, value in
-             (("key", budget.key), ("model", budget.model), ("domain", budget.domain))
+             (("key", budget.key), ("model", budget.model), ("domain", budget.domain),
+              ("per", budget.per))
              if value is not None]
     return " ".join(parts) or "tenant"
 
