@@ -16,6 +16,16 @@ class Role(StrEnum):
     OWNER = "owner"
 
 
+class OperatorRole(StrEnum):
+    VIEWER = "viewer"  # reads every tenant's spend and budgets
+    EDITOR = "editor"  # and creates, changes and deletes any tenant's API budgets
+
+
+# What an operator names to ask about every tenant at once (``?tenant=all``): no tenant may
+# take this name.
+ALL_TENANTS = "all"
+
+
 class StoreErrorPolicy(StrEnum):
     REJECT = "reject"
     ALLOW = "allow"
@@ -42,6 +52,17 @@ class TenantSettings:
     name: str
     models: tuple[str, ...] | None = None  # allow-list of globs; None allows every priced model
     keys: tuple[KeySettings, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorSettings:
+    """A key of the platform team that runs the gateway, of no tenant: it names the tenant it
+    asks about (or all of them) in the admin API, and opens ``/metrics`` as ``ops.token`` does.
+    The proxy (``/v1``) refuses it: requests are always some tenant's."""
+
+    name: str
+    sha256: str  # lowercase hex of the secret, unique across operators and tenant keys
+    role: OperatorRole = OperatorRole.VIEWER
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +122,7 @@ class Settings:
     service_tier: str = "default"  # asked for when a request names none (or "auto")
     tenants: Mapping[str, TenantSettings] = field(default_factory=dict)
     budgets: tuple[Budget, ...] = ()
+    operators: tuple[OperatorSettings, ...] = ()
     alerts: AlertSettings = AlertSettings()
     ops: OpsSettings = OpsSettings()
     limits: LimitSettings = LimitSettings()

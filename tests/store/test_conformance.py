@@ -441,7 +441,7 @@ def change(at: float, tenant: str = "t", budget: str = "bud_1", limit: float | N
            action: str = "update") -> AuditEntry:
     before = {"id": budget, "name": "cap", "max_cost_per_day": 1.0, "fallback_model": None}
     after = {**before, "max_cost_per_day": limit, "fallback_model": ["gpt-4o-mini"]}
-    return AuditEntry(at, tenant, budget, "cap", AuditAction(action), "acme-admin",
+    return AuditEntry(at, tenant, budget, "cap", AuditAction(action), "acme-admin", False,
                       AuditSource.API, None if action == "create" else before,
                       None if action == "delete" else after)
 

@@ -161,7 +161,8 @@ async def test_audit_entries_and_their_once_marks_survive_a_crash_and_a_snapshot
     from gateway.store.audit import AuditAction, AuditEntry, AuditSource, Once
 
     def entry(at: float, limit: float) -> AuditEntry:
-        return AuditEntry(at, "t", "cap", "cap", AuditAction.UPDATE, "yaml", AuditSource.YAML,
+        return AuditEntry(at, "t", "cap", "cap", AuditAction.UPDATE, "yaml", False,
+                          AuditSource.YAML,
                           {"name": "cap", "max_cost_per_day": 1.0},
                           {"name": "cap", "max_cost_per_day": limit})
 
