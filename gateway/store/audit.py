@@ -47,7 +47,8 @@ class AuditEntry:
     budget_id: str
     budget_name: str
     action: AuditAction
-    who: str  # the key's or operator's name, or "yaml"
+    who: str  # the key's name, the operator's, or "yaml"
+    operator: bool  # who is an operator (the platform team's key, of no tenant)
     source: AuditSource
     before: Mapping[str, Any] | None  # the budget as the admin API answers it; None: created
     after: Mapping[str, Any] | None  # None: deleted
@@ -72,8 +73,9 @@ class AuditEntry:
         except ValueError as exc:
             raise ValueError(f"{where}: {exc}") from None
         return cls(number(fields["at"], f"{where}.at"), text("tenant"), text("budget_id"),
-                   text("budget_name"), action, text("who"), source, side("before"),
-                   side("after"))
+                   text("budget_name"), action, text("who"),
+                   typed(fields["operator"], bool, f"{where}.operator"), source,
+                   side("before"), side("after"))
 
 
 def _text(fields: Mapping[str, object], where: str, name: str) -> str:
@@ -85,8 +87,8 @@ def _side(fields: Mapping[str, object], where: str, name: str) -> dict[str, Any]
     return None if value is None else typed(value, dict, f"{where}.{name}")
 
 
-_FIELDS = {"at", "tenant", "budget_id", "budget_name", "action", "who", "source", "before",
-           "after"}
+_FIELDS = {"at", "tenant", "budget_id", "budget_name", "action", "who", "operator", "source",
+           "before", "after"}
 
 
 @dataclass(frozen=True, slots=True)
