@@ -14,6 +14,7 @@ from aiohttp import web
 
 from gateway.admin import identity
 from gateway.admin import routes as admin_routes
+from gateway.admin.audit import Auditor
 from gateway.admin.budgets import BudgetAdmin
 from gateway.appkeys import (
     ADMIN,
@@ -127,7 +128,8 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
     alerts = WebhookAlerts(app[SESSION], lambda: config.current.settings.alerts.webhook_url)
     buffer = app[BUFFER] = SettleBuffer(store, clock)
     api_budgets = app[API_BUDGETS] = ApiBudgets(store.definitions)
-    app[ADMIN] = BudgetAdmin(store, lambda: config.current, api_budgets)
+    auditor = Auditor(store, clock, lambda: config.current)
+    app[ADMIN] = BudgetAdmin(store, lambda: config.current, api_budgets, auditor)
     recorder = Recorder(store, clock, buffer)
     owners = ResponseOwners(store.objects, clock,
                             lambda: config.current.settings.limits.objects_per_tenant)
@@ -135,6 +137,7 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
     gate = Gate(clock, store.freed)
     gate.on_hold_ended = app[METRICS].held
     config.on_change = functools.partial(_reloaded, store.freed)
+    config.after_change = auditor.reloaded
     config.check = functools.partial(identity.names_taken_by_api, definitions=store.definitions)
     app[PIPELINE] = Pipeline(
         lambda: config.current,

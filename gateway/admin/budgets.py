@@ -12,7 +12,7 @@ import asyncio
 import dataclasses
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.cost.model import Budget
 from gateway.errors import ConfigErrors, Conflict, Forbidden, InvalidRequest, NotFound
@@ -22,6 +22,9 @@ from gateway.runtime import Runtime
 from gateway.settings.load import API_ID_PREFIX, parse_budget
 from gateway.settings.schema import Role
 from gateway.store.base import Store
+
+if TYPE_CHECKING:  # audit.py answers budgets as budget_json here does
+    from gateway.admin.audit import Auditor
 
 # The Cognipeer console's names for two limits.
 ALIASES = {"monthly_limit_usd": "max_cost_per_month", "daily_limit_usd": "max_cost_per_day"}
@@ -69,10 +72,13 @@ def require_admin(principal: Principal) -> None:
 
 
 class BudgetAdmin:
-    def __init__(self, store: Store, config: Callable[[], Runtime], api: ApiBudgets) -> None:
+    def __init__(self, store: Store, config: Callable[[], Runtime], api: ApiBudgets,
+                 audit: Auditor | None = None) -> None:
+        """``audit``: where each change is recorded once made (None: a reader, the CLI)."""
         self._store = store
         self._config = config
         self._api = api
+        self._audit = audit
         self._creating = asyncio.Lock()  # the count and the put, one create at a time
 
     async def list(self, tenant: str) -> list[Budget]:
@@ -100,6 +106,7 @@ class BudgetAdmin:
             await self._check_room(principal.tenant)
             await self._store.definitions.put(budget)
         self._changed(principal.tenant)
+        await self._audited(principal, None, budget)
         return budget
 
     def _changed(self, tenant: str) -> None:
@@ -130,13 +137,21 @@ class BudgetAdmin:
         budget = await self._validated(principal, merged, budget_id)
         await self._store.definitions.put(budget)
         self._changed(principal.tenant)
+        await self._audited(principal, current, budget)
         return budget
 
     async def delete(self, principal: Principal, budget_id: str) -> None:
         require_admin(principal)
-        await self._writable(principal, budget_id)
-        await self._store.definitions.delete(principal.tenant, budget_id)
+        current = await self._writable(principal, budget_id)
+        deleted = await self._store.definitions.delete(principal.tenant, budget_id)
         self._changed(principal.tenant)
+        if deleted:  # else another caller did, and audited it
+            await self._audited(principal, current, None)
+
+    async def _audited(self, principal: Principal, before: Budget | None, after: Budget | None
+                       ) -> None:
+        if self._audit is not None:
+            await self._audit.changed(principal.key_name, False, before, after)
 
     async def _writable(self, principal: Principal, budget_id: str) -> Budget:
         budget = await self.get(principal, budget_id)

@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.admin import end_users, report, status
+from gateway.admin import audit, end_users, report, status
 from gateway.admin.budgets import budget_json, may_change_budgets
 from gateway.admin.params import bound, choice, count, known, ordered
 from gateway.appkeys import ADMIN, CLOCK, CONFIG, STORE
@@ -119,3 +119,13 @@ async def budgets_status(request: web.Request) -> web.Response:
     spent = await status.period_spend(store, principal.tenant, wanted.model, now,
                                       None if end_user is None else end_user.id)
     return _json(status.status_json(limits, spent))
+
+
+async def audit_log(request: web.Request) -> web.Response:
+    principal = _principal(request)
+    query = request.query
+    known(query, ("limit", "budget"))
+    limit = count(query.get("limit"), "limit", audit.LIMIT_DEFAULT, audit.LIMIT_MAX)
+    entries = await request.app[STORE].audit.recent(principal.tenant, limit,
+                                                   query.get("budget") or None)
+    return _json({"object": "list", "data": [audit.entry_json(e) for e in entries]})

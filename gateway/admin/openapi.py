@@ -18,7 +18,7 @@ import orjson
 from aiohttp import web
 
 from gateway import __version__
-from gateway.admin import end_users
+from gateway.admin import audit, end_users
 from gateway.admin.budgets import ALIASES
 from gateway.admin.report import GroupBy
 from gateway.admin.status import Scope
@@ -27,6 +27,7 @@ from gateway.cost.windows import window_of
 from gateway.proxy.endpoints import Endpoint
 from gateway.settings.load import MAX_COST_USD
 from gateway.settings.schema import Role
+from gateway.store.audit import AuditAction, AuditSource
 
 JSON = dict[str, Any]
 
@@ -83,7 +84,7 @@ def document() -> JSON:
                            "and a spend and budgets API compatible with the Cognipeer console.",
         },
         "security": [{"bearer": []}],
-        "paths": {**_proxy_paths(), **_admin_paths(), **_ops_paths()},
+        "paths": {**_proxy_paths(), **_admin_paths(), **_audit_path(), **_ops_paths()},
         "components": {
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer",
@@ -178,6 +179,7 @@ def _schemas() -> JSON:
             "may_change_budgets": _type("boolean", description="admin or owner key"),
         }),
         "SpendReport": _spend_report(),
+        "AuditEntry": _audit_entry(),
         "EndUserSpend": _end_user_spend(),
         "Model": _object({
             "id": _type("string"), "object": _type("string", const="model"),
@@ -235,6 +237,28 @@ def _budget(fields: Mapping[str, JSON]) -> JSON:
         "source": _enum(_SOURCES),
         **{name: schema if name in always else _nullable(schema)
            for name, schema in fields.items()},
+    })
+
+
+def _audit_entry() -> JSON:
+    def side(when: str, none: str) -> JSON:
+        return {"anyOf": [_ref("Budget"), {"type": "null"}], "description": (
+            f"the budget {when} the change, as GET /budgets/{{id}} answered it; null: {none}")}
+
+    return _object({
+        "at": _type("string", format="date-time", description="when, UTC"),
+        "tenant": _type("string"),
+        "budget_id": _type("string", description="the name, for a YAML budget without an id"),
+        "budget_name": _type("string"),
+        "action": _enum(AuditAction),
+        "who": _type("string", description=(
+            "the name of the key (or operator) that made the change, or 'yaml': a reload of "
+            "the configuration file")),
+        "operator": _type("boolean", description="who is an operator, of no tenant"),
+        "source": {**_enum(AuditSource), "description": (
+            "api: through the admin API (the dashboard's changes too); yaml: a reload")},
+        "before": side("before", "created"),
+        "after": side("after", "deleted"),
     })
 
 
@@ -550,6 +574,20 @@ def _admin_paths() -> JSON:
                                  [401, 403, 404, 409, 503]),
         },
     }
+
+
+def _audit_path() -> JSON:
+    return {f"{ADMIN}/audit": {"get": _operation(
+        "auditLog", "The tenant's recent budget changes, newest first: who made each (a key, "
+        "an operator or the YAML file), the budget before and after, and when", "budgets",
+        {"200": _json("The changes.", _object({"object": _type("string", const="list"),
+                                               "data": _array(_ref("AuditEntry"))}))},
+        [400, 401, 503], parameters=[
+            _query("limit", _type("integer", minimum=1, maximum=audit.LIMIT_MAX),
+                   f"at most this many (default {audit.LIMIT_DEFAULT}); the store keeps each "
+                   "tenant's newest limits.audit_entries_per_tenant"),
+            _query("budget", _type("string", minLength=1), "only this budget's (by id)"),
+        ])}}
 
 
 def _end_user_query(description: str) -> JSON:

@@ -20,4 +20,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_patch(f"{PREFIX}/budgets/{{id}}", handlers.update_budget)
     app.router.add_delete(f"{PREFIX}/budgets/{{id}}", handlers.delete_budget)
     app.router.add_get(f"{PREFIX}/batches/running", batches.running)
+    app.router.add_get(f"{PREFIX}/audit", handlers.audit_log)
     app.router.add_get("/openapi.json", openapi.serve)

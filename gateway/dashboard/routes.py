@@ -25,6 +25,7 @@ FILES = {
     "budgets.js": "text/javascript",
     "dom.js": "text/javascript",
     "editor.js": "text/javascript",
+    "end_users.js": "text/javascript",
     "format.js": "text/javascript",
     "spend.js": "text/javascript",
     "dashboard.css": "text/css",

@@ -106,6 +106,8 @@ class LimitSettings:
     # a budget, per end user for per: end_user); past it a new counter is a 503. At start only
     end_users_reported_max: int = 1_000  # end users with a spend row of their own, per tenant
     # and day (every store); later ones share the day's "other" row. At start only
+    audit_entries_per_tenant: int = 1_000  # budget changes the store keeps per tenant (the
+    # newest; the oldest dropped), for GET /api/client/v1/audit
 
 
 @dataclass(frozen=True, slots=True)

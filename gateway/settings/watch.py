@@ -49,6 +49,9 @@ class LiveConfig(Generic[T]):
         self._seen = file_stamp(path)  # the version of the file last loaded (or tried)
         self._reloading: set[asyncio.Future[bool]] = set()
         self.on_change: Callable[[T, T], None] | None = None  # (old, new) after each swap
+        # (old, new) after on_change, awaited by reload_checked (what the watcher and SIGHUP
+        # run): work that needs the store, such as auditing what the reload changed
+        self.after_change: Callable[[T, T], Awaitable[None]] | None = None
         # problems only the running gateway can see (the store's API budgets), before a swap
         self.check: Callable[[T], Awaitable[list[ConfigError]]] | None = None
 
@@ -57,7 +60,8 @@ class LiveConfig(Generic[T]):
         return self._current
 
     def reload(self) -> bool:
-        """Loads, validates and builds; swaps only if all of that succeeded."""
+        """Loads, validates and builds; swaps only if all of that succeeded. Neither ``check``
+        nor ``after_change`` runs: for callers without an event loop (tests)."""
         self._seen = file_stamp(self.path)  # before reading: a later write is seen as a change
         try:
             runtime = self._build(load_settings(self.path))
@@ -75,7 +79,11 @@ class LiveConfig(Generic[T]):
                 raise ConfigErrors(problems)
         except ConfigErrors as exc:
             return self._refused(exc)
-        return self._swap(runtime)
+        old = self._current
+        self._swap(runtime)
+        if self.after_change is not None:
+            await self.after_change(old, runtime)
+        return True
 
     def _refused(self, exc: ConfigErrors) -> bool:
         self.reload_failures += 1

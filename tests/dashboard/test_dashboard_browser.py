@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 
+from gateway.admin.tables import usd
 from tests import leaks, tools
 from tests.procs import Proc, gateway_process, mock_upstream
 
@@ -105,9 +106,11 @@ class Gateway:
     def delete_budget(self, budget_id: str) -> None:
         assert self.call("DELETE", f"/api/client/v1/budgets/{budget_id}") == (204, None)
 
-    def chat(self, model: str, max_tokens: int) -> tuple[int, Any]:
+    def chat(self, model: str, max_tokens: int, end_user: str | None = None
+             ) -> tuple[int, Any]:
+        named = {} if end_user is None else {"safety_identifier": end_user}
         return self.call("POST", "/v1/chat/completions", body={
-            "model": model, "max_tokens": max_tokens,
+            "model": model, "max_tokens": max_tokens, **named,
             "messages": [{"role": "user", "content": f"dashboard test, {model}"}]})
 
     def report(self, **query: str) -> Any:
@@ -369,6 +372,68 @@ def test_downgrade_and_per_end_user_budgets(page: Any, gateway: Gateway) -> None
                 gateway.delete_budget(budget["id"])
 
 
+def test_end_users_by_spend_and_one_end_users_limits(page: Any, gateway: Gateway) -> None:
+    """Issue 19: the end users who spent most in the range, as GET /spend/end_users gives
+    them; one end user looked up (by the box, or from the list): their per-end-user budget as
+    it stands for them, and their spend."""
+    from playwright.sync_api import expect
+
+    status, each = gateway.call("POST", "/api/client/v1/budgets", body={
+        "name": "dash-per-user", "per": "end_user", "max_cost_per_day": 1,
+        "max_tokens_per_hour": 100000, "alert_threshold": 0.5})
+    assert status == 201, each
+    try:
+        for model, max_tokens, end_user in [("gpt-4o", 30, "alice@example.com"),
+                                            ("gpt-4o", 20, "alice@example.com"),
+                                            ("gpt-4o-mini", 10, "bob")]:
+            assert gateway.chat(model, max_tokens, end_user)[0] == 200
+        _sign_in(page, gateway, ADMIN_KEY)
+        _, top = gateway.call("GET", "/api/client/v1/spend/end_users?limit=10")
+        assert [u["end_user"] for u in top["data"]] == ["alice@example.com", "bob"]
+        rows = page.locator("#end-users tbody tr")
+        expect(rows).to_have_count(2)
+        for row, user in zip(rows.all(), top["data"], strict=True):
+            assert row.get_attribute("data-end-user") == user["end_user"]
+            for figure in ("cost", "requests", "input_tokens", "output_tokens"):
+                cell = row.locator(f'td[data-field="{figure}"]')
+                assert float(cell.get_attribute("data-value")) == user[figure], figure
+        expect(page.locator("#end-users-summary")).to_have_text(
+            f"2 end users spent {usd(top['total_cost'])} in this range:")
+
+        # looked up in the box: the per-end-user budget's gauges are alice's own
+        page.get_by_label("End user id").fill("alice@example.com")
+        page.get_by_role("button", name="Show limits").click()
+        expect(page.locator("#end-user-title")).to_have_text("End user alice@example.com")
+        _, mine = gateway.call("GET", "/api/client/v1/budgets/status?end_user=alice%40example.com")
+        (entry,) = [b for b in mine["budgets"] if b["id"] == each["id"]]
+        card = page.locator(f'#end-user-budgets article[data-budget-id="{each["id"]}"]')
+        by_limit = {limit["limit"]: limit for limit in entry["limits"]}
+        cost = by_limit["max_cost_per_day"]
+        assert cost["used"] > 0
+        expect(card.locator('[data-limit="max_cost_per_day"] [data-role="figures"]')
+               ).to_have_text(f"{usd(cost['used'])} of {usd(cost['max'])} "
+                              f"({round(cost['ratio'] * 100)}%)")
+        expect(card.get_by_role("meter")).to_have_count(2)
+        assert float(page.get_attribute("#eu-day", "data-value")) == mine["per_day"]["used_usd"]
+        assert int(page.get_attribute("#eu-hour", "data-value")) == mine["per_hour"][
+            "used_tokens"]
+        _screenshot(page, "dashboard-end-users.png")
+
+        # from the list: bob's, smaller; a malformed id is refused beside the box
+        rows.nth(1).get_by_role("button", name="Show the limits of end user bob").click()
+        expect(page.locator("#end-user-title")).to_have_text("End user bob")
+        expect(page.get_by_label("End user id")).to_have_value("bob")
+        _, bobs = gateway.call("GET", "/api/client/v1/budgets/status?end_user=bob")
+        assert float(page.get_attribute("#eu-day", "data-value")) == bobs["per_day"]["used_usd"]
+        page.get_by_label("End user id").fill("x" * 300)
+        page.get_by_role("button", name="Show limits").click()
+        expect(page.locator("#eu-id-error")).to_contain_text("Invalid end user")
+        expect(page.get_by_label("End user id")).to_have_attribute("aria-invalid", "true")
+        expect(page.locator("#end-user-title")).to_have_text("End user bob")  # still shown
+    finally:
+        gateway.delete_budget(each["id"])
+
+
 def test_member_reads_without_edit_controls(page: Any, gateway: Gateway) -> None:
     from playwright.sync_api import expect
 
@@ -380,8 +445,9 @@ def test_member_reads_without_edit_controls(page: Any, gateway: Gateway) -> None
     expect(page.locator("#new-budget")).to_be_hidden()
     expect(page.locator("#editor")).to_be_hidden()
     expect(page.locator("#budgets button")).to_have_count(0)
-    visible = [b.inner_text() for b in page.get_by_role("button").all() if b.is_visible()]
-    assert sorted(visible) == ["Apply", "Sign out"]
+    visible = [b.inner_text() for b in page.locator("button:not(#end-users button)").all()
+               if b.is_visible()]
+    assert sorted(visible) == ["Apply", "Show limits", "Sign out"]  # (end users: read only)
     width = page.evaluate("() => document.documentElement.scrollWidth")
     assert width <= 390, "no sideways scrolling on a phone"
     _screenshot(page, "dashboard-member-phone.png")

@@ -46,8 +46,8 @@ function budgetCard(budget, status, controls) {
   if (scope.length) card.appendChild(el("p", { class: "help" }, `Only ${scope.join(", ")}`));
   if (perEndUser(budget)) {
     card.appendChild(el("p", { class: "help", "data-role": "per-note" },
-      "Each end user of the tenant has these limits on their own: the gateway counts each " +
-      "one's use apart, so no figure here is one end user's."));
+      "Each end user of the tenant has these limits on their own: look an end user up " +
+      "under End users to see what they have used."));
     for (const name of LIMITS) {
       if (budget[name] !== null && budget[name] !== undefined) {
         card.appendChild(eachEndUser(name, budget[name]));

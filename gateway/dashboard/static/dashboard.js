@@ -1,6 +1,6 @@
 /* The spend dashboard: a thin client of the admin API (/api/client/v1). This module signs in
- * and out, polls, and wires the page's parts (spend.js, budgets.js, editor.js, batches.js)
- * together.
+ * and out, polls, and wires the page's parts (spend.js, end_users.js, budgets.js, editor.js,
+ * batches.js) together.
  *
  * The tenant key lives in sessionStorage only and goes out as an Authorization header; it is
  * never put in a URL. Everything from the API is rendered with textContent (never parsed as
@@ -13,6 +13,7 @@ import { renderRunning } from "./batches.js";
 import { renderBudgets } from "./budgets.js";
 import { $ } from "./dom.js";
 import { BudgetEditor } from "./editor.js";
+import { EndUsersView } from "./end_users.js";
 import { usd } from "./format.js";
 import { SpendView } from "./spend.js";
 
@@ -20,8 +21,14 @@ const KEY_STORE = "gateway.dashboard.key";
 const POLL_MS = 5000;
 
 const state = { api: null, caller: null, timer: null, busy: false, again: false };
+// (a module runs once the page is parsed: its parts find their elements)
+const send = (path, options) => state.api(path, options);
 const spend = new SpendView();
-let editor = null;  // made in init(), once the page's fields exist
+const endUsers = new EndUsersView(send);
+const editor = new BudgetEditor(send, async () => {
+  await refresh();
+  $("budgets-title").focus();
+});
 
 // -- sign in and out --------------------------------------------------------------------
 
@@ -51,6 +58,7 @@ function signOut(message) {
   state.api = null;
   state.caller = null;
   spend.reset();
+  endUsers.reset();
   $("budgets").replaceChildren();
   $("batches").tBodies[0].replaceChildren();
   editor.close();
@@ -93,9 +101,10 @@ async function refresh() {
   state.again = false;
   try {
     const asked = filters();
-    const [report, budgets, status, running] = await Promise.all([
+    const endUser = endUsers.statusPath();
+    const [report, budgets, status, running, top, ofEndUser] = await Promise.all([
       api(`/spend/report?${queryOf(asked)}`), api("/budgets"), api("/budgets/status"),
-      api("/batches/running")]);
+      api("/batches/running"), api(endUsers.topPath(asked)), endUser && api(endUser)]);
     $("filters-error").textContent = "";
     spend.render(report, asked);
     renderBudgets($("budgets"), budgets.data, status.budgets, {
@@ -104,6 +113,7 @@ async function refresh() {
       remove: deleteBudget,
     });
     renderRunning(running.data);
+    endUsers.render(top, ofEndUser, budgets.data);
     $("budgets-error").textContent = "";
     $("updated").textContent = `Updated ${new Date().toLocaleTimeString()}; refreshed every ${POLL_MS / 1000} s.`;
   } catch (error) {
@@ -133,10 +143,6 @@ async function deleteBudget(budget) {
 // -- wiring -----------------------------------------------------------------------------
 
 function init() {
-  editor = new BudgetEditor((path, options) => state.api(path, options), async () => {
-    await refresh();
-    $("budgets-title").focus();
-  });
   $("budgets-title").setAttribute("tabindex", "-1");
   $("signin-form").addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -173,4 +179,4 @@ function init() {
 // the page's formats, read by its browser tests (and handy from the console)
 window.gatewayDashboard = Object.freeze({ usd });
 
-init();  // a module runs once the page is parsed
+init();
