@@ -24,7 +24,7 @@ from gateway.admin.status import Scope
 from gateway.cost.model import Domain
 from gateway.errors import ConfigErrors, GatewayError, NotFound
 from gateway.proxy.end_user import EndUser, queried
-from gateway.settings.schema import Role, Settings
+from gateway.settings.schema import OperatorRole, Role, Settings
 from gateway.store.base import Store, StoreError
 from gateway.store.persist import PersistError
 from gateway.store.sqlite import StoreFileError
@@ -78,8 +78,10 @@ def _check_config(args: argparse.Namespace) -> int:
 
     settings = load_settings(args.path)
     keys = sum(len(t.keys) for t in settings.tenants.values())
+    editors = sum(op.role is OperatorRole.EDITOR for op in settings.operators)
     print(
         f"{args.path}: OK ({len(settings.tenants)} tenants, {keys} keys, "
+        f"{len(settings.operators)} operators ({editors} editors), "
         f"{len(settings.budgets)} budgets, {len(settings.upstreams)} upstreams, "
         f"{len(settings.pricing)} price overrides over {SOURCE})"
     )

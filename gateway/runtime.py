@@ -29,7 +29,7 @@ class Runtime:
         prices = shipped_table(settings.pricing)
         return cls(
             settings=settings,
-            keyring=Keyring(settings.tenants),
+            keyring=Keyring(settings.tenants, settings.operators),
             router=ModelRouter(settings.tenants, settings.upstreams, prices),
             budgets=BudgetIndex(settings.budgets),
             defaults=Defaults(settings.default_max_output_tokens,

@@ -2,9 +2,10 @@
 
 ``/metrics`` shows every tenant's figures, so no tenant reads it. With ``ops.listen`` it is served
 on that address only (``gateway/ops/server.py``); with ``ops.token`` it answers only
-``Authorization: Bearer <token>``, wherever it is served; with neither it is refused on the public
-port. ``/healthz`` and ``/readyz`` answer without a key and say only whether the gateway is up:
-what is wrong goes to the log, never to whoever asks.
+``Authorization: Bearer <token>`` or an operator's key (``operators:``), wherever it is served;
+on the public port, operators alone are enough to serve it (to them); with none of these it is
+refused on the public port. ``/healthz`` and ``/readyz`` answer without a key and say only
+whether the gateway is up: what is wrong goes to the log, never to whoever asks.
 """
 
 from __future__ import annotations
@@ -23,11 +24,15 @@ log = logging.getLogger(__name__)
 
 NOT_CONFIGURED = (
     "/metrics shows every tenant's figures and is not served on this port until the operations "
-    "endpoints are configured: set ops.token (a bearer token for the scraper) or ops.listen "
-    "(a separate address for /metrics) in the gateway's configuration."
+    "endpoints are configured: set ops.token (a bearer token for the scraper), operators (the "
+    "platform team's keys, which open it) or ops.listen (a separate address for /metrics) in "
+    "the gateway's configuration."
 )
 ELSEWHERE = "/metrics is served on the operations address (ops.listen), not on this port."
 NEEDS_TOKEN = "/metrics needs the operations token: 'Authorization: Bearer <ops.token>'."
+NEEDS_OPERATOR = "/metrics needs an operator's key: 'Authorization: Bearer <operator key>'."
+NEEDS_EITHER = ("/metrics needs the operations token or an operator's key: 'Authorization: "
+                "Bearer <ops.token or operator key>'.")
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -45,22 +50,30 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def public_metrics(request: web.Request) -> web.Response:
     """``/metrics`` on the public port: the tenants' port."""
-    ops = request.app[CONFIG].current.settings.ops
+    runtime = request.app[CONFIG].current
+    ops = runtime.settings.ops
     if ops.listen is not None:
         raise Forbidden(ELSEWHERE, code="metrics_not_public")
-    if ops.token is None:
+    if ops.token is None and not runtime.keyring.has_operators:
         raise Forbidden(NOT_CONFIGURED, code="metrics_not_configured")
-    return _exposition(request, ops.token)
+    return _exposition(request, keyed=True)
 
 
 async def ops_metrics(request: web.Request) -> web.Response:
-    """``/metrics`` on the operations address: still the token's, when one is set."""
-    return _exposition(request, request.app[CONFIG].current.settings.ops.token)
+    """``/metrics`` on the operations address: still the token's (or an operator's), when a
+    token is set."""
+    return _exposition(request, keyed=request.app[CONFIG].current.settings.ops.token is not None)
 
 
-def _exposition(request: web.Request, token: str | None) -> web.Response:
-    if token is not None and not bearer_matches(request.headers.get("Authorization"), token):
-        raise Unauthenticated(NEEDS_TOKEN, code="invalid_ops_token",
+def _exposition(request: web.Request, *, keyed: bool) -> web.Response:
+    """``keyed``: only for the operations token or an operator's key."""
+    runtime = request.app[CONFIG].current
+    token, header = runtime.settings.ops.token, request.headers.get("Authorization")
+    if keyed and not ((token is not None and bearer_matches(header, token))
+                      or runtime.keyring.operator(header) is not None):
+        needs = (NEEDS_TOKEN if not runtime.keyring.has_operators
+                 else NEEDS_OPERATOR if token is None else NEEDS_EITHER)
+        raise Unauthenticated(needs, code="invalid_ops_token",
                               headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
     return web.Response(body=request.app[METRICS].exposition(),
                         headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -25,9 +25,12 @@ from gateway.errors import ConfigError, ConfigErrors
 from gateway.settings import checks
 from gateway.settings.models import ModelAccess
 from gateway.settings.schema import (
+    ALL_TENANTS,
     AlertSettings,
     KeySettings,
     LimitSettings,
+    OperatorRole,
+    OperatorSettings,
     OpsSettings,
     Role,
     Settings,
@@ -53,6 +56,7 @@ TOP_LEVEL = (
     "service_tier",
     "tenants",
     "budgets",
+    "operators",
     "alerts",
     "ops",
     "limits",
@@ -131,7 +135,8 @@ def _in_file_order(errors: list[ConfigError]) -> list[ConfigError]:
 
 def _settings(top: Fields) -> Settings:
     defaults = Settings()
-    tenants, key_names = _tenants(top)
+    hashes: dict[str, str] = {}  # sha256 -> where it was first seen: tenant keys, operators
+    tenants, key_names = _tenants(top, hashes)
     limits = _limits(top)
     upstreams, pricing = _upstreams(top), MappingProxyType(_pricing(top))
     access = ModelAccess(tenants, upstreams, shipped_table(pricing))
@@ -150,6 +155,7 @@ def _settings(top: Fields) -> Settings:
         service_tier=_or(top.string("service_tier"), defaults.service_tier),
         tenants=MappingProxyType(tenants),
         budgets=_budgets(top, key_names, limits, access),
+        operators=_operators(top, hashes),
         alerts=_alerts(top),
         ops=_ops(top),
         limits=limits,
@@ -309,7 +315,8 @@ def _rates(entry: Fields) -> Price:
     )
 
 
-def _tenants(top: Fields) -> tuple[dict[str, TenantSettings], dict[str, set[str]]]:
+def _tenants(top: Fields, hashes: dict[str, str]
+             ) -> tuple[dict[str, TenantSettings], dict[str, set[str]]]:
     """The tenants, and every tenant's key names (even where a key is otherwise invalid).
 
     Budgets are checked against the names, so one broken key does not also make every budget
@@ -317,9 +324,11 @@ def _tenants(top: Fields) -> tuple[dict[str, TenantSettings], dict[str, set[str]
     """
     tenants: dict[str, TenantSettings] = {}
     key_names: dict[str, set[str]] = {}
-    hashes: dict[str, str] = {}  # sha256 -> where it was first seen, across all tenants
     for name, key_node, node in top.pairs("tenants") or ():
         problem = "must not be empty" if not name else checks.unprintable(name)
+        if name == ALL_TENANTS:
+            problem = (f"'{ALL_TENANTS}' is reserved: operators ask about every tenant with "
+                       f"?tenant={ALL_TENANTS}")
         if problem is not None:  # a name no key could be shown or logged by
             top.reader.error(key_node, join("tenants", name), f"tenant name {problem}")
         names = key_names.setdefault(name, set())
@@ -338,20 +347,44 @@ def _keys(tenant: Fields, names: set[str], hashes: dict[str, str]) -> tuple[KeyS
         key = tenant.reader.fields(node, index(tenant.path("keys"), i), KEY_FIELDS)
         if key is None:
             continue
-        key.require("name", "sha256")
-        name, digest = key.string("name"), _sha256(key)
+        name, digest = _credential(key, node, first, "key name in this tenant", hashes)
         if name is not None:
             names.add(name)
-            _check_unique(key, name, node, first, "key name in this tenant")
-            if (problem := checks.unprintable(name)) is not None:
-                key.error("name", problem)
-        if digest is not None:
-            where = f"{key.path()} (line {line_of(node)})"
-            if hashes.setdefault(digest, where) != where:
-                key.error("sha256", f"the same key hash is already used by {hashes[digest]}")
         role = _or(key.choice("role", Role), Role.MEMBER)
         keys.append(KeySettings(_or(name, ""), _or(digest, ""), role))
     return tuple(keys)
+
+
+def _operators(top: Fields, hashes: dict[str, str]) -> tuple[OperatorSettings, ...]:
+    """The platform team's keys: like a tenant's keys (a name, the secret's sha256 unique
+    across operators and tenant keys), with a role of their own (viewer by default)."""
+    operators = []
+    first: dict[str, Node] = {}
+    for i, node in enumerate(top.sequence("operators")):
+        entry = top.reader.fields(node, index("operators", i), KEY_FIELDS)
+        if entry is None:
+            continue
+        name, digest = _credential(entry, node, first, "operator name", hashes)
+        role = _or(entry.choice("role", OperatorRole), OperatorRole.VIEWER)
+        operators.append(OperatorSettings(_or(name, ""), _or(digest, ""), role))
+    return tuple(operators)
+
+
+def _credential(key: Fields, node: Node, first: dict[str, Node], what: str,
+                hashes: dict[str, str]) -> tuple[str | None, str | None]:
+    """A key's name (printable, unique among ``first``'s) and sha256 (unique in ``hashes``,
+    every key and operator of the file), each ``None`` if missing or invalid."""
+    key.require("name", "sha256")
+    name, digest = key.string("name"), _sha256(key)
+    if name is not None:
+        _check_unique(key, name, node, first, what)
+        if (problem := checks.unprintable(name)) is not None:
+            key.error("name", problem)
+    if digest is not None:
+        where = f"{key.path()} (line {line_of(node)})"
+        if hashes.setdefault(digest, where) != where:
+            key.error("sha256", f"the same key hash is already used by {hashes[digest]}")
+    return name, digest
 
 
 def _check_unique(fields: Fields, name: str, node: Node, first: dict[str, Node], what: str) -> None:

@@ -71,10 +71,12 @@ pricing:
 tenants:
   acme:
     keys: [{{name: app, sha256: "{sha}", role: owner}}]
+operators: [{{name: platform, sha256: "{operator_sha}"}}]
 ops: {ops}
 """
 SECRET = "sk-ops-access-tenant-0123456789abcdef"
-leaks.SECRETS.add(SECRET)
+OPERATOR = "sk-ops-access-operator-0123456789abcdef"
+leaks.SECRETS.update([SECRET, OPERATOR])
 
 
 @dataclass
@@ -91,8 +93,9 @@ def served(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Served]:
     ops = f'{{{listen}, token: "{TOKEN}"}}' if request.param == "token" else f"{{{listen}}}"
     with mock_upstream(tmp_path) as mock:
         config = tmp_path / "gateway.yaml"
-        config.write_text(CONFIG.format(mock=mock.url, ops=ops,
-                                        sha=hashlib.sha256(SECRET.encode()).hexdigest()))
+        config.write_text(CONFIG.format(
+            mock=mock.url, ops=ops, sha=hashlib.sha256(SECRET.encode()).hexdigest(),
+            operator_sha=hashlib.sha256(OPERATOR.encode()).hexdigest()))
         with gateway_process(config, tmp_path / "gateway.log") as gateway:
             yield Served(gateway, f"http://127.0.0.1:{ops_port}", request.param == "token")
 
@@ -111,7 +114,8 @@ async def test_with_ops_listen_metrics_are_served_on_that_address_only(served: S
         async with session.post(f"{served.gateway.url}/v1/chat/completions", json=body,
                                 headers={"Authorization": tenant}) as resp:
             assert resp.status == 200
-        for authorization in (None, tenant, f"Bearer {TOKEN}"):  # the public port: never
+        operator = f"Bearer {OPERATOR}"
+        for authorization in (None, tenant, f"Bearer {TOKEN}", operator):  # public port: never
             status, text = await _get(session, f"{served.gateway.url}/metrics", authorization)
             assert status == 403 and "metrics_not_public" in text
             assert served.ops_url.rsplit(":", 1)[1] not in text  # nor where it is
@@ -125,6 +129,8 @@ async def test_with_ops_listen_metrics_are_served_on_that_address_only(served: S
         for authorization in (None, tenant):
             status, text = await _get(session, f"{served.ops_url}/metrics", authorization)
             assert status == (401 if served.token_set else 200), text
+        status, text = await _get(session, f"{served.ops_url}/metrics", operator)
+        assert status == 200 and "gateway_requests_total" in text, "an operator's key opens it"
         for probe in ("/healthz", "/readyz"):  # on both addresses, for either kind of probe
             for base in (served.gateway.url, served.ops_url):
                 assert (await _get(session, base + probe))[0] == 200

@@ -23,12 +23,21 @@ from tests import leaks
 
 KEYS = {"ci": "sk-test-acme-ci", "admin": "sk-test-acme-admin", "other": "sk-test-globex",
         "other_admin": "sk-test-globex-admin"}
+# The platform team's keys, of no tenant: configured by ``extra=OPERATORS``.
+OPERATOR_KEYS = {"viewer": "sk-test-ops-viewer", "editor": "sk-test-ops-editor"}
 UPSTREAM_KEY = "sk-upstream-secret-0123456789"
-leaks.SECRETS.update([*KEYS.values(), UPSTREAM_KEY])
+leaks.SECRETS.update([*KEYS.values(), *OPERATOR_KEYS.values(), UPSTREAM_KEY])
 
 
 def sha(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+OPERATORS = f"""
+operators:
+  - {{name: ops-viewer, sha256: "{sha(OPERATOR_KEYS['viewer'])}", role: viewer}}
+  - {{name: ops-editor, sha256: "{sha(OPERATOR_KEYS['editor'])}", role: editor}}
+"""
 
 
 def config_text(mock_url: str, budgets: str = "", extra: str = "",

@@ -77,7 +77,7 @@ async def test_a_valid_edit_is_picked_up_and_an_invalid_one_refused(
         f"config reload refused: {path}:6: bogus_field: unknown field 'bogus_field'"
         "; expected one of: listen, store, on_store_error, max_body_bytes, "
         "upstreams, pricing, default_max_output_tokens, default_max_tool_calls, service_tier, "
-        "tenants, budgets, alerts, ops, limits, end_user_header"
+        "tenants, budgets, operators, alerts, ops, limits, end_user_header"
     ]
 
 
