@@ -92,6 +92,10 @@ def document() -> JSON:
                 "opsToken": {"type": "http", "scheme": "bearer",
                              "description": "The configuration's ops.token, never a tenant "
                                             "key: 'Authorization: Bearer <ops.token>'."},
+                "operatorKey": {"type": "http", "scheme": "bearer", "description": (
+                    "A key of the configuration's operators (the platform team's, of no "
+                    "tenant): the admin API for any tenant it names, and /metrics; never the "
+                    "proxy. 'Authorization: Bearer <key>'.")},
             },
             "schemas": _schemas(),
             "responses": {name: _error_response(status, text)
@@ -611,11 +615,14 @@ def _ops_paths() -> JSON:
     refused = {"content": {"application/json": {"schema": _ref("Error")}}}
     metrics = _operation("metrics", "Prometheus metrics, never for tenants", "ops", {
         "200": {"description": "The Prometheus text exposition format.", "content": text},
-        "401": {"description": "ops.token is set and the request does not carry it.", **refused},
+        "401": {"description": "It needs ops.token or an operator's key here (ops.token is set, "
+                               "or on the public port operators are) and the request carries "
+                               "neither.", **refused},
         "403": {"description": "Not on this port: with ops.listen it is served there only; "
-                               "with neither ops.token nor ops.listen, refused.", **refused},
+                               "with none of ops.token, operators and ops.listen, refused.",
+                **refused},
     }, [])
-    metrics["security"] = [{"opsToken": []}]
+    metrics["security"] = [{"opsToken": []}, {"operatorKey": []}]
     return {
         "/healthz": public("healthz", "Liveness", {"200": _json("The process answers.", live)}),
         "/readyz": public("readyz", "Readiness: the store is reachable (why not: in the log)", {
