@@ -420,6 +420,24 @@ def _batches_running(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@_store_command
+def _audit(args: argparse.Namespace) -> int:
+    from gateway.admin import audit, tables
+    from gateway.admin.params import count
+    from gateway.settings.load import load_settings
+
+    limit = count(args.limit, "--limit", audit.LIMIT_DEFAULT, audit.LIMIT_MAX)
+    settings = load_settings(args.config)
+    tenant = _tenants(settings, args.tenant)[0] if args.tenant else None  # None: all of them
+    entries = _read(settings, args.config,
+                    lambda store: store.audit.recent(tenant, limit, args.budget))
+    if args.json:
+        _print_json({"object": "list", "data": [audit.entry_json(e) for e in entries]})
+        return EXIT_OK
+    print(tables.audit_table(entries))
+    return EXIT_OK
+
+
 def _default_config() -> str:
     return os.environ.get("GATEWAY_CONFIG", DEFAULT_CONFIG)
 
@@ -503,6 +521,18 @@ def _add_store_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
                     "file's whole bound), as GET /api/client/v1/batches/running, with the "
                     "tenant of each.")
     running.set_defaults(func=_batches_running)
+
+    audit = sub.add_parser(
+        "audit", parents=[config], help="recent budget changes: who, what, when",
+        description="Budget changes, newest first, read from the store the configuration "
+                    "names, as GET /api/client/v1/audit: when, the budget, create, update or "
+                    "delete, who (a key, an operator, or yaml: a reload of the file) and what "
+                    "changed. --json: the API's body (each entry names its tenant).")
+    audit.add_argument("--limit", metavar="N", help="at most N changes, 1 to 1,000 (default "
+                                                     "100)")
+    audit.add_argument("--budget", metavar="ID", help="only this budget's (its id; a YAML "
+                                                       "budget's name if it has none)")
+    audit.set_defaults(func=_audit)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -4,14 +4,17 @@ separators and percentages. The figures are the API's own (``Totals.json``, ``Li
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.admin.budgets import ALIASES
 from gateway.admin.end_users import EndUserSpend
 from gateway.admin.report import SpendReport, Totals
 from gateway.admin.status import LimitStatus, PeriodSpend
 from gateway.cost.model import Budget
+from gateway.store.audit import AuditEntry
 
 GAP = "  "
 
@@ -194,3 +197,42 @@ def running_batches_table(batches: Sequence[Mapping[str, Any]]) -> str:
             for b, cost in zip(batches, usd_column([b["reserved_usd"] for b in batches]),
                                strict=True)]
     return render(columns, rows)
+
+
+def audit_table(entries: Sequence[AuditEntry]) -> str:
+    """``gateway audit``: each budget change, newest first, and what it changed."""
+    if not entries:
+        return "No budget changes recorded."
+    columns = [Column("At (UTC)", False), Column("Tenant", False), Column("Budget", False),
+               Column("Action", False), Column("Who", False), Column("Change", False)]
+    return render(columns, [
+        [dt.datetime.fromtimestamp(e.at, dt.UTC).strftime("%Y-%m-%d %H:%M:%S"), e.tenant,
+         e.budget_name if e.budget_name == e.budget_id else f"{e.budget_name} ({e.budget_id})",
+         e.action.value, f"{e.who} (operator)" if e.operator else e.who, change(e)]
+        for e in entries])
+
+
+_NOT_SHOWN = {"id", "tenant", "source", *ALIASES}  # the same for every change, or said twice
+_DEFAULTS = Budget().to_dict()
+
+
+def change(entry: AuditEntry) -> str:
+    """What changed: ``field before -> after`` for each field an update changed; the fields a
+    created (or deleted) budget set apart from the defaults."""
+    before, after = entry.before or {}, entry.after or {}
+    if before and after:
+        return ", ".join(f"{name} {_value(before.get(name))} -> {_value(value)}"
+                         for name, value in after.items()
+                         if name not in _NOT_SHOWN and before.get(name) != value)
+    fields = after or before
+    return ", ".join(f"{name} {_value(value)}" for name, value in fields.items()
+                     if name not in _NOT_SHOWN and name != "name"
+                     and value != _DEFAULTS.get(name))
+
+
+def _value(value: object) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value).lower() if isinstance(value, bool) else str(value)
