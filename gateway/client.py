@@ -145,6 +145,15 @@ class Client:
         answer: JSON = await self.request("GET", "/me")
         return answer
 
+    async def audit(self, limit: int | None = None, budget: str | None = None) -> list[JSON]:
+        """The recent budget changes, newest first (``limit``: at most, 1 to 1,000, default
+        100; ``budget``: one budget's, by id): ``at``, ``tenant``, ``budget_id``,
+        ``budget_name``, ``action``, ``who``, ``operator``, ``source``, ``before``, ``after``."""
+        params = _query(limit=None if limit is None else str(limit), budget=budget)
+        answer: JSON = await self.request("GET", "/audit", params=params)
+        changes: list[JSON] = answer["data"]
+        return changes
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
@@ -309,6 +318,7 @@ class SyncClient:
         self.budgets = SyncBudgets(self._client.budgets, self._loop)
         self.batches = SyncBatches(self._client.batches, self._loop)
         self.me = self._loop.blocking(self._client.me)
+        self.audit = self._loop.blocking(self._client.audit)
         self._closed = False
 
     def __enter__(self) -> SyncClient:

@@ -78,6 +78,15 @@ async def test_async_client_round_trips_every_call(gateway: MakeHarness) -> None
         with pytest.raises(NotFoundError):
             await client.budgets.delete(created["id"])
 
+        changes = await client.audit()
+        assert [(c["action"], c["who"]) for c in changes] == [
+            ("delete", "acme-admin"), ("update", "acme-admin"), ("create", "acme-admin")]
+        assert (changes[1]["before"], changes[1]["after"]) == (created, updated)
+        assert await client.audit(limit=1, budget=created["id"]) == changes[:1]
+        with pytest.raises(BadRequestError) as too_many:
+            await client.audit(limit=1001)
+        assert too_many.value.param == "limit"
+
 
 async def test_async_client_raises_the_servers_errors_typed(gateway: MakeHarness) -> None:
     gw = await gateway(budgets=YAML_BUDGET)
@@ -217,6 +226,8 @@ def test_sync_client_round_trips_every_call(served: str) -> None:
 
         client.budgets.delete(created["id"])
         assert [b["name"] for b in client.budgets.list()] == ["acme-daily"]
+        assert [c["action"] for c in client.audit(budget=created["id"])] == [
+            "delete", "update", "create"]
 
         ranked = client.spend.end_users(limit=5)
         assert [u["end_user"] for u in ranked["data"]] == ["alice"]
