@@ -337,6 +337,7 @@ def _batches_settled(gateway: Gateway, count: int) -> dict[str, Any]:
     raise AssertionError(f"not {count} batches settled: {report['batch']}")
 
 
+@pytest.mark.slow  # ~20 s: batches run, are cancelled and settle on the mock's clock
 def test_batches_their_spend_and_what_running_ones_hold(page: Any, gateway: Gateway) -> None:
     """The Batch API's share of the spend, and each running batch with what it holds, in the
     page's money; none, said plainly."""
