@@ -323,7 +323,7 @@ def _spend_report(args: argparse.Namespace) -> int:
     found = _end_user(args, settings)
     end_user = None if found is None else found.id
     if end_user is not None:
-        report.daily_only(group_by, args.model, ("--group-by", "--model"))
+        report.daily_only(group_by, args.model, ("--group-by", "--model", "--end-user"))
 
     result = _read(settings, args.config, lambda store: report.spend_report(
         store, tenant, group_by, since=since, until=until, model=args.model, end_user=end_user))

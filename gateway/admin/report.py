@@ -123,13 +123,13 @@ async def spend_report(
     return report
 
 
-def daily_only(group_by: GroupBy, model: str | None, params: tuple[str, str] = (
-        "group_by", "model")) -> None:
-    """What an end user's report cannot be asked for: ``params`` name the two as the caller
-    spells them."""
+def daily_only(group_by: GroupBy, model: str | None, params: tuple[str, str, str] = (
+        "group_by", "model", "end_user")) -> None:
+    """What an end user's report cannot be asked for: ``params`` name the grouping, the model
+    and the end user as the caller spells them."""
     if group_by is GroupBy.HOUR:
         raise InvalidRequest(f"Invalid '{params[0]}': an end user's spend is kept per day; "
                              "group by day or month.", param=params[0])
     if model is not None:
-        raise InvalidRequest(f"Invalid '{params[1]}' with 'end_user': an end user's spend is "
-                             "kept per day, not per model.", param=params[1])
+        raise InvalidRequest(f"Invalid '{params[1]}' with '{params[2]}': an end user's spend "
+                             "is kept per day, not per model.", param=params[1])

@@ -127,7 +127,7 @@ def test_one_end_users_report_and_status(saved: Path, capsys: pytest.CaptureFixt
     (("spend", "report", "--end-user", "bob", "--group-by", "hour"),
      "error: Invalid '--group-by': an end user's spend is kept per day"),
     (("spend", "report", "--end-user", "bob", "--model", "gpt-4o"),
-     "error: Invalid '--model' with 'end_user'"),
+     "error: Invalid '--model' with '--end-user'"),
     (("spend", "end-users", "--limit", "0"),
      "error: Invalid '--limit': expected a whole number from 1 to 1000, got '0'."),
     (("spend", "end-users", "--from", "2026-05-03", "--to", "2026-05-01"),
