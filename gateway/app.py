@@ -43,6 +43,7 @@ from gateway.proxy import routes as proxy_routes
 from gateway.proxy.batch_settle import BatchSettler
 from gateway.proxy.batches import BatchRoutes
 from gateway.proxy.budgets import Admitter
+from gateway.proxy.denials import Denials
 from gateway.proxy.forward import Forwarder
 from gateway.proxy.gate import Gate
 from gateway.proxy.handler import Pipeline
@@ -136,6 +137,7 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
     background = BackgroundResponses(app[SESSION], recorder, owners, clock)
     gate = Gate(clock, store.freed)
     gate.on_hold_ended = app[METRICS].held
+    denials = Denials(clock, lambda: config.current.settings.limits.denials_per_tenant)
     config.on_change = functools.partial(_reloaded, store.freed)
     config.after_change = auditor.reloaded
     config.check = functools.partial(identity.names_taken_by_api, definitions=store.definitions)
@@ -147,10 +149,11 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
         owners,
         background,
         gate,
+        denials,
     )
     app[STORED_RESPONSES] = StoredResponseRoutes(lambda: config.current, owners, app[SESSION])
     app[BATCHES] = BatchRoutes(lambda: config.current, store, app[PIPELINE].admitter, owners,
-                               gate, app[SESSION], clock)
+                               gate, app[SESSION], clock, denials)
     settler = app[BATCH_SETTLER] = BatchSettler(lambda: config.current, store, app[SESSION],
                                                 clock)
     app[MODELS] = ModelCatalog(app[SESSION], clock)

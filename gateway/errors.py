@@ -94,7 +94,9 @@ class BudgetExceeded(GatewayError):
     status = 429
     type = "budget_exceeded"
     code = "budget_exceeded"
-    budget = ""  # the budget that refused, for logs and metrics
+    budget = ""  # the budget that refused (its name), for logs and metrics
+    budget_id = ""
+    limit = ""  # its limit that refused (max_cost_per_day...)
     action = ""
     downgrade = ""  # the first downgrade budget that refused, if any, and its fallback models
     fallbacks: tuple[str, ...] = ()

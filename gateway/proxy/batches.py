@@ -23,8 +23,10 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from gateway import log as gateway_log
 from gateway.clock import Clock
 from gateway.errors import (
+    BudgetExceeded,
     GatewayError,
     InvalidRequest,
     ResponseNotFound,
@@ -38,6 +40,7 @@ from gateway.proxy.auth import Principal
 from gateway.proxy.batch_file import BATCH_TIER, FileBound, jsonl_lines, plan
 from gateway.proxy.bounds import Bounds
 from gateway.proxy.budgets import Admission, Admitter, Ask
+from gateway.proxy.denials import Denials
 from gateway.proxy.endpoints import Endpoint
 from gateway.proxy.estimate import Estimate
 from gateway.proxy.forward import unshaped_error
@@ -91,10 +94,11 @@ class _Call:
 class BatchRoutes:
     def __init__(self, config: Callable[[], Runtime], store: Store, admitter: Admitter,
                  owners: ResponseOwners, gate: Gate, session: aiohttp.ClientSession,
-                 clock: Clock) -> None:
+                 clock: Clock, denials: Denials) -> None:
         self._config = config
         self._store = store
         self._admitter = admitter
+        self._denials = denials
         self._owners = owners
         self._gate = gate
         self._session = session
@@ -249,6 +253,9 @@ class BatchRoutes:
         try:
             with self._gate.hold(call.tenant, call.runtime.settings.limits, gone) as hold:
                 return await self._admitter.admit(ask, self._config, hold)
+        except BudgetExceeded as denied:
+            self._denials.note(call.tenant, denied, ask.model, gateway_log.request_id.get())
+            raise
         except StoreError as exc:
             slots = self._admitter.known_slots(ask, call.runtime.budgets)
             return unmetered(call.runtime.settings.on_store_error, slots, ask.estimate, exc)

@@ -309,7 +309,13 @@ def _queued_too_long(slot: Slot) -> BudgetExceeded:
         f"Budget '{slot.budget.name}' is throttling: earlier requests held by it were still "
         f"waiting for room when this request's wait ran out.",
         headers={"Retry-After": str(_RETRY_QUEUED_S)})
-    denied.budget, denied.action = slot.budget.name, slot.budget.action.value
+    return _naming(denied, slot)
+
+
+def _naming(denied: BudgetExceeded, slot: Slot) -> BudgetExceeded:
+    """``denied``, naming the budget and limit that refused (for logs, metrics, /denials)."""
+    denied.budget, denied.budget_id = slot.budget.name, slot.budget.ident
+    denied.limit, denied.action = slot.limit.value, slot.budget.action.value
     return denied
 
 
@@ -335,8 +341,7 @@ def _denied(
     else:
         message += " It can never fit this limit; lower max_tokens or raise the limit."
         headers["x-should-retry"] = "false"
-    denied = BudgetExceeded(message, headers=headers)
-    denied.budget, denied.action = slot.budget.name, slot.budget.action.value
+    denied = _naming(BudgetExceeded(message, headers=headers), slot)
     downgrades = [slots[j].budget for j in result.failed
                   if slots[j].budget.action is BudgetAction.DOWNGRADE]
     if downgrades:  # the first denying downgrade budget (in the budgets' order) decides

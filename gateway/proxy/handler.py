@@ -26,6 +26,7 @@ from gateway.proxy import estimate as estimate_stage
 from gateway.proxy.auth import Principal
 from gateway.proxy.budget_index import Slot
 from gateway.proxy.budgets import Admission, Admitter, Ask, Hold
+from gateway.proxy.denials import Denials
 from gateway.proxy.durations import Durations
 from gateway.proxy.end_user import EndUser, end_user_of
 from gateway.proxy.endpoints import Endpoint
@@ -59,6 +60,7 @@ class Pipeline:
         owners: ResponseOwners,
         background: BackgroundResponses,
         gate: Gate,
+        denials: Denials,
     ) -> None:
         self._config = config
         self._admitter = admitter
@@ -68,6 +70,7 @@ class Pipeline:
         self._owners = owners
         self._background = background
         self.gate = gate  # requests in flight and held, per tenant and in all
+        self.denials = denials  # the requests budgets refused lately, per tenant
         self.in_flight = 0  # requests holding a reservation, for /metrics
         self._durations = Durations()  # when a reservation in flight is expected back
 
@@ -158,6 +161,7 @@ class Pipeline:
                 return served
             rec.decision, rec.reason = "deny", denied.message
             rec.decisions.append((denied.budget, denied.action, "deny"))
+            self.denials.note(asking.tenant, denied, target.model, gateway_log.request_id.get())
             raise
 
     async def _downgrade(self, asking: _Asking, target: Target, denied: BudgetExceeded,

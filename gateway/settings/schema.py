@@ -108,6 +108,8 @@ class LimitSettings:
     # and day (every store); later ones share the day's "other" row. At start only
     audit_entries_per_tenant: int = 1_000  # budget changes the store keeps per tenant (the
     # newest; the oldest dropped), for GET /api/client/v1/audit
+    denials_per_tenant: int = 100  # requests refused by a budget each instance remembers per
+    # tenant (the newest), for GET /api/client/v1/denials
 
 
 @dataclass(frozen=True, slots=True)
