@@ -231,7 +231,7 @@ def test_role_help_says_what_each_role_may_do(capsys: pytest.CaptureFixture[str]
 def test_roles_differ_as_the_help_says() -> None:
     """The help's claim, checked where roles are enforced: member may not change budgets,
     admin and owner may, and nothing else reads the role."""
-    from gateway.admin.budgets import may_change_budgets
+    from gateway.admin.tenancy import may_change_budgets
     from gateway.proxy.auth import Principal
 
     allowed = {role: may_change_budgets(Principal("acme", "k", role, "0" * 64)) for role in Role}

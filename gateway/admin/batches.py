@@ -9,22 +9,23 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.appkeys import CONFIG, STORE
+from gateway.admin.handlers import asked
+from gateway.appkeys import STORE
 from gateway.cost.model import nano_to_usd
 from gateway.store.batches import BatchRecord
 
 
 async def running(request: web.Request) -> web.Response:
-    principal = request.app[CONFIG].current.keyring.authenticate(
-        request.headers.get("Authorization"))
+    """The tenant's running batches (an operator's ``tenant=all``: every tenant's)."""
+    _, tenant = asked(request)
     records = [r for r in await request.app[STORE].batches.pending()
-               if r.tenant == principal.tenant]
+               if tenant is None or r.tenant == tenant]
     records.sort(key=lambda r: r.created)
     return web.json_response({"object": "list", "data": [running_json(r) for r in records]})
 
 
 def running_json(record: BatchRecord) -> dict[str, Any]:
-    return {"batch_id": record.batch_id, "model": record.model,
+    return {"tenant": record.tenant, "batch_id": record.batch_id, "model": record.model,
             "endpoint": f"/v1{record.endpoint}", "created_at": _iso(record.created),
             "deadline": _iso(record.deadline), "reserved_usd": nano_to_usd(record.cost_nano),
             "reserved_tokens": record.tokens}

@@ -11,16 +11,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from gateway.admin.tenancy import Actor, require_change
 from gateway.cost.model import Budget
 from gateway.errors import ConfigErrors, Conflict, Forbidden, InvalidRequest, NotFound
-from gateway.proxy.auth import Principal
 from gateway.proxy.tenant_budgets import ApiBudgets
 from gateway.runtime import Runtime
 from gateway.settings.load import API_ID_PREFIX, parse_budget
-from gateway.settings.schema import Role
+from gateway.settings.schema import ALL_TENANTS
 from gateway.store.base import Store
 
 if TYPE_CHECKING:  # audit.py answers budgets as budget_json here does
@@ -58,19 +58,6 @@ def budget_json(budget: Budget) -> dict[str, Any]:
     return body
 
 
-def may_change_budgets(principal: Principal) -> bool:
-    return principal.role is not Role.MEMBER
-
-
-def require_admin(principal: Principal) -> None:
-    if not may_change_budgets(principal):
-        raise Forbidden(
-            f"Changing budgets needs an admin or owner key of tenant '{principal.tenant}'; "
-            f"the key '{principal.key_name}' is a member key.",
-            code="insufficient_permissions",
-        )
-
-
 class BudgetAdmin:
     def __init__(self, store: Store, config: Callable[[], Runtime], api: ApiBudgets,
                  audit: Auditor | None = None) -> None:
@@ -87,26 +74,38 @@ class BudgetAdmin:
         _, api_budgets = await self._store.definitions.list(tenant)
         return file_budgets + api_budgets
 
-    async def get(self, principal: Principal, budget_id: str) -> Budget:
-        for budget in await self.list(principal.tenant):
+    async def get(self, actor: Actor, budget_id: str) -> Budget:
+        for budget in await self.list(actor.tenant):
             if budget.ident == budget_id:
                 return budget
-        if await self._owned_elsewhere(principal.tenant, budget_id):
+        if actor.operator:  # may see every tenant's: where the budget is, is no secret
+            raise NotFound(f"No budget with id '{budget_id}' in tenant '{actor.tenant}' (tenant="
+                           f"{ALL_TENANTS} finds it in any tenant).", code="budget_not_found")
+        if await self._owned_elsewhere(actor.tenant, budget_id):
             raise Forbidden("This budget belongs to another tenant.",
                             code="insufficient_permissions")
         raise NotFound(f"No budget with id '{budget_id}'.", code="budget_not_found")
 
-    async def create(self, principal: Principal, data: Mapping[str, Any]) -> Budget:
-        require_admin(principal)
+    async def find(self, tenants: Iterable[str], budget_id: str) -> Budget:
+        """The budget with this id, whichever of ``tenants`` it is (an operator's
+        ``tenant=all``)."""
+        for tenant in tenants:
+            for budget in await self.list(tenant):
+                if budget.ident == budget_id:
+                    return budget
+        raise NotFound(f"No budget with id '{budget_id}' in any tenant.", code="budget_not_found")
+
+    async def create(self, actor: Actor, data: Mapping[str, Any]) -> Budget:
+        require_change(actor)
         budget_id = f"{API_ID_PREFIX}{uuid.uuid4().hex[:16]}"
         fields = _fields(data)
         fields.setdefault("name", budget_id)
         async with self._creating:
-            budget = await self._validated(principal, fields, budget_id)
-            await self._check_room(principal.tenant)
+            budget = await self._validated(actor, fields, budget_id)
+            await self._check_room(actor.tenant)
             await self._store.definitions.put(budget)
-        self._changed(principal.tenant)
-        await self._audited(principal, None, budget)
+        self._changed(actor.tenant)
+        await self._audited(actor, None, budget)
         return budget
 
     def _changed(self, tenant: str) -> None:
@@ -128,33 +127,32 @@ class BudgetAdmin:
                 code="too_many_budgets",
             )
 
-    async def update(self, principal: Principal, budget_id: str, data: Mapping[str, Any]
-                     ) -> Budget:
-        require_admin(principal)
-        current = await self._writable(principal, budget_id)
+    async def update(self, actor: Actor, budget_id: str, data: Mapping[str, Any]) -> Budget:
+        require_change(actor)
+        current = await self._writable(actor, budget_id)
         merged = {k: v for k, v in current.to_dict().items() if k not in _READ_ONLY}
         merged.update(_fields(data))
-        budget = await self._validated(principal, merged, budget_id)
+        budget = await self._validated(actor, merged, budget_id)
         await self._store.definitions.put(budget)
-        self._changed(principal.tenant)
-        await self._audited(principal, current, budget)
+        self._changed(actor.tenant)
+        await self._audited(actor, current, budget)
         return budget
 
-    async def delete(self, principal: Principal, budget_id: str) -> None:
-        require_admin(principal)
-        current = await self._writable(principal, budget_id)
-        deleted = await self._store.definitions.delete(principal.tenant, budget_id)
-        self._changed(principal.tenant)
+    async def delete(self, actor: Actor, budget_id: str) -> None:
+        require_change(actor)
+        current = await self._writable(actor, budget_id)
+        deleted = await self._store.definitions.delete(actor.tenant, budget_id)
+        self._changed(actor.tenant)
         if deleted:  # else another caller did, and audited it
-            await self._audited(principal, current, None)
+            await self._audited(actor, current, None)
 
-    async def _audited(self, principal: Principal, before: Budget | None, after: Budget | None
+    async def _audited(self, actor: Actor, before: Budget | None, after: Budget | None
                        ) -> None:
         if self._audit is not None:
-            await self._audit.changed(principal.key_name, False, before, after)
+            await self._audit.changed(actor.who, actor.operator, before, after)
 
-    async def _writable(self, principal: Principal, budget_id: str) -> Budget:
-        budget = await self.get(principal, budget_id)
+    async def _writable(self, actor: Actor, budget_id: str) -> Budget:
+        budget = await self.get(actor, budget_id)
         if budget.source == "file":
             raise Conflict(
                 f"Budget '{budget.name}' is defined in the gateway's YAML configuration; change "
@@ -163,16 +161,15 @@ class BudgetAdmin:
             )
         return budget
 
-    async def _validated(self, principal: Principal, fields: dict[str, Any], budget_id: str
-                         ) -> Budget:
+    async def _validated(self, actor: Actor, fields: dict[str, Any], budget_id: str) -> Budget:
         runtime = self._config()
         keys = {name: {k.name for k in t.keys} for name, t in runtime.settings.tenants.items()}
         try:
-            budget = parse_budget({**fields, "tenant": principal.tenant}, keys,
+            budget = parse_budget({**fields, "tenant": actor.tenant}, keys,
                                   runtime.settings.limits, "body", runtime.router)
         except ConfigErrors as exc:
             raise InvalidBudget([(e.field or None, e.message) for e in exc.errors]) from None
-        taken = {b.name for b in await self.list(principal.tenant)
+        taken = {b.name for b in await self.list(actor.tenant)
                  if b.ident != budget_id}
         taken |= {b.name for b in runtime.settings.budgets}
         if budget.name in taken:  # a clash with what exists, as for HTTP a 409, not a 400

@@ -6,18 +6,47 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.admin import audit, end_users, report, status
-from gateway.admin.budgets import budget_json, may_change_budgets
+from gateway.admin import audit, end_users, report, status, tenancy
+from gateway.admin.budgets import budget_json
 from gateway.admin.params import bound, choice, count, known, ordered
+from gateway.admin.tenancy import PARAM, Actor, Caller
 from gateway.appkeys import ADMIN, CLOCK, CONFIG, STORE
+from gateway.cost.model import Budget
+from gateway.errors import InvalidRequest
 from gateway.http_server import read_body
-from gateway.proxy.auth import Principal
+from gateway.proxy.auth import Operator
 from gateway.proxy.end_user import queried
 from gateway.proxy.resolve import parse_body
 
 
-def _principal(request: web.Request) -> Principal:
-    return request.app[CONFIG].current.keyring.authenticate(request.headers.get("Authorization"))
+def caller(request: web.Request) -> Caller:
+    """A tenant key or an operator's: anything else is a 401."""
+    return request.app[CONFIG].current.keyring.identify(request.headers.get("Authorization"))
+
+
+def asked(request: web.Request, params: tuple[str, ...] = ()) -> tuple[Caller, str | None]:
+    """Who asks, and about which tenant (``?tenant=``; None: every tenant, an operator's
+    ``all``); the query holds only ``params`` besides it."""
+    who = caller(request)
+    known(request.query, (*params, PARAM))
+    tenants = request.app[CONFIG].current.settings.tenants
+    return who, tenancy.tenant_asked(who, request.query.get(PARAM), tenants, every=True)
+
+
+def _actor(request: web.Request) -> Actor:
+    """The caller acting on the one tenant ``?tenant=`` names (a tenant key: its own)."""
+    who = caller(request)
+    known(request.query, (PARAM,))
+    tenants = request.app[CONFIG].current.settings.tenants
+    return tenancy.actor(who, request.query.get(PARAM), tenants)
+
+
+def _one_tenant(tenant: str | None, param: str) -> str:
+    """``param`` is about one tenant's figures: refused with ``tenant=all``."""
+    if tenant is None:
+        raise InvalidRequest(f"'{param}' is one tenant's: name that tenant (tenant=...), not "
+                             "all of them.", param=param)
+    return tenant
 
 
 async def _body(request: web.Request) -> Any:
@@ -31,10 +60,16 @@ def _json(body: Any, status_code: int = 200) -> web.Response:
 
 
 async def whoami(request: web.Request) -> web.Response:
-    principal = _principal(request)
-    return _json({"tenant": principal.tenant, "key_name": principal.key_name,
-                  "role": principal.role.value,
-                  "may_change_budgets": may_change_budgets(principal)})
+    """A tenant key's tenant, name and role (as ever); an operator's name, role and the
+    tenants it may name, with ``operator: true``."""
+    who = caller(request)
+    may_change = tenancy.may_change_budgets(who)
+    if isinstance(who, Operator):
+        tenants = sorted(request.app[CONFIG].current.settings.tenants)
+        return _json({"operator": True, "name": who.name, "role": who.role.value,
+                      "tenants": tenants, "may_change_budgets": may_change})
+    return _json({"tenant": who.tenant, "key_name": who.key_name, "role": who.role.value,
+                  "may_change_budgets": may_change})
 
 
 def _range(request: web.Request) -> tuple[float | None, float | None]:
@@ -46,14 +81,15 @@ def _range(request: web.Request) -> tuple[float | None, float | None]:
 
 
 async def spend_report(request: web.Request) -> web.Response:
-    principal = _principal(request)
+    _, tenant = asked(request, ("group_by", "from", "to", "model", "end_user"))
     query = request.query
-    known(query, ("group_by", "from", "to", "model", "end_user"))
     since, until = _range(request)
     end_user = queried(query.get("end_user"), request.app[CONFIG].current.settings)
+    if end_user is not None:
+        _one_tenant(tenant, "end_user")
     result = await report.spend_report(
         request.app[STORE],
-        principal.tenant,
+        tenant,
         choice(report.GroupBy, query.get("group_by"), "group_by") or report.GroupBy.DAY,
         since=since,
         until=until,
@@ -64,68 +100,97 @@ async def spend_report(request: web.Request) -> web.Response:
 
 
 async def end_user_spend(request: web.Request) -> web.Response:
-    principal = _principal(request)
-    known(request.query, ("from", "to", "limit"))
+    _, tenant = asked(request, ("from", "to", "limit"))
     since, until = _range(request)
     limit = count(request.query.get("limit"), "limit", end_users.LIMIT_DEFAULT,
                   end_users.LIMIT_MAX)
-    result = await end_users.end_user_spend(request.app[STORE], principal.tenant, since, until,
-                                            limit)
+    result = await end_users.end_user_spend(request.app[STORE], tenant, since, until, limit)
     return _json(result.json())
 
 
+async def _budgets_of(request: web.Request, tenant: str | None) -> list[Budget]:
+    """One tenant's budgets, or every tenant's (by tenant, in the configuration's order)."""
+    tenants = request.app[CONFIG].current.settings.tenants if tenant is None else (tenant,)
+    return [budget for name in tenants for budget in await request.app[ADMIN].list(name)]
+
+
 async def list_budgets(request: web.Request) -> web.Response:
-    principal = _principal(request)
-    budgets = await request.app[ADMIN].list(principal.tenant)
+    _, tenant = asked(request)
+    budgets = await _budgets_of(request, tenant)
     return _json({"object": "list", "data": [budget_json(b) for b in budgets]})
 
 
 async def create_budget(request: web.Request) -> web.Response:
-    principal = _principal(request)
-    budget = await request.app[ADMIN].create(principal, await _body(request))
+    who = caller(request)
+    body = await _body(request)
+    tenants = request.app[CONFIG].current.settings.tenants
+    actor = tenancy.actor(who, _new_budget_tenant(who, body, request.query.get(PARAM)), tenants)
+    budget = await request.app[ADMIN].create(actor, body)
     return _json(budget_json(budget), 201)
 
 
+def _new_budget_tenant(who: Caller, body: dict[str, Any], query: str | None) -> str | None:
+    """The tenant an operator names for a new budget: the body's ``tenant`` field (taken out
+    of it) or ``?tenant=``. A tenant key's budgets are its own tenant's: ``tenant`` is not a
+    field it sets (a 400, as ever), ``?tenant=`` may name that tenant."""
+    if not isinstance(who, Operator) or PARAM not in body:
+        return query
+    named = body.pop(PARAM)
+    if not isinstance(named, str):
+        raise InvalidRequest("Invalid 'tenant': expected the name of a tenant (a string).",
+                             param=PARAM)
+    if query and query != named:
+        raise InvalidRequest("The body's 'tenant' and ?tenant= name different tenants; name "
+                             "the new budget's tenant once.", param=PARAM)
+    return named
+
+
 async def get_budget(request: web.Request) -> web.Response:
-    principal = _principal(request)
-    budget = await request.app[ADMIN].get(principal, request.match_info["id"])
+    who, tenant = asked(request)
+    budget_id = request.match_info["id"]
+    admin = request.app[ADMIN]
+    if tenant is None:
+        budget = await admin.find(request.app[CONFIG].current.settings.tenants, budget_id)
+    else:
+        budget = await admin.get(Actor(who, tenant), budget_id)
     return _json(budget_json(budget))
 
 
 async def update_budget(request: web.Request) -> web.Response:
-    principal = _principal(request)
+    actor = _actor(request)
     body = await _body(request)
-    budget = await request.app[ADMIN].update(principal, request.match_info["id"], body)
+    budget = await request.app[ADMIN].update(actor, request.match_info["id"], body)
     return _json(budget_json(budget))
 
 
 async def delete_budget(request: web.Request) -> web.Response:
-    principal = _principal(request)
-    await request.app[ADMIN].delete(principal, request.match_info["id"])
+    await request.app[ADMIN].delete(_actor(request), request.match_info["id"])
     return web.Response(status=204)
 
 
 async def budgets_status(request: web.Request) -> web.Response:
-    principal = _principal(request)
+    who, tenant = asked(request, ("domain", "model", "scope", "end_user"))
     query = request.query
-    known(query, ("domain", "model", "scope", "end_user"))
     end_user = queried(query.get("end_user"), request.app[CONFIG].current.settings)
+    if end_user is not None:
+        _one_tenant(tenant, "end_user")
+    key_name = None if isinstance(who, Operator) else who.key_name  # scope=token: any key's
     wanted = status.StatusFilter.parse(query.get("domain"), query.get("model"),
-                                       query.get("scope"), principal.key_name, end_user)
-    budgets = await request.app[ADMIN].list(principal.tenant)
+                                       query.get("scope"), key_name, end_user)
+    budgets = await _budgets_of(request, tenant)
     now = request.app[CLOCK].now()
     store = request.app[STORE]
     limits = await status.budget_status(store, budgets, wanted, now)
-    spent = await status.period_spend(store, principal.tenant, wanted.model, now,
+    spent = await status.period_spend(store, tenant, wanted.model, now,
                                       None if end_user is None else end_user.id)
+    if tenant is None:
+        return _json(status.every_tenant_json(limits, spent))
     return _json(status.status_json(limits, spent))
 
 
 async def audit_log(request: web.Request) -> web.Response:
-    principal = _principal(request)
+    _, tenant = asked(request, ("limit", "budget"))
     query = request.query
-    known(query, ("limit", "budget"))
     limit = count(query.get("limit"), "limit", audit.LIMIT_DEFAULT, audit.LIMIT_MAX)
-    entries = await request.app[STORE].audit.recent(principal.tenant, limit,
-                                                   query.get("budget") or None)
+    entries = await request.app[STORE].audit.recent(tenant, limit, query.get("budget") or None)
     return _json({"object": "list", "data": [audit.entry_json(e) for e in entries]})

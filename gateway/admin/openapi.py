@@ -22,11 +22,12 @@ from gateway.admin import audit, end_users
 from gateway.admin.budgets import ALIASES
 from gateway.admin.report import GroupBy
 from gateway.admin.status import Scope
+from gateway.admin.tenancy import PARAM
 from gateway.cost.model import BudgetAction, Domain, Limit, Per
 from gateway.cost.windows import window_of
 from gateway.proxy.endpoints import Endpoint
 from gateway.settings.load import MAX_COST_USD
-from gateway.settings.schema import Role
+from gateway.settings.schema import ALL_TENANTS, OperatorRole, Role
 from gateway.store.audit import AuditAction, AuditSource
 
 JSON = dict[str, Any]
@@ -38,9 +39,10 @@ ADMIN = "/api/client/v1"
 _ERRORS: Mapping[int, tuple[str, str]] = {
     400: ("BadRequest", "A parameter or body field is missing, malformed or out of range."),
     401: ("Unauthorized", "The API key is missing, malformed or unknown."),
-    403: ("Forbidden", "The key may not do this (another tenant's budget, a member key "
-                       "changing budgets, a model outside the tenant's allow-list)."),
-    404: ("NotFound", "No such budget, model or route."),
+    403: ("Forbidden", "The key may not do this (another tenant's budget or tenant, a member "
+                       "key or a viewer operator changing budgets, a model outside the "
+                       "tenant's allow-list, an operator key on the proxy)."),
+    404: ("NotFound", "No such budget, model, route or (named by an operator) tenant."),
     409: ("Conflict", "A clash with what exists: the budget is defined in the YAML "
                       "configuration (edit the file), its name is taken, or the tenant has "
                       "as many API budgets as allowed."),
@@ -84,7 +86,8 @@ def document() -> JSON:
                            "and a spend and budgets API compatible with the Cognipeer console.",
         },
         "security": [{"bearer": []}],
-        "paths": {**_proxy_paths(), **_admin_paths(), **_audit_path(), **_ops_paths()},
+        "paths": _for_operators({**_proxy_paths(), **_admin_paths(), **_audit_path(),
+                                 **_ops_paths()}),
         "components": {
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer",
@@ -174,14 +177,25 @@ def _schemas() -> JSON:
         "Budget": _budget(fields),
         "BudgetList": _object({"object": _type("string", const="list"),
                                "data": _array(_ref("Budget"))}),
-        "BudgetCreate": {**_object(fields, optional=fields, closed=True),
+        "BudgetCreate": {**_object({**fields, "tenant": _type("string", description=(
+                             "an operator's key only: the tenant the budget is for (or "
+                             "?tenant=); a tenant key's budgets are its own tenant's"))},
+                             optional=[*fields, "tenant"], closed=True),
                          "anyOf": [{"required": [name]} for name in limits]},
         "BudgetUpdate": _object(fields, optional=fields, closed=True),
         "BudgetStatus": _budget_status(),
-        "Caller": _object({
+        "BudgetStatusAll": _every_tenant_status(),
+        "Caller": {"anyOf": [_object({
             "tenant": _type("string"), "key_name": _type("string"), "role": _enum(Role),
             "may_change_budgets": _type("boolean", description="admin or owner key"),
-        }),
+        }), _object({
+            "operator": _type("boolean", const=True, description="an operator's key, of no "
+                                                                  "tenant"),
+            "name": _type("string"), "role": _enum(OperatorRole),
+            "tenants": {**_array(_type("string")), "description": (
+                "every tenant it may name (?tenant=), sorted; or tenant=all")},
+            "may_change_budgets": _type("boolean", description="an editor"),
+        })]},
         "SpendReport": _spend_report(),
         "AuditEntry": _audit_entry(),
         "EndUserSpend": _end_user_spend(),
@@ -278,7 +292,55 @@ def _budget_status() -> JSON:
                 "what counts against that limit: a budget counts from its creation"))),
         })
 
-    limit = _object({
+    limit = _limit_status()
+    return _object({
+        "per_hour": binding("tokens", "integer", "the rolling hour"),
+        "per_day": binding("usd", "number", "the rolling 24 hours"),
+        "per_month": binding("usd", "number", "the calendar month (UTC)"),
+        "budgets": _array(_status_budget(limit)),
+        "end_user": _type("string", description=(
+            "with the end_user parameter: whose figures these are; the used_* figures are "
+            "then that end user's spend, of every model")),
+    }, optional=["end_user"])
+
+
+def _status_budget(limit: JSON, **tenant: JSON) -> JSON:
+    return _object({
+        **tenant,
+        "id": _type("string"), "name": _type("string"), "source": _enum(_SOURCES),
+        "action": _enum(BudgetAction),
+        "per": {**_nullable(_enum(Per)), "description": (
+            "end_user: its limits are the end_user parameter's (without one: the "
+            "template's, which nothing counts against)")},
+        "limits": _array(limit),
+    })
+
+
+def _every_tenant_status() -> JSON:
+    """An operator's ``tenant=all``: every limit of every tenant, the highest ratio first."""
+    def spent(unit: str, kind: str, window: str) -> JSON:
+        return _object({f"used_{unit}": _type(kind, minimum=0, description=(
+            f"what every tenant together (of the model filter, if given) spent in {window}; "
+            "no limit binds them all"))})
+
+    tenant = {"tenant": _type("string")}
+    return _object({
+        "tenant": _type("string", const=ALL_TENANTS),
+        "per_hour": spent("tokens", "integer", "the rolling hour"),
+        "per_day": spent("usd", "number", "the rolling 24 hours"),
+        "per_month": spent("usd", "number", "the calendar month (UTC)"),
+        "limits": {**_array(_object({
+            **tenant, "budget_id": _type("string"), "budget": _type("string"),
+            "action": _enum(BudgetAction), **_limit_status()["properties"],
+        }, optional=["resets_in_s"])), "description": (
+            "every limit of every tenant's budgets (the filters', if given), the highest ratio "
+            "first: the budgets closest to their limits")},
+        "budgets": _array(_status_budget(_limit_status(), **tenant)),
+    })
+
+
+def _limit_status() -> JSON:
+    return _object({
         "limit": _enum(Limit),
         "window": _enum(dict.fromkeys(window_of(limit).name for limit in Limit)),
         "used": _type("number", minimum=0, description="tokens, or USD for a cost limit"),
@@ -292,22 +354,6 @@ def _budget_status() -> JSON:
             "seconds until capacity frees up: the oldest use still counted leaves the rolling "
             "window (the calendar month: it ends); null when nothing is counted"))),
     }, optional=["resets_in_s"])
-    return _object({
-        "per_hour": binding("tokens", "integer", "the rolling hour"),
-        "per_day": binding("usd", "number", "the rolling 24 hours"),
-        "per_month": binding("usd", "number", "the calendar month (UTC)"),
-        "budgets": _array(_object({
-            "id": _type("string"), "name": _type("string"), "source": _enum(_SOURCES),
-            "action": _enum(BudgetAction),
-            "per": {**_nullable(_enum(Per)), "description": (
-                "end_user: its limits are the end_user parameter's (without one: the "
-                "template's, which nothing counts against)")},
-            "limits": _array(limit),
-        })),
-        "end_user": _type("string", description=(
-            "with the end_user parameter: whose figures these are; the used_* figures are "
-            "then that end user's spend, of every model")),
-    }, optional=["end_user"])
 
 
 def _spend_report() -> JSON:
@@ -329,10 +375,13 @@ def _spend_report() -> JSON:
         "batch": {**totals("cost", _usd()), "description": (
             "the Batch API's share of the totals (batches settled in the range, at batch "
             "prices); absent from one end user's report")},
+        "by_tenant": {**_array(totals("tenant", _type("string"))), "description": (
+            "an operator's tenant=all only: each tenant's share of the totals (they add up to "
+            "them), the tenant that spent most first")},
         "timeseries": _array(totals("period", _type("string", pattern=period), by_model=split,
                                     batch_cost={**_usd(), "description": "the batch work's "
                                                 "share of the period's cost"})),
-    }, optional=["by_model", "end_user", "batch"])
+    }, optional=["by_model", "end_user", "batch", "by_tenant"])
 
 
 def _spend_totals() -> JSON:
@@ -349,7 +398,10 @@ def _end_user_spend() -> JSON:
         **_spend_totals(),
         "end_users": {**_count(), "description": "end users with spend in the range (those "
                                                  "in 'other' not counted)"},
-        "data": {**_array(_object({"end_user": _type("string"), **figures})),
+        "data": {**_array(_object({"tenant": _type("string", description=(
+                     "an operator's tenant=all only: the end user's tenant (an id is its "
+                     "tenant's own)")), "end_user": _type("string"), **figures},
+                     optional=["tenant"])),
                  "maxItems": end_users.LIMIT_MAX,
                  "description": "the 'limit' end users who cost most, largest first"},
         "other": {**_object(figures), "description": (
@@ -558,7 +610,9 @@ def _admin_paths() -> JSON:
         },
         f"{ADMIN}/budgets/status": {"get": _operation(
             "budgetStatus", "Usage against every limit", "budgets",
-            {"200": _json("The status.", _ref("BudgetStatus"))}, [400, 401, 503],
+            {"200": _json("The status (an operator's tenant=all: BudgetStatusAll).",
+                          {"anyOf": [_ref("BudgetStatus"), _ref("BudgetStatusAll")]})},
+            [400, 401, 503],
             parameters=[
                 _query("domain", _enum(Domain), "only budgets that apply to this domain"),
                 _query("model", _type("string"), "only budgets that apply to this model"),
@@ -592,6 +646,33 @@ def _audit_path() -> JSON:
                    "tenant's newest limits.audit_entries_per_tenant"),
             _query("budget", _type("string", minLength=1), "only this budget's (by id)"),
         ])}}
+
+
+def _for_operators(paths: JSON) -> JSON:
+    """Either key may call the admin API, and every operation of it but ``/me`` takes
+    ``tenant``: a tenant key may name its own, an operator's key names one (or, reading, all).
+    The proxy refuses an operator's key: a 403."""
+    for path, item in paths.items():
+        for method, operation in item.items():
+            if method not in ("get", "post", "patch", "delete"):
+                continue
+            if path.startswith("/v1"):
+                operation["responses"].setdefault("403", {"$ref": "#/components/responses/"
+                                                                  f"{_ERRORS[403][0]}"})
+            if not path.startswith(ADMIN):
+                continue
+            operation["security"] = [{"bearer": []}, {"operatorKey": []}]
+            if path == f"{ADMIN}/me":
+                continue
+            every = f" or '{ALL_TENANTS}' (every tenant)" if method == "get" else ""
+            body = "; a new budget's may be its 'tenant' field instead" if method == "post" else ""
+            operation.setdefault("parameters", []).append(_query(
+                PARAM, _type("string", minLength=1), "which tenant: a tenant key's own (or left "
+                f"out); an operator's key must name one{every}{body}"))
+            for status in (400, 403, 404):
+                operation["responses"].setdefault(
+                    str(status), {"$ref": f"#/components/responses/{_ERRORS[status][0]}"})
+    return paths
 
 
 def _end_user_query(description: str) -> JSON:

@@ -57,11 +57,14 @@ class SpendReport:
     end_user: str | None = None  # one end user's report: no split by model
     batch: Totals = field(default_factory=Totals)  # batch work's share of the totals
     period_batch: dict[str, Totals] = field(default_factory=dict)
+    by_tenant: dict[str, Totals] | None = None  # every tenant's report: the split by tenant
 
     def add_all(self, rows: Iterable[Row]) -> None:
         period = _PERIOD[self.group_by]
         for row in rows:
             self.total.add(row)
+            if self.by_tenant is not None:
+                self.by_tenant.setdefault(row.tenant, Totals()).add(row)
             stamp = period(dt.datetime.fromtimestamp(row.start, dt.UTC))
             self.timeseries.setdefault(stamp, Totals()).add(row)
             if isinstance(row, RollupRow):
@@ -76,7 +79,8 @@ class SpendReport:
         """The Cognipeer console's report shape, and each period's split by model
         (``by_model`` inside a timeseries item, sorted by model; the period's figures are its
         sums); ``batch``, the batch work inside the totals (``batch_cost`` per period). One end
-        user's report says whose it is, and has no ``by_model`` nor ``batch``."""
+        user's report says whose it is, and has no ``by_model`` nor ``batch``. Every tenant's
+        has ``by_tenant``, the tenant that spent most first, whose sums are its totals."""
         split = self.end_user is None
         body: dict[str, Any] = {
             "total_cost": nano_to_usd(self.total.cost_nano),
@@ -88,6 +92,10 @@ class SpendReport:
             **({"by_model": _per_model(self.by_model), "batch": self.batch.json()} if split
                else {"end_user": self.end_user}),
         }
+        if self.by_tenant is not None:
+            body["by_tenant"] = [
+                {"tenant": tenant, **totals.json()} for tenant, totals in
+                sorted(self.by_tenant.items(), key=lambda item: (-item[1].cost_nano, item[0]))]
         body["timeseries"] = [
             {"period": period, **totals.json(),
              **({"by_model": _per_model(self.period_models[period]),
@@ -112,13 +120,14 @@ async def spend_report(
     model: str | None = None,
     end_user: str | None = None,
 ) -> SpendReport:
-    """``end_user``: that end user's spend, by day or month (an hourly one is a 400 naming
-    ``group_by``, one of a model a 400 naming ``model``: their figures are kept per day)."""
+    """``tenant`` None: every tenant's, split by tenant too. ``end_user``: that end user's
+    spend, by day or month (an hourly one is a 400 naming ``group_by``, one of a model a 400
+    naming ``model``: their figures are kept per day)."""
     if end_user is not None:
         daily_only(group_by, model)
     gathered = await spend.gather(source, Filter(tenant_id=tenant, model=model, since=since,
                                                  until=until, end_user=end_user))
-    report = SpendReport(group_by, end_user=end_user)
+    report = SpendReport(group_by, end_user=end_user, by_tenant={} if tenant is None else None)
     report.add_all(gathered.items())
     return report
 

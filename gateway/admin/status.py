@@ -15,6 +15,7 @@ from gateway.cost.model import Budget, Domain, Filter, Limit, Per, nano_to_usd
 from gateway.cost.windows import DAY, HOUR, MONTH
 from gateway.proxy.budget_index import Slot, slots_of
 from gateway.proxy.end_user import EndUser
+from gateway.settings.schema import ALL_TENANTS
 from gateway.store.base import Store
 from gateway.store.spend import SpendSource, query_many
 
@@ -120,9 +121,10 @@ class PeriodSpend:
     end_user: str | None = None  # whose spend it is, when it is one end user's
 
 
-async def period_spend(source: SpendSource, tenant: str, model: str | None, now: float,
+async def period_spend(source: SpendSource, tenant: str | None, model: str | None, now: float,
                        end_user: str | None = None) -> PeriodSpend:
-    """From the spend records (one read), so it matches the spend report's figures. They
+    """From the spend records (one read; ``tenant`` None: every tenant's), so it matches the
+    spend report's figures. They
     carry tenant and model, not key or domain: ``scope`` and ``domain`` choose budgets only.
     An end user's are of every model (their figures are kept per day, not per model)."""
     windows = (HOUR, DAY, MONTH)
@@ -141,23 +143,46 @@ def status_json(limits: Sequence[LimitStatus], spent: PeriodSpend) -> dict[str, 
         "per_hour": _binding(limits, Limit.TOKENS_PER_HOUR, "tokens", spent.hour_tokens),
         "per_day": _binding(limits, Limit.COST_PER_DAY, "usd", spent.day_usd),
         "per_month": _binding(limits, Limit.COST_PER_MONTH, "usd", spent.month_usd),
-        "budgets": [],
+        "budgets": _by_budget(limits, every_tenant=False),
     }
     if spent.end_user is not None:
         body["end_user"] = spent.end_user
-    by_budget: dict[str, dict[str, Any]] = {}
+    return body
+
+
+def every_tenant_json(limits: Sequence[LimitStatus], spent: PeriodSpend) -> dict[str, Any]:
+    """Every tenant's (an operator's ``tenant=all``): ``limits``, each limit of every budget
+    with its tenant and budget, the highest ratio first (the budgets closest to their limits);
+    ``budgets`` as for one tenant, each with its tenant; each window's spend, of the whole
+    gateway (no limit binds every tenant, so none is beside it)."""
+    ranked = sorted(limits, key=lambda s: (-s.ratio, s.budget.tenant, s.budget.name,
+                                           s.slot.limit.value))
+    return {
+        "tenant": ALL_TENANTS,
+        "per_hour": {"used_tokens": spent.hour_tokens},
+        "per_day": {"used_usd": spent.day_usd},
+        "per_month": {"used_usd": spent.month_usd},
+        "limits": [{"tenant": s.budget.tenant, "budget_id": s.budget.ident,
+                    "budget": s.budget.name, "action": s.budget.action.value, **s.json()}
+                   for s in ranked],
+        "budgets": _by_budget(limits, every_tenant=True),
+    }
+
+
+def _by_budget(limits: Sequence[LimitStatus], *, every_tenant: bool) -> list[dict[str, Any]]:
+    by_budget: dict[tuple[str, str], dict[str, Any]] = {}
     for status in limits:
         budget = status.budget
-        entry = by_budget.get(budget.ident)
+        entry = by_budget.get((budget.tenant, budget.ident))
         if entry is None:
-            entry = by_budget[budget.ident] = {
+            entry = by_budget[budget.tenant, budget.ident] = {
+                **({"tenant": budget.tenant} if every_tenant else {}),
                 "id": budget.ident, "name": budget.name,
                 "source": budget.source, "action": budget.action.value,
                 "per": None if budget.per is None else budget.per.value, "limits": [],
             }
-            body["budgets"].append(entry)
         entry["limits"].append(status.json())
-    return body
+    return list(by_budget.values())
 
 
 def _binding(limits: Sequence[LimitStatus], limit: Limit, unit: str, spent: float

@@ -130,7 +130,7 @@ def end_user_table(spend: EndUserSpend) -> str:
     them all; then how many are not listed."""
     if not spend.total.requests:
         return "No end user's spend recorded in this range."
-    top = spend.top()
+    top = [(end_user, totals) for (_, end_user), totals in spend.top()]
     other = [("(other)", spend.other)] if spend.other.requests else []
     cells = _spend_rows([*top, *other, ("TOTAL", spend.total)])
     total = cells.pop()

@@ -471,7 +471,8 @@ def _checked_budget(
     result = _budget(budget, _or(name, ""), _or(tenant, ""), key, limits)
     if not any(budget.has(limit) for limit in LIMIT_FIELDS):
         budget.error(None, f"sets no limit; set at least one of {', '.join(LIMIT_FIELDS)}")
-    elif not result.limits() and len(budget.reader.errors) == errors:
+    elif len(budget.reader.errors) == errors and not result.limits():  # (a value refused,
+        # too large say, is not converted)
         budget.error(None, "sets every limit to 0, and 0 means no limit (as in the seed); set "
                            "at least one above 0 (to stop a tenant, remove its keys)")
     _check_fields(budget, result, limits)

@@ -133,3 +133,14 @@ async def test_a_raised_wait_cap_allows_longer_waits(gateway: MakeHarness) -> No
     gw = await gateway(extra="limits: {max_wait_s: 3600}")
     assert (await create(gw, action="throttle", max_wait_s=3600)).status == 201
     assert (await create(gw, action="throttle", max_wait_s=3601)).status == 400
+
+
+async def test_a_limit_too_large_to_count_is_a_400_not_a_crash(gateway: MakeHarness) -> None:
+    """A cost past MAX_COST_USD whose nano-dollars overflow a float (found by the OpenAPI
+    fuzz): refused naming it, not converted."""
+    gw = await gateway()
+    refused = await call(gw, "POST", "", json={"max_cost_per_hour": 6.1e307,
+                                               "max_tokens_per_hour": "ten"})
+    assert refused.status == 400
+    assert [e["param"] for e in (await error_of(refused))["errors"]] == [
+        "max_tokens_per_hour", "max_cost_per_hour"]

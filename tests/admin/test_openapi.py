@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import Iterator
 from typing import Any
 
+import pytest
 import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
@@ -27,7 +28,7 @@ from gateway.admin.budgets import budget_json
 from gateway.admin.openapi import document
 from gateway.admin.routes import PREFIX
 from gateway.cost.model import Budget
-from tests.proxy.conftest import KEYS, MakeHarness
+from tests.proxy.conftest import KEYS, OPERATOR_KEYS, OPERATORS, MakeHarness
 
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 FILE_BUDGET = """
@@ -39,6 +40,7 @@ FILE_BUDGET = """
 FUZZED = r"^(/api/client/v1/|/v1/models$|/healthz$|/readyz$|/openapi\.json$)"
 POSITIVE = schemathesis.GenerationMode.POSITIVE
 ADMIN_AUTH = {"Authorization": f"Bearer {KEYS['admin']}"}
+OPERATOR_AUTH = {"Authorization": f"Bearer {OPERATOR_KEYS['editor']}"}
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]
 FUZZ_SETTINGS = settings(
@@ -81,8 +83,12 @@ def test_budget_schema_names_exactly_the_fields_answered() -> None:
     assert set(schema["properties"]) == set(schema["required"]) == set(answered)
 
 
-async def test_admin_api_keeps_to_the_document(gateway: MakeHarness) -> None:
-    gw = await gateway(budgets=FILE_BUDGET)
+@pytest.mark.parametrize("auth", [ADMIN_AUTH, OPERATOR_AUTH], ids=["tenant-key", "operator"])
+async def test_admin_api_keeps_to_the_document(gateway: MakeHarness, auth: dict[str, str]
+                                               ) -> None:
+    """A tenant's admin key; an operator's editor key, its requests pinned to name acme, or
+    all, besides the random ones (which mostly name no tenant, or one that does not exist)."""
+    gw = await gateway(budgets=FILE_BUDGET, extra=OPERATORS)
     for end_user in (None, "alice"):  # some spend, so reports and status carry rows
         assert (await gw.chat(**({"user": end_user} if end_user else {}))).status == 200
     created = await gw.client.post(
@@ -91,14 +97,16 @@ async def test_admin_api_keeps_to_the_document(gateway: MakeHarness) -> None:
     assert created.status == 201
     budget_ids = ["acme-file", (await created.json())["id"]]
     base_url = str(gw.client.make_url("")).rstrip("/")
-    failures = await asyncio.to_thread(_fuzz, base_url, budget_ids)
+    tenants = ["acme", "all"] if auth is OPERATOR_AUTH else [None]
+    failures = await asyncio.to_thread(_fuzz, base_url, budget_ids, auth, tenants)
     assert not failures, (
         f"{len(failures)} way(s) the gateway departs from its OpenAPI document; the request "
         "and response under each (a failure may come from a budget an earlier POST or PATCH "
         "of the run created):\n\n" + "\n\n".join(failures.values()))
 
 
-def _fuzz(base_url: str, budget_ids: list[str]) -> dict[tuple[str, str], str]:
+def _fuzz(base_url: str, budget_ids: list[str], auth: dict[str, str],
+          tenants: list[str | None]) -> dict[tuple[str, str], str]:
     """Every fuzzed operation with valid and invalid data; failures by operation and kind."""
     schema = schemathesis.openapi.from_dict(document(), config=schemathesis.Config())
     failures: dict[tuple[str, str], str] = {}
@@ -107,9 +115,10 @@ def _fuzz(base_url: str, budget_ids: list[str]) -> dict[tuple[str, str], str]:
             assert isinstance(result, Ok), result  # else the document describes it badly
             operation = result.ok()
             for mode in schemathesis.GenerationMode:
-                pins = _pinned(operation.path, budget_ids) if mode is POSITIVE else []
+                pins = [_naming(pin, tenant) for pin in [{}, *_pinned(operation.path, budget_ids)]
+                        for tenant in tenants] if mode is POSITIVE else []
                 cases = st.one_of(*(
-                    operation.as_strategy(generation_mode=mode, headers=ADMIN_AUTH, **pin)
+                    operation.as_strategy(generation_mode=mode, headers=auth, **pin)
                     for pin in [{}, *pins]))
                 try:
                     _exercise(cases, base_url, session, failures)
@@ -131,6 +140,13 @@ def _pinned(path: str, budget_ids: list[str]) -> list[dict[str, Any]]:
     if path.endswith("/budgets/status"):
         return [{"query": {"end_user": "alice"}}]
     return []
+
+
+def _naming(pin: dict[str, Any], tenant: str | None) -> dict[str, Any]:
+    """``pin`` with ``?tenant=`` naming ``tenant`` (None: as it is)."""
+    if tenant is None:
+        return pin
+    return {**pin, "query": {**pin.get("query", {}), "tenant": tenant}}
 
 
 def _exercise(cases: st.SearchStrategy[schemathesis.Case[Any]], base_url: str,
