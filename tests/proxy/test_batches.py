@@ -246,3 +246,33 @@ async def test_a_tenants_list_pages_through_its_own_batches_only(gateway: MakeHa
     assert bad.status == 400 and (await bad.json())["error"]["param"] == "limit"
     for batch_id in mine:
         await settled(gw, batch_id)
+
+
+@pytest.mark.parametrize("budget", [
+    "  - {name: slow, tenant: acme, max_tokens_per_day: 100, action: throttle, max_wait_s: 30}",
+    "  - {name: slow, tenant: acme, max_tokens_per_day: 100, clamp_max_tokens: true}",
+    "  - {name: slow, tenant: acme, max_tokens_per_day: 100, action: downgrade,"
+    " fallback_model: gpt-4o}",
+])
+async def test_a_batch_that_does_not_fit_is_refused_at_once_whatever_the_action(
+        gateway: MakeHarness, budget: str) -> None:
+    """A batch can neither wait, shrink nor change model: throttle, clamp and downgrade budgets
+    refuse it as reject does, at once."""
+    gw = await gateway(budget, max_body_bytes=1 << 20)
+    file_id = (await (await upload(gw, jsonl([line(i) for i in range(3)]))).json())["id"]
+    started = asyncio.get_running_loop().time()
+    refused = await create(gw, file_id)
+    assert refused.status == 429
+    assert "Budget 'slow' exceeded" in (await refused.json())["error"]["message"]
+    assert asyncio.get_running_loop().time() - started < 5  # not held for max_wait_s
+    assert await running(gw) == [] and await gw.in_flight() == 0
+
+
+async def test_an_alert_budget_lets_a_batch_through_and_says_so(gateway: MakeHarness) -> None:
+    gw = await gateway("  - {name: watch, tenant: acme, max_tokens_per_day: 100, action: alert}",
+                       max_body_bytes=1 << 20)
+    file_id = (await (await upload(gw, jsonl([line(i) for i in range(3)]))).json())["id"]
+    created = await create(gw, file_id)
+    assert created.status == 200
+    assert created.headers["x-budget-alert"].startswith("watch:max_tokens_per_day:")
+    await settled(gw, (await created.json())["id"])
