@@ -6,8 +6,10 @@ import datetime as dt
 import logging
 import re
 import sys
+import time
+from collections.abc import Mapping
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 
@@ -50,24 +52,51 @@ class JsonFormatter(logging.Formatter):
     and never writes a bearer token: every string is scrubbed (see ``scrub``)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
-                timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "request_id": getattr(record, "request_id", "-"),
-        }
         try:
-            line["msg"] = record.getMessage()
+            msg = record.getMessage()
         except (TypeError, ValueError):  # arguments that do not fit the message
-            line["msg"] = f"{record.msg} (unformattable arguments)"
-        line.update(getattr(record, FIELDS, None) or {})
-        if record.exc_info:
-            line["exc"] = self.formatException(record.exc_info)
+            msg = f"{record.msg} (unformattable arguments)"
+        exc = self.formatException(record.exc_info) if record.exc_info else None
+        return json_line(record.created, record.levelname, record.name,
+                         getattr(record, "request_id", "-"), msg,
+                         getattr(record, FIELDS, None), exc)
+
+
+def json_line(created: float, level: str, logger: str, rid: str, msg: str,
+              fields: Mapping[str, Any] | None, exc: str | None = None) -> str:
+    """One line as ``JsonFormatter`` writes it, scrubbed."""
+    line: dict[str, Any] = {
+        "ts": dt.datetime.fromtimestamp(created, dt.UTC).isoformat(timespec="milliseconds"),
+        "level": level.lower(),
+        "logger": logger,
+        "request_id": rid,
+        "msg": msg,
+    }
+    line.update(fields or {})
+    if exc is not None:
+        line["exc"] = exc
+    return _dumps(line)
+
+
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+
+
+def _dumps(line: dict[str, Any]) -> str:
+    """The line as JSON, every string scrubbed. Most lines need no scrubbing: plain values
+    that orjson writes (so valid UTF-8) and that never say "bearer" are written as they are,
+    which is what scrubbing them would have written."""
+    if _PLAIN.issuperset(map(type, line.values())):
         try:
-            return orjson.dumps(_scrubbed(line)).decode()
-        except TypeError:  # a value orjson cannot write (an integer past 64 bits...): as text
-            return orjson.dumps({scrub(str(k)): scrub(str(v)) for k, v in line.items()}).decode()
+            text = orjson.dumps(line)
+        except TypeError:  # a lone surrogate, an integer past 64 bits: scrubbed below
+            pass
+        else:
+            if b"bearer" not in text.lower():  # what _BEARER matches, in any case
+                return text.decode()
+    try:
+        return orjson.dumps(_scrubbed(line)).decode()
+    except TypeError:  # a value orjson cannot write (an integer past 64 bits...): as text
+        return orjson.dumps({scrub(str(k)): scrub(str(v)) for k, v in line.items()}).decode()
 
 
 class TextFormatter(logging.Formatter):
@@ -77,13 +106,74 @@ class TextFormatter(logging.Formatter):
         return scrub(super().format(record))
 
 
+class JsonHandler(logging.StreamHandler[TextIO]):
+    """``configure``'s handler of JSON lines, which can also take a line built elsewhere."""
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self.addFilter(_RequestIdFilter())
+        self.setFormatter(JsonFormatter())
+
+    def as_configured(self, level: int) -> bool:
+        """Writes a record of ``level`` exactly as ``configure`` set it up to."""
+        return (level >= self.level and type(self.formatter) is JsonFormatter
+                and len(self.filters) == 1 and type(self.filters[0]) is _RequestIdFilter)
+
+    def write_line(self, text: str) -> None:
+        """``text`` as one line of the stream, as ``emit`` writes a formatted record."""
+        self.acquire()  # as Handler.handle does around emit: other threads log too
+        try:
+            self.stream.write(text + self.terminator)
+            self.flush()
+        except RecursionError:
+            raise
+        except Exception:  # as emit does: reported on stderr, the caller carries on
+            self.handleError(logging.makeLogRecord({"msg": text}))
+        finally:
+            self.release()
+
+
+def info_line(logger: logging.Logger, fields: Mapping[str, Any], msg: str, *args: object
+              ) -> None:
+    """An INFO record with ``fields`` (``extra={FIELDS: fields}``). When ``configure``'s JSON
+    handler is the only place the logger's records go, the line is serialised once and written
+    to it directly, as that handler would have written the record; otherwise (another handler,
+    such as a test's capture, or text lines) it goes through the logging module as any record.
+    """
+    handler = _sole_json_handler(logger, logging.INFO)
+    if handler is None:
+        logger.info(msg, *args, extra={FIELDS: fields})
+        return
+    handler.write_line(json_line(time.time(), "INFO", logger.name, request_id.get(),
+                                 msg % args if args else msg, fields))
+
+
+def _sole_json_handler(logger: logging.Logger, level: int) -> JsonHandler | None:
+    """The handler every record of ``level`` from ``logger`` would go to, if it is the only
+    one and a ``JsonHandler`` as configured, and the logger filters nothing."""
+    if logger.filters or not logger.isEnabledFor(level):
+        return None
+    found: JsonHandler | None = None
+    node: logging.Logger | None = logger
+    while node is not None:
+        for handler in node.handlers:
+            if (found is not None or not isinstance(handler, JsonHandler)
+                    or not handler.as_configured(level)):
+                return None
+            found = handler
+        node = node.parent if node.propagate else None
+    return found
+
+
 def configure(level: str = "INFO", *, json: bool = True) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(_RequestIdFilter())
-    handler.setFormatter(
-        JsonFormatter() if json else TextFormatter(
-            "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
-    )
+    handler: logging.Handler
+    if json:
+        handler = JsonHandler(sys.stderr)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.addFilter(_RequestIdFilter())
+        handler.setFormatter(TextFormatter(
+            "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -13,7 +13,6 @@ from aiohttp.typedefs import Handler
 from gateway import log as gateway_log
 from gateway.appkeys import METRICS
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound, StoreUnavailable
-from gateway.log import FIELDS
 from gateway.ops import access
 from gateway.store.base import StoreError
 
@@ -64,9 +63,9 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         elapsed = rec.elapsed_s
         request.app[METRICS].observe(rec, status, elapsed)
         if rec.route not in _QUIET_ROUTES:
-            access.log.info("%s %s %d", request.method, request.path, status,
-                            extra={FIELDS: {"request_id": rid,
-                                            **rec.access_fields(status, elapsed)}})
+            gateway_log.info_line(access.log, {"request_id": rid,
+                                               **rec.access_fields(status, elapsed)},
+                                  "%s %s %d", request.method, request.path, status)
         access.current.reset(tokens[1])
         gateway_log.request_id.reset(tokens[0])
 

@@ -41,22 +41,25 @@ class RequestRecord:
         return time.perf_counter() - self.started
 
     def access_fields(self, status: int, elapsed_s: float) -> dict[str, object]:
-        return {
+        fields: dict[str, object] = {
             "status": status, "route": self.route, "tenant": self.tenant, "key": self.key_name,
             "model": self.model[:MODEL_LOGGED_MAX],
-            **({"downgraded_from": self.downgraded_from[:MODEL_LOGGED_MAX]}
-               if self.downgraded_from else {}),
-            "stream": self.stream,
-            "decision": self.decision,
-            **({"reason": self.reason} if self.reason else {}),
-            "usage_ratio": round(self.usage_ratio, 6), "reserved_tokens": self.reserved_tokens,
-            "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
-            "cost_usd": round(self.cost_usd, 9),
-            **({} if self.usage_exact else {"usage": "estimate"}),
-            "duration_ms": round(elapsed_s * 1e3, 3),
-            "upstream_ms": round(self.upstream_s * 1e3, 3),
-            "overhead_ms": round(max(elapsed_s - self.upstream_s, 0.0) * 1e3, 3),
         }
+        if self.downgraded_from:
+            fields["downgraded_from"] = self.downgraded_from[:MODEL_LOGGED_MAX]
+        fields["stream"], fields["decision"] = self.stream, self.decision
+        if self.reason:
+            fields["reason"] = self.reason
+        fields["usage_ratio"] = round(self.usage_ratio, 6)
+        fields["reserved_tokens"] = self.reserved_tokens
+        fields["input_tokens"], fields["output_tokens"] = self.input_tokens, self.output_tokens
+        fields["cost_usd"] = round(self.cost_usd, 9)
+        if not self.usage_exact:
+            fields["usage"] = "estimate"
+        fields["duration_ms"] = round(elapsed_s * 1e3, 3)
+        fields["upstream_ms"] = round(self.upstream_s * 1e3, 3)
+        fields["overhead_ms"] = round(max(elapsed_s - self.upstream_s, 0.0) * 1e3, 3)
+        return fields
 
 
 # The record of the request this task is handling; set by the middleware, filled by stages.

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import io
 import logging
+import sys
+from collections.abc import Iterator
 
 import orjson
 import pytest
 
+from gateway import log as gateway_log
 from gateway.log import FIELDS, JsonFormatter
 from tests import leaks
 from tests.proxy.conftest import MakeHarness
@@ -60,3 +64,65 @@ async def test_the_line_keeps_the_clients_model_name_and_metrics_the_price_it_re
     text = await metrics.text()
     assert "x" * 20 not in text
     assert 'model="gpt-4o-2024-*"' in text
+
+
+@pytest.fixture
+def configured(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+    """``gateway.log.configure`` writing to a buffer, its handler alone on the root logger
+    while the test runs (pytest's own captures taken off); all put back after."""
+    stream = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stream)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    gateway_log.configure()
+    try:
+        yield stream
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+def test_a_line_written_directly_is_the_line_the_logging_module_writes(
+    configured: io.StringIO, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The access line skips the logging module when ``configure``'s JSON handler is its only
+    destination; it is then the same line, scrubbed alike, as through the module (taken when
+    any other handler listens, as a test's capture does)."""
+    root, logger = logging.getLogger(), logging.getLogger("gateway.access")
+    (handler,) = [h for h in root.handlers if isinstance(h, gateway_log.JsonHandler)]
+    monkeypatch.setattr(root, "handlers", [handler])  # pytest's captures, added since: off
+    formatted = 0
+    real_format = JsonFormatter.format
+
+    def counted(self: JsonFormatter, record: logging.LogRecord) -> str:
+        nonlocal formatted
+        formatted += 1
+        return real_format(self, record)
+
+    monkeypatch.setattr(JsonFormatter, "format", counted)
+    fields: list[dict[str, object]] = [
+        {"status": 200, "model": "gpt-4o", "ratio": 0.25, "stream": False, "reason": None},
+        {"model": "x Bearer sk-secret-0123", "status": 401},  # scrubbed
+        {"model": "bad \udcff byte"},  # a lone surrogate: escaped
+        {"tokens": 2**70},  # past what orjson writes: as text
+    ]
+    for extra in fields:
+        gateway_log.info_line(logger, extra, "%s %s %d", "POST", "/v1/x?Bearer sk-0", 200)
+        root.addHandler(listener := logging.NullHandler())  # another destination: the module
+        gateway_log.info_line(logger, extra, "%s %s %d", "POST", "/v1/x?Bearer sk-0", 200)
+        root.removeHandler(listener)
+    assert formatted == len(fields)  # only the second line of each pair was a record
+    lines = [orjson.loads(line) for line in configured.getvalue().splitlines()]
+    assert len(lines) == 2 * len(fields)
+    for direct, through in zip(lines[::2], lines[1::2], strict=True):
+        assert direct.pop("ts") and through.pop("ts")
+        assert direct == through
+    assert "sk-secret" not in configured.getvalue() and "sk-0" not in configured.getvalue()
+    assert lines[0]["msg"] == "POST /v1/x?Bearer **** 200" and lines[0]["level"] == "info"
+    assert lines[2]["model"] == "x Bearer ****" and lines[4]["model"] == "bad \\udcff byte"
+    logger.setLevel(logging.WARNING)  # a level that drops the line drops it on both paths
+    try:
+        gateway_log.info_line(logger, fields[0], "dropped")
+    finally:
+        logger.setLevel(logging.NOTSET)
+    assert len(configured.getvalue().splitlines()) == 2 * len(fields)
