@@ -152,10 +152,10 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
         denials,
     )
     app[STORED_RESPONSES] = StoredResponseRoutes(lambda: config.current, owners, app[SESSION])
-    app[BATCHES] = BatchRoutes(lambda: config.current, store, app[PIPELINE].admitter, owners,
-                               gate, app[SESSION], clock, denials)
     settler = app[BATCH_SETTLER] = BatchSettler(lambda: config.current, store, app[SESSION],
                                                 clock)
+    app[BATCHES] = BatchRoutes(lambda: config.current, store, app[PIPELINE].admitter, owners,
+                               gate, app[SESSION], clock, denials, settler.wake)
     app[MODELS] = ModelCatalog(app[SESSION], clock)
     app[METRICS].watch(RuntimeGauges(
         in_flight=lambda: app[PIPELINE].in_flight,

@@ -37,9 +37,10 @@ from gateway.store.batches import BatchRecord
 
 log = logging.getLogger(__name__)
 
+ENDED = frozenset({"completed", "expired", "cancelled", "failed"})
 LEASE_S = 300.0  # one instance reads a batch's outcome meanwhile
 CREATE_WAIT_S = 2 * CALL_TIMEOUT_S  # a record still without its batch id after this: lost
-_ENDED = frozenset({"completed", "expired", "cancelled", "failed"})
+_ROUND_MIN_S = 1.0  # between two rounds, however often a round is asked for
 _LINE_MAX = 64 * 1024 * 1024  # one line of an output file
 
 
@@ -86,16 +87,38 @@ class BatchSettler:
         self._session = session
         self._clock = clock
         self.settled = 0  # batches this process settled
+        self._woken = asyncio.Event()
         self.running = 0  # batches holding a reservation, as of the last round
         self.over_reservation = 0  # of those, billed above their bound (charged at it)
 
+    def wake(self) -> None:
+        """A client saw a batch end: the next round starts now rather than at its time (at
+        most one round per ``_ROUND_MIN_S``, however often clients look)."""
+        self._woken.set()
+
     async def run(self) -> None:
         while True:
-            await self._clock.sleep(self._config().settings.limits.batch_poll_s)
+            await self._clock.sleep(min(_ROUND_MIN_S, self._poll_s()))
+            await self._nap(self._poll_s() - _ROUND_MIN_S)
             try:
                 await self.poll()
             except Exception:  # the poller must outlive anything one round meets
                 log.exception("batch settlement round failed")
+
+    def _poll_s(self) -> float:
+        return self._config().settings.limits.batch_poll_s
+
+    async def _nap(self, seconds: float) -> None:
+        """Up to ``seconds``, less when woken."""
+        if seconds > 0 and not self._woken.is_set():
+            sleeping = asyncio.ensure_future(self._clock.sleep(seconds))
+            woken = asyncio.ensure_future(self._woken.wait())
+            try:
+                await asyncio.wait((sleeping, woken), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                sleeping.cancel()
+                woken.cancel()
+        self._woken.clear()
 
     async def poll(self) -> int:
         """One round over every running batch; how many it settled."""
@@ -143,7 +166,7 @@ class BatchSettler:
                      ) -> Mapping[str, Any] | None:
         """The batch, once it has ended; None while it runs or cannot be read."""
         batch = await self._get(upstream, f"/batches/{batch_id}")
-        return batch if batch is not None and batch.get("status") in _ENDED else None
+        return batch if batch is not None and batch.get("status") in ENDED else None
 
     async def _outcome(self, upstream: UpstreamSettings, price: Price,
                        batch: Mapping[str, Any]) -> Outcome | None:

@@ -94,7 +94,8 @@ class _Call:
 class BatchRoutes:
     def __init__(self, config: Callable[[], Runtime], store: Store, admitter: Admitter,
                  owners: ResponseOwners, gate: Gate, session: aiohttp.ClientSession,
-                 clock: Clock, denials: Denials) -> None:
+                 clock: Clock, denials: Denials, ended: Callable[[], None] = lambda: None
+                 ) -> None:
         self._config = config
         self._store = store
         self._admitter = admitter
@@ -103,6 +104,7 @@ class BatchRoutes:
         self._gate = gate
         self._session = session
         self._clock = clock
+        self._ended = ended  # a client saw a batch end: settle it now, not at the next poll
 
     async def handle(self, name: str, request: web.Request) -> web.StreamResponse:
         """Authenticated and counted in flight like any request (a file's body is held)."""
@@ -306,6 +308,8 @@ class BatchRoutes:
         answer = _answer(upstream, status, raw)
         if kind == BATCH and status < 300:
             await self._adopt_files(call, upstream, answer)
+            if answer.get("status") in batch_settle.ENDED:
+                self._ended()
         return _json(status, answer)
 
     async def _owned_list(self, request: web.Request, call: _Call, kind: str, path: str

@@ -88,7 +88,7 @@ def test_the_spend_report_says_what_the_batch_api_cost(tmp_path: Path,
     config = write_config(tmp_path / "gateway.yaml", f"sqlite://{tmp_path / 'state.db'}")
     code, out, _ = run(capsys, "spend", "report", "--config", str(config))
     assert code == 0
-    assert out.rstrip().endswith("Of which the Batch API: 1 batches, $0.5000")
+    assert out.rstrip().endswith("Of which the Batch API: 1 batch, $0.5000")
     code, out, _ = run(capsys, "spend", "report", "--config", str(config), "--json")
     assert json.loads(out)["batch"] == {"cost": 0.5, "input_tokens": 9000,
                                         "output_tokens": 3000, "requests": 1}

@@ -276,3 +276,21 @@ async def test_an_alert_budget_lets_a_batch_through_and_says_so(gateway: MakeHar
     assert created.status == 200
     assert created.headers["x-budget-alert"].startswith("watch:max_tokens_per_day:")
     await settled(gw, (await created.json())["id"])
+
+
+async def test_a_client_seeing_its_batch_end_gets_it_settled_before_the_next_poll(
+        gateway: MakeHarness) -> None:
+    gw = await gateway(extra="limits: {batch_poll_s: 3600}", max_body_bytes=1 << 20)
+    file_id = (await (await upload(gw, jsonl([line(0)]))).json())["id"]
+    batch = await (await create(gw, file_id, mock_batch_duration_s="0.2")).json()
+    for _ in range(100):  # the client polls, as the SDK's users do
+        seen = await (await get(gw, f"/batches/{batch['id']}")).json()
+        if seen["status"] == "completed":
+            break
+        await asyncio.sleep(0.05)
+    for _ in range(100):
+        if not await gw.store.batches.pending():
+            break
+        await asyncio.sleep(0.05)
+    assert await gw.store.batches.pending() == []  # within seconds, not the hour's poll
+    assert (await gw.store.query(Filter(tenant_id="acme"))).total_output_tokens == OUTPUT
