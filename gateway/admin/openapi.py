@@ -18,7 +18,7 @@ import orjson
 from aiohttp import web
 
 from gateway import __version__
-from gateway.admin import audit, end_users
+from gateway.admin import audit, denials, end_users
 from gateway.admin.budgets import ALIASES
 from gateway.admin.report import GroupBy
 from gateway.admin.status import Scope
@@ -87,7 +87,7 @@ def document() -> JSON:
         },
         "security": [{"bearer": []}],
         "paths": _for_operators({**_proxy_paths(), **_admin_paths(), **_audit_path(),
-                                 **_ops_paths()}),
+                                 **_denials_path(), **_ops_paths()}),
         "components": {
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer",
@@ -198,6 +198,7 @@ def _schemas() -> JSON:
         })]},
         "SpendReport": _spend_report(),
         "AuditEntry": _audit_entry(),
+        "Denial": _denial(),
         "EndUserSpend": _end_user_spend(),
         "Model": _object({
             "id": _type("string"), "object": _type("string", const="model"),
@@ -277,6 +278,23 @@ def _audit_entry() -> JSON:
             "api: through the admin API (the dashboard's changes too); yaml: a reload")},
         "before": side("before", "created"),
         "after": side("after", "deleted"),
+    })
+
+
+def _denial() -> JSON:
+    return _object({
+        "at": _type("string", format="date-time", description="when, UTC"),
+        "tenant": _type("string"),
+        "budget_id": _type("string", description="the name, for a YAML budget without an id"),
+        "budget": _type("string", description="its name"),
+        "limit": _enum(Limit),
+        "action": {**_enum(BudgetAction), "description": (
+            "the budget's: reject, throttle (it could not wait long enough), downgrade (no "
+            "fallback fitted), alert never refuses")},
+        "model": _type("string", description="as the request named it"),
+        "request_id": _type("string", description=(
+            "the 429's x-request-id, as its access-log line has it")),
+        "message": _type("string", description="the 429's message"),
     })
 
 
@@ -645,6 +663,19 @@ def _audit_path() -> JSON:
                    f"at most this many (default {audit.LIMIT_DEFAULT}); the store keeps each "
                    "tenant's newest limits.audit_entries_per_tenant"),
             _query("budget", _type("string", minLength=1), "only this budget's (by id)"),
+        ])}}
+
+
+def _denials_path() -> JSON:
+    return {f"{ADMIN}/denials": {"get": _operation(
+        "recentDenials", "The requests a budget refused lately, newest first, as this instance "
+        "remembers them (each tenant's newest limits.denials_per_tenant since it started; never "
+        "the end user)", "budgets",
+        {"200": _json("The denials.", _object({"object": _type("string", const="list"),
+                                               "data": _array(_ref("Denial"))}))},
+        [400, 401], parameters=[
+            _query("limit", _type("integer", minimum=1, maximum=denials.LIMIT_MAX),
+                   f"at most this many (default {denials.LIMIT_DEFAULT})"),
         ])}}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.admin import batches, handlers, openapi
+from gateway.admin import batches, denials, handlers, openapi
 
 PREFIX = "/api/client/v1"
 
@@ -21,4 +21,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_delete(f"{PREFIX}/budgets/{{id}}", handlers.delete_budget)
     app.router.add_get(f"{PREFIX}/batches/running", batches.running)
     app.router.add_get(f"{PREFIX}/audit", handlers.audit_log)
+    app.router.add_get(f"{PREFIX}/denials", denials.recent)
     app.router.add_get("/openapi.json", openapi.serve)

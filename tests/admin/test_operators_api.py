@@ -53,6 +53,7 @@ TABLE: dict[tuple[str, str], tuple[int, ...]] = {
     ("GET", "/budgets/{id}"): R,
     ("GET", "/batches/running"): R,
     ("GET", "/audit"): R,
+    ("GET", "/denials"): R,
     ("POST", "/budgets"): (403, 201, 403, 201, 201, 403, 403, 400, 400, 404),
     ("PATCH", "/budgets/{id}"): (403, 200, 403, 200, 200, 403, 403, 400, 400, 404),
     ("DELETE", "/budgets/{id}"): (403, 204, 403, 204, 204, 403, 403, 400, 400, 404),
