@@ -20,11 +20,12 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from gateway import remote
 from gateway.admin.status import Scope
 from gateway.cost.model import Domain
 from gateway.errors import ConfigErrors, GatewayError, NotFound
 from gateway.proxy.end_user import EndUser, queried
-from gateway.settings.schema import OperatorRole, Role, Settings
+from gateway.settings.schema import ALL_TENANTS, OperatorRole, Role, Settings
 from gateway.store.base import Store, StoreError
 from gateway.store.persist import PersistError
 from gateway.store.sqlite import StoreFileError
@@ -277,12 +278,18 @@ def _read(settings: Settings, config: str, work: Callable[[Store], Awaitable[T]]
 
 
 def _tenants(settings: Settings, wanted: str | None) -> list[str]:
-    if wanted is None:
+    """The tenant ``--tenant`` names, or every tenant (none named, or ``all``)."""
+    if wanted is None or wanted == ALL_TENANTS:
         return list(settings.tenants)
     if wanted not in settings.tenants:
         known = ", ".join(settings.tenants) or "none"
         raise NotFound(f"no tenant {wanted!r} in {settings.source} (tenants: {known})")
     return [wanted]
+
+
+def _one_tenant(settings: Settings, wanted: str | None) -> str | None:
+    """The tenant ``--tenant`` names; None: all of them (none named, or ``all``)."""
+    return None if wanted in (None, ALL_TENANTS) else _tenants(settings, wanted)[0]
 
 
 def _print_json(body: object) -> None:
@@ -318,8 +325,10 @@ def _spend_report(args: argparse.Namespace) -> int:
 
     group_by = choice(report.GroupBy, args.group_by, "--group-by") or report.GroupBy.DAY
     since, until = _range(args)
+    if args.url:
+        return remote.spend_report(args, group_by, _range_text(args))
     settings = load_settings(args.config)
-    tenant = _tenants(settings, args.tenant)[0] if args.tenant else None  # None: all of them
+    tenant = _one_tenant(settings, args.tenant)
     found = _end_user(args, settings)
     end_user = None if found is None else found.id
     if end_user is not None:
@@ -372,6 +381,8 @@ def _budgets_status(args: argparse.Namespace) -> int:
     from gateway.runtime import Runtime
     from gateway.settings.load import load_settings
 
+    if args.url:
+        return remote.budgets_status(args)
     settings = load_settings(args.config)
     tenants = _tenants(settings, args.tenant)
     runtime = Runtime.build(settings)
@@ -394,7 +405,7 @@ def _budgets_status(args: argparse.Namespace) -> int:
         _print_json(bodies[args.tenant] if args.tenant else bodies)
         return EXIT_OK
     print("\n\n".join(f"Tenant {tenant}\n{tables.spent_line(spent)}\n\n"
-                      f"{tables.status_table(found)}"
+                      f"{tables.status_table(tables.limit_rows(found))}"
                       for tenant, (found, spent) in by_tenant.items()))
     return EXIT_OK
 
@@ -404,11 +415,13 @@ def _batches_running(args: argparse.Namespace) -> int:
     from gateway.admin import batches, tables
     from gateway.settings.load import load_settings
 
+    if args.url:
+        return remote.batches_running(args)
     settings = load_settings(args.config)
     tenants = set(_tenants(settings, args.tenant))
 
     async def running(store: Store) -> list[dict[str, Any]]:
-        return [{"tenant": r.tenant, **batches.running_json(r)}
+        return [batches.running_json(r)
                 for r in sorted(await store.batches.pending(), key=lambda r: r.created)
                 if r.tenant in tenants]
 
@@ -428,7 +441,7 @@ def _audit(args: argparse.Namespace) -> int:
 
     limit = count(args.limit, "--limit", audit.LIMIT_DEFAULT, audit.LIMIT_MAX)
     settings = load_settings(args.config)
-    tenant = _tenants(settings, args.tenant)[0] if args.tenant else None  # None: all of them
+    tenant = _one_tenant(settings, args.tenant)
     entries = _read(settings, args.config,
                     lambda store: store.audit.recent(tenant, limit, args.budget))
     if args.json:
@@ -454,8 +467,14 @@ def _add_config(parser: argparse.ArgumentParser, what: str) -> None:
 def _add_store_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     config = argparse.ArgumentParser(add_help=False)
     _add_config(config, "the gateway's YAML, whose store: is read")
-    config.add_argument("--tenant", help="one tenant of the config (default: all of them)")
+    config.add_argument("--tenant", metavar="T|all",
+                        help="one tenant of the config, or all (the default)")
     config.add_argument("--json", action="store_true", help="the API's JSON instead of tables")
+    api = argparse.ArgumentParser(add_help=False)
+    api.add_argument("--url", metavar="URL", help=(
+        "ask a running gateway's admin API at URL (http://host:port) instead of reading the "
+        f"store, with the key in ${remote.KEY_ENV} (a tenant key: its tenant; an operator's "
+        "key: --tenant T, or every tenant by default); --config is not read"))
     dates = argparse.ArgumentParser(add_help=False)
     dates.add_argument("--from", dest="since", metavar="D",
                        help="first day (ISO date, UTC) or an ISO date-time")
@@ -467,7 +486,7 @@ def _add_store_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     spend_sub = spend.add_subparsers(dest="spend_command", required=True, metavar="COMMAND",
                                      help="gateway spend COMMAND --help: its options")
     report = spend_sub.add_parser(
-        "report", parents=[config, dates], help="spend per period and per model",
+        "report", parents=[config, dates, api], help="spend per period and per model",
         description="Spend per period and per model, as GET /api/client/v1/spend/report.")
     report.add_argument("--group-by", default="day", metavar="day|hour|month",
                         help="one row per period (default: day)")
@@ -494,7 +513,7 @@ def _add_store_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
                                          metavar="COMMAND",
                                          help="gateway budgets COMMAND --help: its options")
     status = budgets_sub.add_parser(
-        "status", parents=[config], help="usage against every limit, per budget",
+        "status", parents=[config, api], help="usage against every limit, per budget",
         description="Usage against every limit of every budget (YAML and API budgets), per "
                     "tenant. --json: GET /api/client/v1/budgets/status's body for --tenant T, "
                     "else one per tenant: {tenant: body}.")
@@ -516,7 +535,7 @@ def _add_store_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
                                          metavar="COMMAND",
                                          help="gateway batches COMMAND --help: its options")
     running = batches_sub.add_parser(
-        "running", parents=[config], help="batches holding a reservation until they end",
+        "running", parents=[config, api], help="batches holding a reservation until they end",
         description="Batches that hold a reservation until they end (a batch reserves its "
                     "file's whole bound), as GET /api/client/v1/batches/running, with the "
                     "tenant of each.")

@@ -9,6 +9,11 @@
     with SyncClient("http://127.0.0.1:8080", api_key) as gateway:   # from plain sync code
         print(gateway.budgets.status(domain="llm")["per_month"])
 
+    # an operator's key (the platform team's) names the tenant it asks about, or "all":
+    async with Client("http://127.0.0.1:8080", operator_key, tenant="acme") as gateway:
+        await gateway.budgets.create(monthly_limit_usd=500)          # acme's
+        everyone = await gateway.spend.report(tenant="all")          # this call: every tenant
+
 Answers are the API's JSON as dicts. A refusal raises the ``GatewayAPIError`` subclass of its
 HTTP status, carrying the server's message, type, code and param; no answer at all raises
 ``APIConnectionError``. ``SyncClient`` runs a ``Client`` on a private event loop in a daemon
@@ -122,10 +127,16 @@ def _query(**params: str | dt.date | None) -> dict[str, str]:
 
 class Client:
     """The async client: one ``aiohttp.ClientSession``, opened on first use, closed by
-    ``close()`` or by leaving ``async with``."""
+    ``close()`` or by leaving ``async with``.
 
-    def __init__(self, base_url: str, api_key: str, *, timeout: float = 30) -> None:
+    ``tenant``: sent as ``?tenant=`` on every call: the tenant an operator's key
+    asks about, or ``"all"`` (reads only); a tenant key may name its own, or none. Each call
+    takes ``tenant=`` too, for that call only (``budgets.create(tenant=...)`` included)."""
+
+    def __init__(self, base_url: str, api_key: str, *, tenant: str | None = None,
+                 timeout: float = 30) -> None:
         self.base_url = base_url.rstrip("/")
+        self.tenant = tenant
         self._headers = {"Authorization": f"Bearer {api_key}"}
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
@@ -141,16 +152,19 @@ class Client:
         await self.close()
 
     async def me(self) -> JSON:
-        """Who the key is: ``tenant``, ``key_name``, ``role``, ``may_change_budgets``."""
+        """Who the key is: ``tenant``, ``key_name``, ``role``, ``may_change_budgets``; an
+        operator's: ``operator`` (true), ``name``, ``role``, ``tenants``,
+        ``may_change_budgets``."""
         answer: JSON = await self.request("GET", "/me")
         return answer
 
-    async def audit(self, limit: int | None = None, budget: str | None = None) -> list[JSON]:
+    async def audit(self, limit: int | None = None, budget: str | None = None, *,
+                    tenant: str | None = None) -> list[JSON]:
         """The recent budget changes, newest first (``limit``: at most, 1 to 1,000, default
         100; ``budget``: one budget's, by id): ``at``, ``tenant``, ``budget_id``,
         ``budget_name``, ``action``, ``who``, ``operator``, ``source``, ``before``, ``after``."""
         params = _query(limit=None if limit is None else str(limit), budget=budget)
-        answer: JSON = await self.request("GET", "/audit", params=params)
+        answer: JSON = await self.request("GET", "/audit", params=params, tenant=tenant)
         changes: list[JSON] = answer["data"]
         return changes
 
@@ -160,8 +174,12 @@ class Client:
             self._session = None
 
     async def request(self, method: str, path: str, *, params: Mapping[str, str] | None = None,
-                      body: JSON | None = None) -> Any:
-        """``path`` under /api/client/v1; the answer's JSON, or None for an empty answer."""
+                      body: JSON | None = None, tenant: str | None = None) -> Any:
+        """``path`` under /api/client/v1; the answer's JSON, or None for an empty answer.
+        ``tenant`` (else the client's) is sent as ``?tenant=``."""
+        named = tenant or self.tenant
+        if named:
+            params = {**(params or {}), "tenant": named}
         if self._session is None:  # made here, on the loop that will use it
             self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
         url = f"{self.base_url}{PREFIX}{path}"
@@ -184,20 +202,23 @@ class Spend:
 
     async def report(self, group_by: str | None = None, from_: Date | None = None,
                      to: Date | None = None, model: str | None = None,
-                     end_user: str | None = None) -> JSON:
+                     end_user: str | None = None, *, tenant: str | None = None) -> JSON:
         """Totals, per-model breakdown and timeseries; ``group_by`` is day, hour or month.
-        ``end_user``: that end user's spend, by day or month, without the split by model."""
+        ``end_user``: that end user's spend, by day or month, without the split by model.
+        Every tenant's (``tenant="all"``) has ``by_tenant`` too."""
         params = _query(group_by=group_by, model=model, to=to, end_user=end_user,
                         **{"from": from_})
-        answer: JSON = await self._client.request("GET", "/spend/report", params=params)
+        answer: JSON = await self._client.request("GET", "/spend/report", params=params,
+                                                  tenant=tenant)
         return answer
 
     async def end_users(self, from_: Date | None = None, to: Date | None = None,
-                        limit: int | None = None) -> JSON:
+                        limit: int | None = None, *, tenant: str | None = None) -> JSON:
         """The tenant's end users by spend, largest first: the top ``limit`` (default 10, at
         most 1,000) in ``data``, the totals, and ``other`` (end users past the day's cap)."""
         params = _query(to=to, limit=None if limit is None else str(limit), **{"from": from_})
-        answer: JSON = await self._client.request("GET", "/spend/end_users", params=params)
+        answer: JSON = await self._client.request("GET", "/spend/end_users", params=params,
+                                                  tenant=tenant)
         return answer
 
 
@@ -205,36 +226,46 @@ class Budgets:
     def __init__(self, client: Client) -> None:
         self._client = client
 
-    async def list(self) -> list[JSON]:
-        """The tenant's budgets: YAML ones (``"source": "file"``), then API ones."""
-        answer: JSON = await self._client.request("GET", "/budgets")
+    async def list(self, *, tenant: str | None = None) -> list[JSON]:
+        """The tenant's budgets: YAML ones (``"source": "file"``), then API ones (every
+        tenant's, each naming its ``tenant``, for ``"all"``)."""
+        answer: JSON = await self._client.request("GET", "/budgets", tenant=tenant)
         budgets: list[JSON] = answer["data"]
         return budgets
 
-    async def get(self, budget_id: str, /) -> JSON:
+    async def get(self, budget_id: str, /, *, tenant: str | None = None) -> JSON:
         """One budget of the tenant, by its id (a YAML budget's id is its name)."""
-        budget: JSON = await self._client.request("GET", _budget_path(budget_id))
+        budget: JSON = await self._client.request("GET", _budget_path(budget_id),
+                                                  tenant=tenant)
         return budget
 
-    async def create(self, **fields: Any) -> JSON:
-        """Needs an admin or owner key; e.g. ``create(monthly_limit_usd=250, model="gpt-4o*")``."""
-        created: JSON = await self._client.request("POST", "/budgets", body=fields)
+    async def create(self, *, tenant: str | None = None, **fields: Any) -> JSON:
+        """Needs an admin or owner key, or an editor operator's naming the tenant; e.g.
+        ``create(monthly_limit_usd=250, model="gpt-4o*")``."""
+        created: JSON = await self._client.request("POST", "/budgets", body=fields,
+                                                   tenant=tenant)
         return created
 
-    async def update(self, budget_id: str, /, **fields: Any) -> JSON:
+    async def update(self, budget_id: str, /, *, tenant: str | None = None, **fields: Any
+                     ) -> JSON:
         """Changes the given fields of an API budget (a YAML budget raises ConflictError)."""
-        updated: JSON = await self._client.request("PATCH", _budget_path(budget_id), body=fields)
+        updated: JSON = await self._client.request("PATCH", _budget_path(budget_id),
+                                                   body=fields, tenant=tenant)
         return updated
 
-    async def delete(self, budget_id: str, /) -> None:
-        await self._client.request("DELETE", _budget_path(budget_id))
+    async def delete(self, budget_id: str, /, *, tenant: str | None = None) -> None:
+        await self._client.request("DELETE", _budget_path(budget_id), tenant=tenant)
 
     async def status(self, domain: str | None = None, model: str | None = None,
-                     scope: str | None = None, end_user: str | None = None) -> JSON:
+                     scope: str | None = None, end_user: str | None = None, *,
+                     tenant: str | None = None) -> JSON:
         """Usage against every limit; ``scope`` is tenant or token (the calling key's);
-        ``end_user``: per-end-user budgets as they stand for that end user, and their spend."""
+        ``end_user``: per-end-user budgets as they stand for that end user, and their spend.
+        Every tenant's (``tenant="all"``): ``limits``, every limit with its tenant, the
+        highest ratio first."""
         params = _query(domain=domain, model=model, scope=scope, end_user=end_user)
-        answer: JSON = await self._client.request("GET", "/budgets/status", params=params)
+        answer: JSON = await self._client.request("GET", "/budgets/status", params=params,
+                                                  tenant=tenant)
         return answer
 
 
@@ -242,11 +273,11 @@ class Batches:
     def __init__(self, client: Client) -> None:
         self._client = client
 
-    async def running(self) -> list[JSON]:
-        """The tenant's batches that hold a reservation until they end: ``batch_id``,
-        ``model``, ``endpoint``, ``created_at``, ``deadline``, ``reserved_usd``,
+    async def running(self, *, tenant: str | None = None) -> list[JSON]:
+        """The tenant's batches that hold a reservation until they end: ``tenant``,
+        ``batch_id``, ``model``, ``endpoint``, ``created_at``, ``deadline``, ``reserved_usd``,
         ``reserved_tokens``."""
-        answer: JSON = await self._client.request("GET", "/batches/running")
+        answer: JSON = await self._client.request("GET", "/batches/running", tenant=tenant)
         running: list[JSON] = answer["data"]
         return running
 
@@ -310,9 +341,10 @@ class SyncClient:
     """``Client`` for sync code: the same methods and errors, each call blocking until done.
     Safe to share between threads. ``close()`` (or leaving ``with``) ends its thread."""
 
-    def __init__(self, base_url: str, api_key: str, *, timeout: float = 30) -> None:
+    def __init__(self, base_url: str, api_key: str, *, tenant: str | None = None,
+                 timeout: float = 30) -> None:
         self._loop = _LoopThread()
-        self._client = Client(base_url, api_key, timeout=timeout)
+        self._client = Client(base_url, api_key, tenant=tenant, timeout=timeout)
         self.base_url = self._client.base_url
         self.spend = SyncSpend(self._client.spend, self._loop)
         self.budgets = SyncBudgets(self._client.budgets, self._loop)
@@ -320,6 +352,15 @@ class SyncClient:
         self.me = self._loop.blocking(self._client.me)
         self.audit = self._loop.blocking(self._client.audit)
         self._closed = False
+
+    @property
+    def tenant(self) -> str | None:
+        """The tenant every call names (``Client.tenant``); may be changed between calls."""
+        return self._client.tenant
+
+    @tenant.setter
+    def tenant(self, tenant: str | None) -> None:
+        self._client.tenant = tenant
 
     def __enter__(self) -> SyncClient:
         return self

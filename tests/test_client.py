@@ -28,7 +28,7 @@ from gateway.client import (
 )
 from tests.procs import free_port, gateway_process, mock_upstream
 from tests.proxy import conftest as harness
-from tests.proxy.conftest import KEYS, MakeHarness
+from tests.proxy.conftest import KEYS, OPERATOR_KEYS, OPERATORS, MakeHarness
 
 gateway = harness.gateway  # the in-process gateway fixture
 
@@ -151,6 +151,46 @@ async def test_async_client_reads_end_users(gateway: MakeHarness) -> None:
         assert malformed.value.param == "end_user"
 
 
+async def test_an_operator_client_names_its_tenant_on_every_call(gateway: MakeHarness) -> None:
+    """tenant= on the client is sent with every call; a call's own tenant= wins for it."""
+    gw = await gateway(budgets=YAML_BUDGET, extra=OPERATORS)
+    for key in ("ci", "other"):
+        assert (await gw.chat(key=key)).status == 200
+    base = str(gw.client.make_url("")).rstrip("/")
+    async with Client(base, KEYS["admin"]) as acme, \
+            Client(base, OPERATOR_KEYS["editor"], tenant="acme") as ops:
+        assert (await ops.me())["tenants"] == ["acme", "globex"]
+        assert await ops.spend.report(group_by="hour") == await acme.spend.report(
+            group_by="hour")
+        assert await ops.budgets.status() == await acme.budgets.status()
+        assert await ops.budgets.list() == await acme.budgets.list()
+        made = await ops.budgets.create(monthly_limit_usd=9)
+        assert made["tenant"] == "acme" and await acme.budgets.get(made["id"]) == made
+        assert (await ops.budgets.update(made["id"], monthly_limit_usd=10))[
+            "max_cost_per_month"] == 10
+        theirs = await ops.budgets.create(tenant="globex", daily_limit_usd=1)
+        assert theirs["tenant"] == "globex"
+        assert (await ops.budgets.get(theirs["id"], tenant="all"))["id"] == theirs["id"]
+        await ops.budgets.delete(theirs["id"], tenant="globex")
+        everyone = await ops.spend.report(tenant="all")
+        assert [t["tenant"] for t in everyone["by_tenant"]] and everyone["requests"] == 2
+        assert (await ops.budgets.status(tenant="all"))["limits"][0]["tenant"] == "acme"
+        assert await ops.batches.running(tenant="all") == []
+        assert [c["who"] for c in await ops.audit()] == ["ops-editor", "ops-editor"]
+        assert await acme.spend.report(tenant="acme") == await acme.spend.report()
+        with pytest.raises(PermissionDeniedError):
+            await acme.spend.report(tenant="globex")
+    async with Client(base, OPERATOR_KEYS["viewer"]) as viewer:
+        with pytest.raises(BadRequestError) as unnamed:
+            await viewer.budgets.list()
+        assert unnamed.value.param == "tenant" and "tenant=all" in unnamed.value.message
+        with pytest.raises(NotFoundError):
+            await viewer.spend.report(tenant="initech")
+        with pytest.raises(PermissionDeniedError) as viewing:
+            await viewer.budgets.create(tenant="acme", monthly_limit_usd=1)
+        assert "role is editor" in viewing.value.message
+
+
 def test_errors_that_are_not_openai_shaped_keep_their_status() -> None:
     error = error_from(502, b"<html>Bad Gateway</html>")
     assert type(error).__name__ == "ServerError" and error.status == 502
@@ -160,7 +200,8 @@ def test_errors_that_are_not_openai_shaped_keep_their_status() -> None:
 
 # -- the sync client, against a real gateway process ---------------------------------------
 
-SECRETS = {"member": "sk-client-test-member", "admin": "sk-client-test-admin"}
+SECRETS = {"member": "sk-client-test-member", "admin": "sk-client-test-admin",
+           "operator": "sk-client-test-operator"}
 CONFIG = """
 upstreams:
   mock: {{base_url: "{mock}/v1", api_key: "k"}}
@@ -173,6 +214,8 @@ tenants:
       - {{name: boss, sha256: "{admin}", role: owner}}
 budgets:
   - {{name: acme-daily, tenant: acme, max_cost_per_day: 5}}
+operators:
+  - {{name: platform, sha256: "{operator}", role: editor}}
 """
 
 
@@ -262,3 +305,17 @@ def test_sync_client_works_where_an_event_loop_is_running(served: str) -> None:
             return requests
 
     assert asyncio.run(inside_a_loop()) >= 1
+
+
+def test_sync_client_names_a_tenant_and_changes_it_between_calls(served: str) -> None:
+    with SyncClient(served, SECRETS["operator"], tenant="acme") as ops, \
+            SyncClient(served, SECRETS["member"]) as member:
+        assert ops.spend.report(group_by="day") == member.spend.report(group_by="day")
+        ops.tenant = "all"
+        assert ops.tenant == "all"
+        report = ops.spend.report()
+        assert [t["tenant"] for t in report["by_tenant"]] == ["acme"]
+        assert [b["tenant"] for b in ops.budgets.list()] == ["acme"]
+        ops.tenant = None
+        with pytest.raises(BadRequestError):
+            ops.budgets.status()

@@ -58,6 +58,12 @@ def budget_json(budget: Budget) -> dict[str, Any]:
     return body
 
 
+def budget_from_json(body: Mapping[str, Any]) -> Budget:
+    """A budget as the API answers it (``budget_json``), read back (a YAML budget's ``id``
+    is its name, as the API says)."""
+    return Budget.from_dict({k: v for k, v in body.items() if k not in ALIASES})
+
+
 class BudgetAdmin:
     def __init__(self, store: Store, config: Callable[[], Runtime], api: ApiBudgets,
                  audit: Auditor | None = None) -> None:

@@ -5,12 +5,12 @@ read from the daily rows of end users instead: by day or month, without the spli
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from gateway.cost.model import Filter, is_batch, nano_to_usd
+from gateway.cost.model import Filter, is_batch, nano_to_usd, usd_to_nano
 from gateway.cost.rollup import RollupRow, Row
 from gateway.errors import InvalidRequest
 from gateway.store import spend
@@ -105,6 +105,35 @@ class SpendReport:
 
     def _batch_of(self, period: str) -> Totals:
         return self.period_batch.get(period) or Totals()
+
+    @classmethod
+    def from_json(cls, body: Mapping[str, Any]) -> SpendReport:
+        """The API's answer (``json()``) read back: a report read over HTTP, for the same
+        tables as one read from the store."""
+        report = cls(GroupBy(body["group_by"]), end_user=body.get("end_user"))
+        report.total = Totals(usd_to_nano(body["total_cost"]), body["total_input_tokens"],
+                              body["total_output_tokens"], body["requests"])
+        report.by_model = _by(body.get("by_model", []), "model_key")
+        if "batch" in body:
+            report.batch = _totals(body["batch"])
+        if "by_tenant" in body:
+            report.by_tenant = _by(body["by_tenant"], "tenant")
+        for item in body["timeseries"]:
+            period = item["period"]
+            report.timeseries[period] = _totals(item)
+            report.period_models[period] = _by(item.get("by_model", []), "model_key")
+            if item.get("batch_cost"):
+                report.period_batch[period] = Totals(usd_to_nano(item["batch_cost"]))
+        return report
+
+
+def _totals(figures: Mapping[str, Any]) -> Totals:
+    return Totals(usd_to_nano(figures["cost"]), figures["input_tokens"],
+                  figures["output_tokens"], figures["requests"])
+
+
+def _by(items: Iterable[Mapping[str, Any]], label: str) -> dict[str, Totals]:
+    return {item[label]: _totals(item) for item in items}
 
 
 def _per_model(totals: dict[str, Totals]) -> list[dict[str, Any]]:

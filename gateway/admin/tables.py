@@ -13,7 +13,7 @@ from gateway.admin.budgets import ALIASES
 from gateway.admin.end_users import EndUserSpend
 from gateway.admin.report import SpendReport, Totals
 from gateway.admin.status import LimitStatus, PeriodSpend
-from gateway.cost.model import Budget
+from gateway.cost.model import Budget, Limit
 from gateway.store.audit import AuditEntry
 
 GAP = "  "
@@ -150,25 +150,31 @@ def spent_line(spent: PeriodSpend) -> str:
             "(UTC)")
 
 
-def status_table(limits: Sequence[LimitStatus]) -> str:
+StatusRow = tuple[Budget, Mapping[str, Any]]  # a budget, one of its limits as the API answers
+
+
+def limit_rows(limits: Sequence[LimitStatus]) -> list[StatusRow]:
+    """Limits read from the store, as the API answers them (``LimitStatus.json``)."""
+    return [(status.budget, status.json()) for status in limits]
+
+
+def status_table(rows: Sequence[StatusRow]) -> str:
     """One row per limit of every budget: its use now against its maximum. Dollars share their
     column's decimals; token counts are whole."""
-    if not limits:
+    if not rows:
         return "No budgets."
-    figures = [status.json() for status in limits]
-    used, most = (_amounts(limits, [f[name] for f in figures]) for name in ("used", "max"))
+    used, most = (_amounts(rows, name) for name in ("used", "max"))
     return render(_STATUS, [
-        [s.budget.name, _applies_to(s.budget), s.budget.action.value, s.slot.limit.value,
-         u, m, percent(s.ratio), _state(s.budget, s.ratio)]
-        for s, u, m in zip(limits, used, most, strict=True)])
+        [budget.name, _applies_to(budget), budget.action.value, figures["limit"], u, m,
+         percent(figures["ratio"]), _state(budget, figures["ratio"])]
+        for (budget, figures), u, m in zip(rows, used, most, strict=True)])
 
 
-def _amounts(limits: Sequence[LimitStatus], values: Sequence[Any]) -> list[str]:
+def _amounts(rows: Sequence[StatusRow], name: str) -> list[str]:
     """One column of USED or MAX: dollars for cost limits (one shared precision), else counts."""
-    dollars = iter(usd_column([v for s, v in zip(limits, values, strict=True)
-                               if s.slot.limit.is_cost]))
-    return [next(dollars) if s.slot.limit.is_cost else count(v)
-            for s, v in zip(limits, values, strict=True)]
+    cost = [Limit(figures["limit"]).is_cost for _, figures in rows]
+    dollars = iter(usd_column([f[name] for (_, f), c in zip(rows, cost, strict=True) if c]))
+    return [next(dollars) if c else count(f[name]) for (_, f), c in zip(rows, cost, strict=True)]
 
 
 def _applies_to(budget: Budget) -> str:
