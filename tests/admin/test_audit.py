@@ -249,3 +249,33 @@ def test_a_yaml_budget_is_known_by_its_tenant_and_id_else_its_name() -> None:
                for was, now in file_changes(old, new)]
     assert changes == [(("t", "a"), ("t", "a2")), (None, ("t", "b2")), (None, ("u", "c")),
                        (("t", "b"), None), (("t", "c"), None)]
+
+
+async def test_an_operator_reads_one_tenants_changes_or_every_tenants_newest_first(
+    gateway: MakeHarness,
+) -> None:
+    from tests.proxy.conftest import OPERATOR_KEYS, OPERATORS
+
+    clock = FakeClock(T0)
+    gw = await gateway(FILE_BUDGETS, extra=OPERATORS, clock=clock)
+    for key in ("admin", "other_admin", "admin"):  # acme, globex, acme: a second apart
+        assert (await call(gw.client, "POST", "/budgets", key, json={"daily_limit_usd": 1})
+                ).status == 201
+        clock.advance(1)
+    viewer = {"Authorization": f"Bearer {OPERATOR_KEYS['viewer']}"}
+
+    async def read(tenant: str, **query: str) -> list[dict[str, Any]]:
+        resp = await gw.client.get(f"{API}/audit", params={"tenant": tenant, **query},
+                                   headers=viewer)
+        assert resp.status == 200, await resp.text()
+        return list((await resp.json())["data"])
+
+    every = await read("all")
+    assert [(e["tenant"], e["at"][-7:]) for e in every] == [
+        ("acme", "22.000Z"), ("globex", "21.000Z"), ("acme", "20.000Z")]
+    assert await read("acme") == [every[0], every[2]] == await audit(gw.client)
+    assert await read("all", limit="1") == every[:1]
+    assert await read("all", budget=every[1]["budget_id"]) == [every[1]]
+    refused = await gw.client.get(f"{API}/audit", params={"tenant": "globex"},
+                                  headers={"Authorization": f"Bearer {KEYS['admin']}"})
+    assert refused.status == 403, "a tenant key reads its own tenant only"
