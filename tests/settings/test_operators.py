@@ -81,3 +81,19 @@ def test_no_tenant_may_be_named_all() -> None:
                        "test.yaml", env={})
     (error,) = caught.value.errors
     assert error.field == "tenants.all" and "?tenant=all" in error.message
+
+
+def test_the_example_config_documents_its_demo_operators() -> None:
+    """Like the tenant demo keys: the secret in a comment, its sha256 in the file."""
+    from pathlib import Path
+
+    from gateway.settings.load import load_settings
+
+    config = Path(__file__).resolve().parents[2] / "config" / "gateway.yaml"
+    settings = load_settings(config, env={})
+    text = config.read_text()
+    for operator in settings.operators:
+        secret = f"sk-ops-demo-{operator.role.value}"
+        assert f"# demo secret: {secret}" in text
+        assert operator.sha256 == hashlib.sha256(secret.encode()).hexdigest()
+    assert [op.role for op in settings.operators] == [OperatorRole.VIEWER, OperatorRole.EDITOR]
