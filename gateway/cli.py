@@ -440,6 +440,8 @@ def _audit(args: argparse.Namespace) -> int:
     from gateway.settings.load import load_settings
 
     limit = count(args.limit, "--limit", audit.LIMIT_DEFAULT, audit.LIMIT_MAX)
+    if args.url:
+        return remote.audit(args, limit)
     settings = load_settings(args.config)
     tenant = _one_tenant(settings, args.tenant)
     entries = _read(settings, args.config,
@@ -542,7 +544,7 @@ def _add_store_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     running.set_defaults(func=_batches_running)
 
     audit = sub.add_parser(
-        "audit", parents=[config], help="recent budget changes: who, what, when",
+        "audit", parents=[config, api], help="recent budget changes: who, what, when",
         description="Budget changes, newest first, read from the store the configuration "
                     "names, as GET /api/client/v1/audit: when, the budget, create, update or "
                     "delete, who (a key, an operator, or yaml: a reload of the file) and what "

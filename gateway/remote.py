@@ -165,3 +165,19 @@ def batches_running(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(tables.running_batches_table(running))
     return EXIT_OK
+
+
+@_one_line
+def audit(args: argparse.Namespace, limit: int) -> int:
+    """The recent budget changes, as from the store: every tenant's for an operator's key
+    unless ``--tenant`` names one."""
+    from gateway.admin import tables
+    from gateway.admin.audit import entry_from_json
+
+    with _client(args) as client:
+        changes = client.audit(limit, args.budget, tenant=_named(client, args.tenant))
+    if args.json:
+        _print_json({"object": "list", "data": changes})
+        return EXIT_OK
+    print(tables.audit_table([entry_from_json(change) for change in changes]))
+    return EXIT_OK

@@ -14,7 +14,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -104,6 +104,13 @@ def entry_json(entry: AuditEntry) -> dict[str, Any]:
     at = dt.datetime.fromtimestamp(entry.at, dt.UTC).isoformat(timespec="milliseconds")
     return {**dataclasses.asdict(entry), "at": at.replace("+00:00", "Z"),
             "action": entry.action.value, "source": entry.source.value}
+
+
+def entry_from_json(body: Mapping[str, Any]) -> AuditEntry:
+    """``entry_json``'s inverse (the CLI's tables from a running gateway's answers); ValueError
+    on anything else."""
+    at = dt.datetime.fromisoformat(str(body.get("at")).replace("Z", "+00:00"))
+    return AuditEntry.from_fields({**body, "at": at.timestamp()}, "audit entry")
 
 
 def _json(budget: Budget | None) -> dict[str, Any] | None:

@@ -10,13 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from gateway.admin.audit import Auditor
+from gateway.admin.audit import Auditor, entry_from_json, entry_json
+from gateway.admin.tables import audit_table
+from gateway.cli import main
 from gateway.clock import FakeClock
 from gateway.cost.model import Budget
+from gateway.remote import KEY_ENV
 from gateway.runtime import Runtime
 from gateway.settings.load import load_settings
 from gateway.store.sqlite import SqliteStore
 from tests.admin.test_cli_admin import run, write_config
+from tests.proxy.conftest import KEYS, OPERATOR_KEYS, OPERATORS, MakeHarness
 
 T0 = 1_780_000_000.0  # 2026-05-28T20:26:40Z
 
@@ -87,3 +91,32 @@ def test_a_bad_limit_or_tenant_is_an_error(changed: Path, capsys: pytest.Capture
     assert code == 1 and "--limit" in err
     code, _, err = run(capsys, "audit", "--config", str(changed), "--tenant", "initech")
     assert code == 1 and "initech" in err
+
+
+async def test_from_a_running_gateway_the_same_as_from_its_store(
+    gateway: MakeHarness, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """--url: the API's answers, as the same table (an operator's key: every tenant's unless
+    --tenant names one; a tenant key: its own)."""
+    gw = await gateway(extra=OPERATORS)
+    for key, body in (("admin", {"daily_limit_usd": 1}), ("other_admin", {"name": "g",
+                                                                           "daily_limit_usd": 2})):
+        headers = {"Authorization": f"Bearer {KEYS[key]}"}
+        assert (await gw.client.post("/api/client/v1/budgets", json=body, headers=headers)
+                ).status == 201
+    url = str(gw.client.make_url("")).rstrip("/")
+
+    async def cli(key: str, *args: str) -> str:
+        monkeypatch.setenv(KEY_ENV, key)
+        code = await asyncio.to_thread(main, ["audit", "--url", url, *args])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        return out
+
+    stored = await gw.store.audit.recent(None, 100)
+    assert await cli(OPERATOR_KEYS["viewer"]) == audit_table(stored) + "\n"
+    answered = json.loads(await cli(OPERATOR_KEYS["viewer"], "--tenant", "globex", "--json"))
+    assert answered["data"] == [entry_json(e) for e in stored if e.tenant == "globex"]
+    assert [entry_json(entry_from_json(e)) for e in answered["data"]] == answered["data"]
+    assert await cli(KEYS["ci"], "--limit", "5") == audit_table(
+        [e for e in stored if e.tenant == "acme"]) + "\n"
