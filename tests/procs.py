@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -103,6 +104,17 @@ def gateway_process(config: Path, log: Path, *extra: str,
     args = ["serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port), *extra]
     with running(args, port, "/healthz", log, env) as proc:
         yield proc
+
+
+def chat(url: str, key: str, model: str = "gpt-4o-mini", **fields: object) -> None:
+    """One chat completion through the gateway at ``url`` with ``key``, answered 200."""
+    body = {"model": model, "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}],
+            **fields}
+    request = urllib.request.Request(
+        f"{url}/v1/chat/completions", data=json.dumps(body).encode(), method="POST",
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        assert resp.status == 200
 
 
 def rss_mb(pid: int) -> float:

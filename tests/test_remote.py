@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ import pytest
 from gateway.remote import KEY_ENV
 from tests import leaks
 from tests.admin.test_cli_admin import run, tables
-from tests.procs import ROOT, free_port, gateway_process, mock_upstream
+from tests.procs import ROOT, chat, free_port, gateway_process, mock_upstream
 
 SECRETS = {"app": "sk-remote-acme-app", "globex": "sk-remote-globex-app",
            "viewer": "sk-remote-ops-viewer"}
@@ -55,15 +54,6 @@ class Served:
     config: Path
 
 
-def _chat(url: str, key: str, model: str) -> None:
-    body = {"model": model, "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}
-    request = urllib.request.Request(
-        f"{url}/v1/chat/completions", data=json.dumps(body).encode(), method="POST",
-        headers={"Authorization": f"Bearer {SECRETS[key]}", "Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as resp:
-        assert resp.status == 200
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     tmp = tmp_path_factory.mktemp("remote")
@@ -73,7 +63,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         config.write_text(CONFIG.format(state=tmp / "state.db", mock=mock.url, **hashes))
         with gateway_process(config, tmp / "gateway.log") as gw:
             for key, model in REQUESTS:
-                _chat(gw.url, key, model)
+                chat(gw.url, SECRETS[key], model)
             yield Served(gw.url, config)
 
 
