@@ -21,13 +21,16 @@ STATIC = "/dashboard/static"
 FILES = {
     "dashboard.js": "text/javascript",
     "api.js": "text/javascript",
+    "bars.js": "text/javascript",
     "batches.js": "text/javascript",
     "budgets.js": "text/javascript",
     "dom.js": "text/javascript",
     "editor.js": "text/javascript",
     "end_users.js": "text/javascript",
     "format.js": "text/javascript",
+    "overview.js": "text/javascript",
     "spend.js": "text/javascript",
+    "tenants.js": "text/javascript",
     "dashboard.css": "text/css",
     "chart.umd.min.js": "text/javascript",
 }

@@ -4,7 +4,10 @@ mock upstream and a gateway running as real processes on loopback ports.
 A scripted run (chat requests with two models) comes first; the page must then show exactly
 what ``GET /spend/report`` answers for the same range, let an admin key create a budget that
 binds the very next proxied request, show the API's validation error beside its field, and give
-a member key no edit controls. Screenshots go to ``test-output/dashboard/`` (logged).
+a member key no edit controls. A second tenant and two operators (issue 20): an operator picks
+a tenant and sees its figures, or all of them (spend per tenant, the budgets nearest their
+limits, recent denials); a viewer cannot edit, an editor can. Screenshots go to
+``test-output/dashboard/`` (logged).
 
 The browser is found as ``tests.tools`` says (``$GATEWAY_TEST_CHROMIUM``, Debian's
 ``/usr/bin/chromium``, Playwright's managed one); a machine with none fails these tests, and
@@ -49,8 +52,14 @@ HTTP_TIMEOUT_S = 10.0
 ADMIN_KEY = "sk-dash-admin-0123456789abcdef"
 MEMBER_KEY = "sk-dash-member-0123456789abcdef"
 UPSTREAM_KEY = "sk-dash-upstream-0123456789abcdef"
-leaks.SECRETS.update([ADMIN_KEY, MEMBER_KEY, UPSTREAM_KEY])
+OTHER_KEY = "sk-dash-other-0123456789abcdef"  # tenant dash-other's
+VIEWER_KEY = "sk-dash-viewer-0123456789abcdef"  # operators (issue 20)
+EDITOR_KEY = "sk-dash-editor-0123456789abcdef"
+KEYS = [ADMIN_KEY, MEMBER_KEY, UPSTREAM_KEY, OTHER_KEY, VIEWER_KEY, EDITOR_KEY]
+leaks.SECRETS.update(KEYS)
 FILE_BUDGET = "dash-monthly"
+OTHER = "dash-other"  # the second tenant
+OTHER_BUDGET = "other-hourly"  # its budget: 300 tokens an hour, refusing a large request
 # (model, max_tokens) per scripted request: two models, different sizes
 SCRIPT = [("gpt-4o-mini", 20), ("gpt-4o", 30), ("gpt-4o-mini", 12), ("gpt-4o", 8),
           ("gpt-4o-mini", 40)]
@@ -74,9 +83,16 @@ tenants:
     keys:
       - {{name: dash-admin, sha256: "{_sha(ADMIN_KEY)}", role: admin}}
       - {{name: dash-member, sha256: "{_sha(MEMBER_KEY)}", role: member}}
+  {OTHER}:
+    keys:
+      - {{name: other-app, sha256: "{_sha(OTHER_KEY)}", role: admin}}
+operators:
+  - {{name: ops-viewer, sha256: "{_sha(VIEWER_KEY)}", role: viewer}}
+  - {{name: ops-editor, sha256: "{_sha(EDITOR_KEY)}", role: editor}}
 budgets:
   - {{name: {FILE_BUDGET}, tenant: dash, max_cost_per_month: 50, max_tokens_per_day: 1000000,
      alert_threshold: 0.8}}
+  - {{name: {OTHER_BUDGET}, tenant: {OTHER}, max_tokens_per_hour: 300, alert_threshold: 0.5}}
 """
 
 
@@ -106,16 +122,20 @@ class Gateway:
     def delete_budget(self, budget_id: str) -> None:
         assert self.call("DELETE", f"/api/client/v1/budgets/{budget_id}") == (204, None)
 
-    def chat(self, model: str, max_tokens: int, end_user: str | None = None
-             ) -> tuple[int, Any]:
+    def chat(self, model: str, max_tokens: int, end_user: str | None = None,
+             key: str = ADMIN_KEY) -> tuple[int, Any]:
         named = {} if end_user is None else {"safety_identifier": end_user}
-        return self.call("POST", "/v1/chat/completions", body={
+        return self.call("POST", "/v1/chat/completions", key=key, body={
             "model": model, "max_tokens": max_tokens, **named,
             "messages": [{"role": "user", "content": f"dashboard test, {model}"}]})
 
-    def report(self, **query: str) -> Any:
-        status, body = self.call("GET", "/api/client/v1/spend/report?"
-                                 + urllib.parse.urlencode(query))
+    def report(self, key: str = ADMIN_KEY, **query: str) -> Any:
+        return self.get("/spend/report", key, **query)
+
+    def get(self, path: str, key: str = ADMIN_KEY, **query: str) -> Any:
+        """An admin API read (``tenant=``: an operator's)."""
+        status, body = self.call("GET", f"/api/client/v1{path}?" + urllib.parse.urlencode(query),
+                                 key=key)
         assert status == 200, body
         return body
 
@@ -139,9 +159,11 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         for model, max_tokens in SCRIPT:
             status, body = gw.chat(model, max_tokens)
             assert status == 200, body
+        status, body = gw.chat("gpt-4o-mini", 10, key=OTHER_KEY)
+        assert status == 200, body
         yield gw
         log_text = proc.output()
-        for secret in (ADMIN_KEY, MEMBER_KEY, UPSTREAM_KEY):
+        for secret in KEYS:
             assert secret not in log_text, "a key reached the gateway's log"
 
 
@@ -164,7 +186,7 @@ def page(chromium_path: str, gateway: Gateway) -> Iterator[Any]:
             page.on("pageerror", lambda error: gateway.console.append(f"pageerror: {error}"))
             yield page
             for url in urls:  # the key travels in a header only
-                assert ADMIN_KEY not in url and MEMBER_KEY not in url, url
+                assert not any(key in url for key in KEYS), url
             assert gateway.console == [], "the page logged errors (a CSP refusal?)"
         finally:
             browser.close()
@@ -183,7 +205,7 @@ def _sign_in(page: Any, gateway: Gateway, key: str) -> None:
     from playwright.sync_api import expect
 
     page.goto(gateway.url + "/dashboard")
-    expect(page.get_by_label("Tenant API key")).to_be_focused()
+    expect(page.get_by_label("API key", exact=True)).to_be_focused()
     page.keyboard.type(key)  # keyboard only: the field has focus, Enter submits
     page.keyboard.press("Enter")
     expect(page.locator("#who")).to_be_visible()
@@ -457,8 +479,136 @@ def test_a_wrong_key_is_refused_beside_the_field(page: Any, gateway: Gateway) ->
     from playwright.sync_api import expect
 
     page.goto(gateway.url + "/dashboard")
-    page.get_by_label("Tenant API key").fill("sk-not-a-key-0123456789")
+    page.get_by_label("API key", exact=True).fill("sk-not-a-key-0123456789")
     page.get_by_role("button", name="Sign in").click()
     expect(page.locator("#api-key-error")).to_contain_text("Incorrect API key")
     expect(page.locator("#app")).to_be_hidden()
     assert page.evaluate("() => sessionStorage.length") == 0
+
+
+def _expect_overview(page: Any, gateway: Gateway) -> None:
+    """The overview holds what the API answers for every tenant: the spend report's
+    by_tenant and totals, each tenant's stack summing to the whole per period, the status's
+    limits with the highest use first, the newest denials."""
+    from playwright.sync_api import expect
+
+    every = gateway.get("/spend/report", VIEWER_KEY, tenant="all", group_by="day")
+    _expect_report(page, every)  # the Spend card: every tenant's, by model
+    rows = page.locator("#tenants tbody tr")
+    expect(rows).to_have_count(len(every["by_tenant"]))
+    for row, tenant in zip(rows.all(), every["by_tenant"], strict=True):
+        assert row.get_attribute("data-tenant") == tenant["tenant"]
+        for figure in ("cost", "requests", "input_tokens", "output_tokens"):
+            cell = row.locator(f'td[data-field="{figure}"]')
+            assert float(cell.get_attribute("data-value")) == tenant[figure], figure
+    chart = page.evaluate("""() => {
+        const chart = window.Chart.getChart('tenant-chart');
+        return {labels: chart.data.labels,
+                datasets: chart.data.datasets.map(d => ({label: d.label, data: d.data}))};
+    }""")
+    assert [d["label"] for d in chart["datasets"]] == [t["tenant"] for t in every["by_tenant"]]
+    assert chart["labels"] == [p["period"] for p in every["timeseries"]]
+    for i, period in enumerate(every["timeseries"]):
+        assert sum(d["data"][i] for d in chart["datasets"]) == pytest.approx(period["cost"])
+
+    nearest = gateway.get("/budgets/status", VIEWER_KEY, tenant="all")["limits"][:10]
+    rows = page.locator("#nearest tbody tr")
+    expect(rows).to_have_count(len(nearest))
+    for row, limit in zip(rows.all(), nearest, strict=True):
+        assert (row.get_attribute("data-tenant"), row.get_attribute("data-budget-id"),
+                row.get_attribute("data-limit")) == (limit["tenant"], limit["budget_id"],
+                                                     limit["limit"])
+        ratio = row.locator('td[data-field="ratio"]').get_attribute("data-value")
+        assert float(ratio) == pytest.approx(limit["ratio"], abs=0.001)
+
+    denials = gateway.get("/denials", VIEWER_KEY, tenant="all", limit="20")["data"]
+    rows = page.locator("#denials tbody tr")
+    expect(rows.first).to_have_attribute("data-request-id", denials[0]["request_id"],
+                                         timeout=LIVE_TIMEOUT_MS)
+    assert [row.get_attribute("data-request-id") for row in rows.all()] == [
+        d["request_id"] for d in denials]
+
+
+def test_an_operator_picks_a_tenant_or_overlooks_them_all(page: Any, gateway: Gateway) -> None:
+    """Issue 20: an operator's key gets a tenant picker; All tenants is the overview (spend
+    per tenant over time, the budgets nearest their limits, recent denials), a tenant is that
+    tenant's page. A viewer cannot change budgets, and is told why."""
+    from playwright.sync_api import expect
+
+    _sign_in(page, gateway, VIEWER_KEY)
+    expect(page.locator("#who-text")).to_have_text("Operator ops-viewer (viewer, read-only)")
+    picker = page.get_by_label("Tenant", exact=True)
+    expect(picker).to_have_value("all")
+    assert picker.locator("option").all_inner_texts() == ["All tenants", "dash", OTHER]
+    expect(page.locator("#budgets")).to_be_hidden()  # one tenant's parts wait for a pick
+    expect(page.locator("#end-users")).to_be_hidden()
+
+    # a request refused now: the overview shows it within a poll
+    status, body = gateway.chat("gpt-4o-mini", 400, key=OTHER_KEY)  # more than 300 an hour
+    assert status == 429, body
+    _expect_overview(page, gateway)
+    denied = page.locator("#denials tbody tr").first
+    expect(denied.locator('[data-field="budget"]')).to_have_text(OTHER_BUDGET)
+    expect(denied.locator('[data-field="limit"]')).to_have_text("Tokens per hour")
+    expect(denied.locator('[data-field="model"]')).to_have_text("gpt-4o-mini")
+    expect(denied.get_by_role("button")).to_have_text(OTHER)
+    _screenshot(page, "dashboard-operator-overview.png")
+
+    # a tenant picked: its own figures, its budgets read-only for a viewer
+    picker.select_option("dash")
+    _expect_report(page, gateway.report(group_by="day"))
+    expect(page.locator("#tenants-title")).to_be_hidden()
+    yaml_card = page.locator(f'article[data-budget-id="{FILE_BUDGET}"]')
+    expect(yaml_card.get_by_role("meter")).to_have_count(2)
+    new_budget = page.get_by_role("button", name="New budget")
+    expect(new_budget).to_be_disabled()
+    expect(page.locator("#budgets-read-only")).to_have_text(
+        "Read-only: changing budgets needs an operator key whose role is editor; ops-viewer "
+        "is a viewer.")
+    expect(page.locator("#budgets button:not([disabled])")).to_have_count(0)
+    expect(page.locator("#editor")).to_be_hidden()
+    _screenshot(page, "dashboard-operator-viewer.png")
+
+    # back to all of them, then a tenant's name there picks it
+    picker.select_option("all")
+    expect(page.locator("#budgets")).to_be_hidden()
+    _expect_overview(page, gateway)
+    page.locator("#tenants").get_by_role("button", name=f"Show tenant {OTHER}").click()
+    expect(picker).to_have_value(OTHER)
+    other = gateway.report(OTHER_KEY, group_by="day")
+    _expect_report(page, other)
+    expect(page.locator(f'article[data-budget-id="{OTHER_BUDGET}"]')).to_be_visible()
+    expect(page.locator(f'article[data-budget-id="{FILE_BUDGET}"]')).to_have_count(0)
+
+
+def test_an_editor_operator_changes_the_picked_tenants_budgets(page: Any, gateway: Gateway
+                                                               ) -> None:
+    from playwright.sync_api import expect
+
+    _sign_in(page, gateway, EDITOR_KEY)
+    expect(page.locator("#who-text")).to_have_text("Operator ops-editor (editor)")
+    page.get_by_label("Tenant", exact=True).select_option(OTHER)
+    expect(page.locator(f'article[data-budget-id="{OTHER_BUDGET}"]')).to_be_visible()
+    expect(page.locator("#budgets-read-only")).to_be_hidden()
+    page.get_by_role("button", name="New budget").click()
+    page.get_by_label("Name", exact=True).fill("ops-made")
+    page.get_by_label("Max cost per day (USD)").fill("3")
+    page.get_by_role("button", name="Create budget").click()
+    card = page.locator('article[data-source="api"]', has_text="ops-made")
+    expect(card).to_be_visible()
+    (made,) = [b for b in gateway.get("/budgets", OTHER_KEY)["data"] if b["name"] == "ops-made"]
+    assert made["tenant"] == OTHER and made["max_cost_per_day"] == 3
+    assert "ops-made" not in str(gateway.get("/budgets")), "not the other tenant's"
+    change = gateway.get("/audit", OTHER_KEY)["data"][0]
+    assert (change["who"], change["operator"], change["action"]) == ("ops-editor", True,
+                                                                     "create")
+
+    card.get_by_role("button", name="Edit budget ops-made").click()
+    page.get_by_label("Max cost per day (USD)").fill("4")
+    page.get_by_role("button", name="Save changes").click()
+    expect(card.locator('[data-limit="max_cost_per_day"] [data-role="figures"]')
+           ).to_contain_text("of $4.0000")
+    page.once("dialog", lambda dialog: dialog.accept())
+    card.get_by_role("button", name="Delete budget ops-made").click()
+    expect(card).to_have_count(0)
+    assert [b["name"] for b in gateway.get("/budgets", OTHER_KEY)["data"]] == [OTHER_BUDGET]

@@ -4,9 +4,10 @@ against a mock upstream and a gateway run as real processes.
 Money reads as the CLI prints it (``gateway.admin.tables.usd``), the chart's axis in dollars,
 never in exponent notation; the chart has a bar for every period of the range, at most
 ``MAX_PERIODS`` of them; each field error of the budget form shows beside its own field, in the
-form's words. The browser, the keys and the page fixture are those of
-``test_dashboard_browser``; the gateway here has a model priced so low that a request costs a
-few nano-dollars.
+form's words; an operator's overview of more tenants than it charts one by one (issue 20) gives
+the others as one stack and row, asking for no report of theirs. The browser, the keys and the
+page fixture are those of ``test_dashboard_browser``; the gateway here has a model priced so
+low that a request costs a few nano-dollars, and ``CROWD`` small tenants besides.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import datetime as dt
 import json
 import re
 import time
+import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from gateway.admin.tables import usd
+from tests import leaks
 from tests.dashboard.test_dashboard_browser import (
     ADMIN_KEY,
     HTTP_TIMEOUT_S,
@@ -42,9 +45,17 @@ __all__ = ["chromium_path", "page"]  # the fixtures, shared
 TINY = "tiny-model"  # $0.0005 per 1M tokens: a short request costs a few nano-dollars
 MAX_PERIODS = 744  # dashboard.js: the chart's bars at most
 MONEY = re.compile(r"^-?\$\d{1,3}(,\d{3})*(\.\d+)?$")  # no exponent, thousands grouped
+TENANTS_CHARTED = 20  # overview.js: tenants with a stack (and a report request) of their own
+CROWD = 22  # tenants besides figs, each with one request: 23 tenants spent
+CROWD_KEYS = {f"crowd-{i:02d}": f"sk-figs-crowd-{i:02d}-0123456789abcdef" for i in range(CROWD)}
+OPERATOR_KEY = "sk-figs-operator-0123456789abcdef"
+leaks.SECRETS.update([*CROWD_KEYS.values(), OPERATOR_KEY])
 
 
 def _config(mock_url: str) -> str:
+    crowd = "\n".join(f"""  {tenant}:
+    keys:
+      - {{name: {tenant}-app, sha256: "{_sha(key)}"}}""" for tenant, key in CROWD_KEYS.items())
     return f"""
 store: "memory://"
 upstreams:
@@ -58,6 +69,9 @@ tenants:
     keys:
       - {{name: figs-admin, sha256: "{_sha(ADMIN_KEY)}", role: admin}}
       - {{name: figs-member, sha256: "{_sha(MEMBER_KEY)}", role: member}}
+{crowd}
+operators:
+  - {{name: figs-operator, sha256: "{_sha(OPERATOR_KEY)}"}}
 budgets:
   - {{name: tiny-daily, tenant: figs, max_cost_per_day: 0.0001}}
 limits: {{batch_poll_s: 0.2}}
@@ -76,6 +90,9 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
         gw = Gateway(proc, tmp)
         for model, max_tokens in [(TINY, 8), ("gpt-4o-mini", 20), ("gpt-4o-mini", 24)]:
             status, body = gw.chat(model, max_tokens)
+            assert status == 200, body
+        for i, key in enumerate(CROWD_KEYS.values()):  # each a different cost
+            status, body = gw.chat("gpt-4o-mini", 2 + i, key=key)
             assert status == 200, body
         yield gw
 
@@ -385,3 +402,57 @@ def test_batches_their_spend_and_what_running_ones_hold(page: Any, gateway: Gate
     status, _ = gateway.call("POST", f"/v1/batches/{batch_id}/cancel")
     assert status == 200
     expect(rows).to_have_text(["No running batches."], timeout=LIVE_TIMEOUT_MS)
+
+
+def test_the_overview_charts_the_tenants_that_spent_most_and_the_rest_together(
+        page: Any, gateway: Gateway) -> None:
+    """Issue 20: 23 tenants spent; the overview charts the 20 that spent most, each from its
+    own report (one request a tenant, no more), and the 3 others as one stack and row, "3 more
+    tenants", whose figures are the whole's less theirs, to the nano-dollar."""
+    from playwright.sync_api import expect
+
+    asked: list[str] = []  # the tenant each spend report the page asks for names
+    page.on("request", lambda request: asked.extend(
+        urllib.parse.parse_qs(urllib.parse.urlsplit(request.url).query).get("tenant", [])
+        if "/spend/report" in request.url else []))
+    _sign_in(page, gateway, OPERATOR_KEY)
+    every = gateway.get("/spend/report", OPERATOR_KEY, tenant="all", group_by="day")
+    by_tenant = every["by_tenant"]
+    assert len(by_tenant) == CROWD + 1
+    charted, rest = by_tenant[:TENANTS_CHARTED], by_tenant[TENANTS_CHARTED:]
+    rows = page.locator("#tenants tbody tr")
+    expect(rows).to_have_count(TENANTS_CHARTED + 1)
+    assert [row.get_attribute("data-tenant") for row in rows.all()[:-1]] == [
+        t["tenant"] for t in charted]
+    together = rows.last
+    assert together.get_attribute("data-role") == "rest"
+    expect(together.locator("th")).to_have_text("3 more tenants, together")
+    cost = together.locator('td[data-field="cost"]')
+    assert float(cost.get_attribute("data-value")) == sum(
+        round(t["cost"] * 1e9) for t in rest) / 1e9
+    expect(cost).to_have_text(usd(sum(round(t["cost"] * 1e9) for t in rest) / 1e9))
+    for figure in ("requests", "input_tokens", "output_tokens"):
+        cell = together.locator(f'td[data-field="{figure}"]')
+        assert int(cell.get_attribute("data-value")) == sum(t[figure] for t in rest), figure
+    expect(page.locator("#tenants-summary")).to_have_text(
+        f"23 tenants spent {usd(every['total_cost'])} in this range; the 20 who spent most, "
+        "and 3 more tenants:")
+
+    chart = page.evaluate("""() => window.Chart.getChart('tenant-chart').data.datasets.map(
+        d => ({label: d.label, data: d.data}))""")
+    assert [d["label"] for d in chart] == [t["tenant"] for t in charted] + ["3 more tenants"]
+    (day,) = every["timeseries"]
+    for stack, tenant in zip(chart, charted, strict=False):
+        (own,) = gateway.get("/spend/report", OPERATOR_KEY, tenant=tenant["tenant"])[
+            "timeseries"]
+        assert stack["data"] == [own["cost"]], tenant["tenant"]
+    assert chart[-1]["data"][0] == pytest.approx(
+        (round(day["cost"] * 1e9) - sum(round(t["cost"] * 1e9) for t in charted)) / 1e9,
+        abs=1e-12)
+    assert sum(d["data"][0] for d in chart) == pytest.approx(day["cost"], abs=1e-12)
+    _screenshot(page, "dashboard-operator-crowd.png")
+
+    # a poll later: every report asked for was the whole's or a charted tenant's
+    page.wait_for_timeout(6_000)
+    assert set(asked) == {"all", *(t["tenant"] for t in charted)}
+    assert asked.count("all") >= 2, "the page polled"

@@ -36,3 +36,17 @@ export function client(key, refused) {
     return body;
   };
 }
+
+/* `api` about one tenant's figures, as an operator's key names them (GET /me gives the
+ * tenants it may name): `tenant` in every call's query (a reader's "all": every tenant), and
+ * in a new budget's body instead. A tenant key names none (`tenant` null): its own. */
+export function forTenant(api, tenant) {
+  if (!tenant) return api;
+  return (path, options = {}) => {
+    if (options.method === "POST" && path === "/budgets") {
+      return api(path, { ...options, body: { ...options.body, tenant } });
+    }
+    const sep = path.includes("?") ? "&" : "?";
+    return api(`${path}${sep}tenant=${encodeURIComponent(tenant)}`, options);
+  };
+}

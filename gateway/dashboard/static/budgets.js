@@ -91,7 +91,7 @@ function buttons(budget, controls) {
 const isCost = (name) => name.startsWith("max_cost");
 const windowOf = (name) => name.slice(name.lastIndexOf("_") + 1);  // hour, day, month
 const span = (window) => (window === "month" ? "calendar month (UTC)" : `rolling ${window}`);
-const showFor = (name) => (v) => (isCost(name) ? usd(v) : `${integer.format(v)} tokens`);
+export const showFor = (name) => (v) => (isCost(name) ? usd(v) : `${integer.format(v)} tokens`);
 
 /* A per-end-user limit: each end user's maximum, no one's use (the template's). */
 function eachEndUser(name, max) {
@@ -117,19 +117,8 @@ export function gauge(limit, threshold) {
   label.appendChild(el("span", { "data-role": "figures" },
                        `${show(limit.used)} of ${show(limit.max)} (${Math.round(limit.ratio * 100)}%)`));
   box.appendChild(label);
-  const level = limit.ratio >= 1 ? "over"
-    : (threshold !== null && threshold !== undefined && limit.ratio >= threshold) ? "warn" : "ok";
-  const bar = el("div", {
-    class: `gauge ${level}`, role: "meter", "aria-valuemin": "0",
-    "aria-valuemax": String(limit.max), "aria-valuenow": String(Math.min(limit.used, limit.max)),
-    "aria-valuetext": `${show(limit.used)} of ${show(limit.max)}` +
-      (level === "over" ? ", limit reached" : level === "warn" ? ", past the alert threshold" : ""),
-    "aria-label": LIMIT_NAMES[limit.limit] || limit.limit, "data-level": level,
-  });
-  const fill = el("div", { class: "fill" });
-  fill.style.width = `${Math.min(limit.ratio, 1) * 100}%`;
-  bar.appendChild(fill);
-  box.appendChild(bar);
+  const level = levelOf(limit, threshold);
+  box.appendChild(meter(limit, level, LIMIT_NAMES[limit.limit] || limit.limit));
   const where = span(limit.window);
   const resets = limit.resets_in_s === null || limit.resets_in_s === undefined
     ? `${where}; nothing counted yet`
@@ -141,6 +130,28 @@ export function gauge(limit, threshold) {
   if (refusing) box.appendChild(el("div", { class: `refusing ${level}`, "data-role": "refusing" },
                                    refusing));
   return box;
+}
+
+/* ok, warn (past the budget's alert threshold) or over (the limit reached). */
+export function levelOf(limit, threshold) {
+  if (limit.ratio >= 1) return "over";
+  return threshold !== null && threshold !== undefined && limit.ratio >= threshold ? "warn" : "ok";
+}
+
+/* A limit's use of its maximum as a bar (a meter, named `name` for assistive technology). */
+export function meter(limit, level, name) {
+  const show = showFor(limit.limit);
+  const bar = el("div", {
+    class: `gauge ${level}`, role: "meter", "aria-valuemin": "0",
+    "aria-valuemax": String(limit.max), "aria-valuenow": String(Math.min(limit.used, limit.max)),
+    "aria-valuetext": `${show(limit.used)} of ${show(limit.max)}` +
+      (level === "over" ? ", limit reached" : level === "warn" ? ", past the alert threshold" : ""),
+    "aria-label": name, "data-level": level,
+  });
+  const fill = el("div", { class: "fill" });
+  fill.style.width = `${Math.min(limit.ratio, 1) * 100}%`;
+  bar.appendChild(fill);
+  return bar;
 }
 
 /* What the limit refuses now, from the status API's `available` (max - used, reservations in

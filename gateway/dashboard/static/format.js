@@ -45,10 +45,13 @@ export function duration(seconds) {
   return `${Math.floor(hours / 24)} d ${hours % 24} h`;
 }
 
-/* An ISO time as the page's periods are named: UTC, to the minute ("2026-05-01 13:05 UTC");
- * what is not a time, as it came. */
-export function utcMinute(iso) {
+/* An ISO time as the page's periods are named: UTC, to the minute ("2026-05-01 13:05 UTC")
+ * or the second; what is not a time, as it came. */
+export const utcMinute = (iso) => utcTime(iso, 16);
+export const utcSecond = (iso) => utcTime(iso, 19);
+
+function utcTime(iso, length) {
   const when = new Date(iso);
   if (Number.isNaN(when.getTime())) return String(iso);
-  return `${when.toISOString().slice(0, 16).replace("T", " ")} UTC`;
+  return `${when.toISOString().slice(0, length).replace("T", " ")} UTC`;
 }
