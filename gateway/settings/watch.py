@@ -90,7 +90,9 @@ class LiveConfig(Generic[T]):
         for error in exc.errors:
             log.error("config reload refused: %s:%s: %s: %s", error.file,
                       error.line if error.line is not None else "?", error.field, error.message)
-        log.warning("keeping the last good configuration (%d problems)", len(exc.errors))
+        count = len(exc.errors)
+        log.warning("keeping the last good configuration (%d problem%s)", count,
+                    "" if count == 1 else "s")
         return False
 
     def _swap(self, runtime: T) -> bool:
