@@ -14,14 +14,23 @@ from gateway.appkeys import ADMIN, CLOCK, CONFIG, STORE
 from gateway.cost.model import Budget
 from gateway.errors import InvalidRequest
 from gateway.http_server import read_body
+from gateway.ops import access
 from gateway.proxy.auth import Operator
 from gateway.proxy.end_user import queried
 from gateway.proxy.resolve import parse_body
 
 
 def caller(request: web.Request) -> Caller:
-    """A tenant key or an operator's: anything else is a 401."""
-    return request.app[CONFIG].current.keyring.identify(request.headers.get("Authorization"))
+    """A tenant key or an operator's: anything else is a 401. The access line names it (an
+    operator as "operator:<name>", of no tenant)."""
+    who = request.app[CONFIG].current.keyring.identify(request.headers.get("Authorization"))
+    rec = access.record()
+    if rec is not None:
+        if isinstance(who, Operator):
+            rec.key_name = f"operator:{who.name}"
+        else:
+            rec.tenant, rec.key_name = who.tenant, who.key_name
+    return who
 
 
 def asked(request: web.Request, params: tuple[str, ...] = ()) -> tuple[Caller, str | None]:

@@ -288,3 +288,16 @@ async def test_every_tenants_end_users_with_their_tenant(gateway: MakeHarness) -
         resp = await call(gw, NAMES_ALL, "GET", path, {"end_user": "alice"})
         error = (await ok(resp, 400))["error"]
         assert error["param"] == "end_user" and "one tenant's" in error["message"]
+
+
+async def test_the_access_line_names_the_caller_of_an_admin_route(
+        gateway: MakeHarness, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    gw = await gateway(FILE_BUDGETS, extra=OPERATORS)
+    with caplog.at_level(logging.INFO, logger="gateway.access"):
+        await ok(await call(gw, ADMIN, "GET", "/budgets"))
+        await ok(await call(gw, Who("viewer", "all"), "GET", "/budgets"))
+    lines = [r.fields for r in caplog.records if r.name == "gateway.access"]  # type: ignore[attr-defined]
+    assert [(line["tenant"], line["key"]) for line in lines] == [
+        ("acme", "acme-admin"), ("-", "operator:ops-viewer")]
