@@ -51,6 +51,18 @@ def redis_server(workdir: Path, port: int | None = None) -> Iterator[str]:
         stop(proc)
 
 
+@contextlib.contextmanager
+def store_url(kind: str, tmp: Path) -> Iterator[str]:
+    """A store of ``kind`` for a gateway process: ``memory``, ``sqlite`` (a file in ``tmp``) or
+    ``redis`` (a server started in ``tmp`` for the block)."""
+    if kind == "redis":
+        (tmp / "redis").mkdir(exist_ok=True)
+        with redis_server(tmp / "redis") as url:
+            yield url
+    else:
+        yield "memory://" if kind == "memory" else f"sqlite://{tmp / 'state.db'}"
+
+
 def _cluster_port() -> int:
     """A free port whose cluster-bus port (+10000) is free too."""
     for _ in range(100):

@@ -6,11 +6,9 @@ two instances sharing Redis, and after a crash of the embedded store's gateway."
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import io
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,7 @@ from gateway.cost.price_data import ShippedPrices
 from gateway.cost.pricing import Item
 from tests import leaks
 from tests.procs import gateway_process, mock_upstream, stop
-from tests.servers import redis_server
+from tests.servers import redis_server, store_url
 
 SECRET = "sk-e2e-batches-0123456789abcdef"
 OTHER = "sk-e2e-batches-other-0123456789"
@@ -57,13 +55,6 @@ def content(tag: str) -> bytes:
     return b"".join(orjson.dumps(line) + b"\n" for line in lines)
 
 
-@contextlib.contextmanager
-def store_url(kind: str, tmp: Path) -> Iterator[str]:
-    if kind == "redis":
-        with redis_server(tmp) as url:
-            yield url
-    else:
-        yield "memory://" if kind == "memory" else f"sqlite://{tmp / 'state.db'}"
 
 
 def write_config(tmp: Path, store: str, mock: str, limit: float) -> Path:

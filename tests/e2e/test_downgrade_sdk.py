@@ -4,10 +4,8 @@ streams included, with no request denied until the fallback's own budget is spen
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,7 @@ import pytest
 
 from tests import leaks
 from tests.procs import gateway_process, mock_upstream
-from tests.servers import redis_server
+from tests.servers import store_url
 
 SECRET = "sk-e2e-downgrade-0123456789abcdef"
 OPS_TOKEN = "e2e-downgrade-ops-token-0123456789"
@@ -42,13 +40,6 @@ ops: {{token: "{ops}"}}
 """
 
 
-@contextlib.contextmanager
-def store_url(kind: str, tmp: Path) -> Iterator[str]:
-    if kind == "redis":
-        with redis_server(tmp) as url:
-            yield url
-    else:
-        yield "memory://" if kind == "memory" else f"sqlite://{tmp / 'state.db'}"
 
 
 async def per_request_tokens(mock: str) -> int:

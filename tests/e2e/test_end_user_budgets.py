@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -18,7 +16,7 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from tests import leaks
 from tests.procs import gateway_process, mock_upstream
-from tests.servers import redis_server
+from tests.servers import store_url
 
 pytestmark = pytest.mark.slow
 
@@ -94,13 +92,6 @@ async def admitted(base_url: str, key: str, users: int) -> collections.Counter[i
     return counts
 
 
-@contextlib.contextmanager
-def store_url(kind: str, tmp: Path) -> Iterator[str]:
-    if kind == "memory":
-        yield "memory://"
-        return
-    with redis_server(tmp / "redis") as url:
-        yield url
 
 
 @pytest.mark.parametrize("kind", ["memory", "redis"])
