@@ -85,17 +85,14 @@ async def body_chunks(request: web.Request, limit: int,
             "Request bodies with a Content-Encoding are not accepted: send the JSON "
             "uncompressed (OpenAI's API takes no compressed request bodies either)."
         )
-    too_large = PayloadTooLarge(
-        f"The request body is larger than this gateway's limit of {limit} bytes."
-    )
     if request.content_length is not None and request.content_length > limit:
-        raise too_large
+        raise _too_large(limit)
     size = 0
     try:
         async for chunk in chunks or request.content.iter_chunked(_READ_CHUNK):
             size += len(chunk)
             if size > limit:
-                raise too_large
+                raise _too_large(limit)
             yield chunk
     except BodyTimeout as late:
         raise RequestTimeout(
@@ -110,6 +107,13 @@ async def body_chunks(request: web.Request, limit: int,
             "The request body's framing is not valid HTTP/1.1 (chunked encoding or length).",
             code="invalid_request_body",
         ) from None
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    """Made only when raised: an error made for every body would cost every request."""
+    return PayloadTooLarge(
+        f"The request body is larger than this gateway's limit of {limit} bytes."
+    )
 
 
 def raw_response(error: GatewayError, request_id: str) -> bytes:
