@@ -294,3 +294,41 @@ async def test_a_client_seeing_its_batch_end_gets_it_settled_before_the_next_pol
         await asyncio.sleep(0.05)
     assert await gw.store.batches.pending() == []  # within seconds, not the hour's poll
     assert (await gw.store.query(Filter(tenant_id="acme"))).total_output_tokens == OUTPUT
+
+
+async def test_a_line_naming_a_response_the_tenant_does_not_own_is_refused(
+        gateway: MakeHarness) -> None:
+    """Context the gateway cannot see is bounded or refused in a batch line as in a request:
+    another tenant's (or an unknown) previous_response_id is OpenAI's 404, naming the line."""
+    gw = await gateway(max_body_bytes=1 << 20)
+    line = {"custom_id": "r1", "method": "POST", "url": "/v1/responses",
+            "body": {"model": "gpt-4o-mini", "input": "go on", "max_output_tokens": 50,
+                     "previous_response_id": "resp_someone_elses"}}
+    resp = await upload(gw, jsonl([line]))
+    assert resp.status == 404
+    assert (await resp.json())["error"]["message"].startswith(
+        "Line 1 of the file: Previous response with id 'resp_someone_elses' not found")
+    assert not gw.stats.requests
+
+
+async def test_a_line_with_built_in_tools_is_bounded_with_their_calls(
+        gateway: MakeHarness) -> None:
+    gw = await gateway(max_body_bytes=1 << 20)
+    line = {"custom_id": "s1", "method": "POST", "url": "/v1/responses",
+            "body": {"model": "gpt-4o-mini", "input": "news?", "max_output_tokens": 50,
+                     "tools": [{"type": "web_search"}]}}
+    resp = await upload(gw, jsonl([line]))
+    assert resp.status == 200, await resp.text()
+    tools_file = (await resp.json())["id"]
+    owned = await gw.store.objects.get("acme", "file", tools_file, 0)
+    assert owned is not None and owned.detail is not None
+    bound = FileBound.loads(owned.detail)
+    sent = orjson.loads(await (await get(gw, f"/files/{tools_file}/content")).read())
+    assert sent["body"]["max_tool_calls"] == 4  # the gateway's cap, written into the file
+    plain = {**line, "body": {k: v for k, v in line["body"].items() if k != "tools"}}
+    resp = await upload(gw, jsonl([plain]))
+    owned = await gw.store.objects.get("acme", "file", (await resp.json())["id"], 0)
+    assert owned is not None and owned.detail is not None
+    assert bound.cost_nano > FileBound.loads(owned.detail).cost_nano  # fees and the context
+    content = await (await get(gw, f"/files/{(await resp.json())['id']}/content")).read()
+    assert orjson.loads(content)["body"]["max_output_tokens"] == 50
