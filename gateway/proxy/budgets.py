@@ -24,7 +24,9 @@ from gateway.proxy.auth import Keyring, Principal
 from gateway.proxy.budget_index import BudgetIndex, Slot
 from gateway.proxy.end_user import UNNAMED, EndUser
 from gateway.proxy.estimate import Estimate
+from gateway.proxy.headroom import Headroom
 from gateway.proxy.tenant_budgets import ApiBudgets
+from gateway.settings.schema import Settings
 from gateway.store.base import Line, ReserveResult, Store, StoreError, StoreFull
 
 log = logging.getLogger(__name__)
@@ -104,6 +106,9 @@ class Current(Protocol):
     @property
     def budgets(self) -> BudgetIndex: ...
 
+    @property
+    def settings(self) -> Settings: ...
+
 
 class Admitter:
     def __init__(
@@ -115,6 +120,7 @@ class Admitter:
         self._api = api
         self._id_prefix = secrets.token_hex(8)  # unique per process: ids never collide
         self._ids = itertools.count()
+        self._headroom = Headroom()  # when a request may reserve its cheap bound
 
     def _next_id(self) -> str:
         """A reservation id: unique across instances, cheaper than a uuid4 per request."""
@@ -148,8 +154,7 @@ class Admitter:
                     raise _queued_too_long(throttling[0])
                 await hold.wait(min(deadline - now, _POLL_S), deadline - now, names)
                 continue
-            cost = reserved_cost(ask.price, estimate) if ask.cost_nano is None else ask.cost_nano
-            lines = [slot.line(estimate.total, cost) for slot in slots]
+            estimate, lines = await self._sized(ask, slots, estimate)
             result = await self._reserve(ask, rid if slots else "-", lines, now, version)
             if result.stale:
                 stale += 1
@@ -157,6 +162,10 @@ class Admitter:
                 continue
             if not slots:
                 return Admission(None, slots, estimate, end_user=ask.end_user.id)
+            self._headroom.note(lines, result, first.settings.limits.budget_counters_max)
+            if estimate.counted is not None and not result.ok:
+                estimate = await estimate.counted()  # the cheap bound did not fit: the count
+                continue
             if result.ok:
                 return await self._admitted(rid, slots, lines, result, estimate, clamped, now,
                                             ask.end_user.id)
@@ -173,6 +182,16 @@ class Admitter:
             if wait is None or result.fits_at is None:
                 raise _denied(slots, lines, result, now)
             await hold.wait(wait, result.fits_at - now, [s.budget.name for s in failing])
+
+    async def _sized(self, ask: Ask, slots: tuple[Slot, ...], estimate: Estimate
+                     ) -> tuple[Estimate, list[Line]]:
+        """The lines to reserve: an estimate's cheap bound where every line had room to spare
+        at its last answer; else (near a limit, or a line not seen yet) its exact count."""
+        lines = _lines(ask, slots, estimate)
+        if estimate.counted is not None and not self._headroom.roomy(lines):
+            estimate = await estimate.counted()
+            lines = _lines(ask, slots, estimate)
+        return estimate, lines
 
     async def _reserve(self, ask: Ask, rid: str, lines: list[Line], now: float, version: int
                        ) -> ReserveResult:
@@ -244,6 +263,11 @@ class Admitter:
         except StoreError as exc:
             log.warning("alert dedupe unavailable, sending anyway: %s", exc)
             return True
+
+
+def _lines(ask: Ask, slots: tuple[Slot, ...], estimate: Estimate) -> list[Line]:
+    cost = reserved_cost(ask.price, estimate) if ask.cost_nano is None else ask.cost_nano
+    return [slot.line(estimate.total, cost) for slot in slots]
 
 
 def reserved_cost(price: Price, estimate: Estimate) -> int:

@@ -139,6 +139,7 @@ class Pipeline:
         estimate = await estimate_stage.estimate(
             target.endpoint, target.body, target.price, asking.runtime.defaults,
             prior=asking.prior, offload=functools.partial(self.gate.offload, asking.tenant),
+            cheap_first=True,
         )
         timeout_s, background = target.upstream.timeout_s, asking.background
         return Ask(

@@ -7,7 +7,9 @@ what it received is charged (counted), never nothing. Settling is idempotent.
 
 Nothing is ever charged to a budget above what was reserved for it: an upstream that bills more
 than the bound is charged at the bound, logged as an error and counted, so a test or an alert
-can tell a bound that did not hold.
+can tell a bound that did not hold. (A request far from its limits reserves its input's cheap
+bound, its bytes: there the bound checked is that one, and the estimate charged, when the
+upstream gives no usage, is its exact count.)
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from gateway.cost.model import Usage, nano_to_usd
 from gateway.cost.tokens import encoder_for
 from gateway.proxy.auth import Principal
 from gateway.proxy.budgets import Admission, reserved_cost
+from gateway.proxy.estimate import Estimate
 from gateway.proxy.forward import Exchange
 from gateway.proxy.resolve import Target
 from gateway.proxy.usage import Reported
@@ -46,17 +49,20 @@ class Recorder:
     async def settle(
         self, principal: Principal, target: Target, admission: Admission, exchange: Exchange
     ) -> Settlement:
-        reported = charged(target, admission, exchange)
+        estimate = admission.estimate
+        if _from_estimate(exchange) and estimate.counted is not None:
+            estimate = await estimate.counted()  # reserved at its cheap bound: the count
+        reported = charged(target, estimate, exchange)
         now = self._clock.now()
         if reported is None:
             if admission.rid is not None:
                 await self._write(Deferred(principal.tenant, admission.rid,
                                            admission.lines(0, 0), None, now))
             return Settlement(None, 0, True)
-        estimate = admission.estimate
-        bound_tokens, bound_cost = estimate.total, reserved_cost(target.price, estimate)
+        reserved = admission.estimate
+        bound_tokens, bound_cost = reserved.total, reserved_cost(target.price, reserved)
         if reported is RESERVATION:
-            tokens, cost = bound_tokens, bound_cost
+            tokens, cost = estimate.total, reserved_cost(target.price, estimate)
             reported = Reported(estimate.input_tokens, estimate.output_tokens, exact=False,
                                 web_searches=estimate.calls)
         else:
@@ -95,10 +101,16 @@ class Recorder:
 
 
 RESERVATION = Reported(0, 0, exact=False)
-"""Charge the whole reservation: the upstream did the work but its answer was lost."""
+"""Charge the request's bound: the upstream did the work but its answer was lost. That is the
+whole reservation, or less where the request reserved its input's cheap bound: its count then."""
 
 
-def charged(target: Target, admission: Admission, exchange: Exchange) -> Reported | None:
+def _from_estimate(exchange: Exchange) -> bool:
+    """``charged`` takes the estimate's figures: the answer was lost, or came without usage."""
+    return exchange.reported is None and (exchange.lost or exchange.ok)
+
+
+def charged(target: Target, estimate: Estimate, exchange: Exchange) -> Reported | None:
     """The usage to charge: the upstream's word when it gave one; the reservation when the
     answer was lost (a timeout: the upstream bills it); else counted from what was sent."""
     if exchange.reported is not None and (exchange.ok or exchange.lost):
@@ -108,4 +120,4 @@ def charged(target: Target, admission: Admission, exchange: Exchange) -> Reporte
     if not exchange.ok:
         return None
     output = encoder_for(target.model).count(exchange.produced_text)
-    return Reported(admission.estimate.input_tokens, output, 0, exact=False)
+    return Reported(estimate.input_tokens, output, 0, exact=False)
