@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-import uuid
+import secrets
 
 import orjson
 from aiohttp import web
@@ -49,7 +49,7 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Outermost: gives the request its id and record, then reports it once (access-log line
     and metrics), whatever the outcome."""
     incoming = request.headers.get("x-request-id", "")
-    rid = incoming if _SAFE_ID.match(incoming) else f"req_{uuid.uuid4().hex}"
+    rid = incoming if _SAFE_ID.match(incoming) else f"req_{secrets.token_hex(16)}"
     rec = access.RequestRecord(route=_route(request))
     tokens = gateway_log.request_id.set(rid), access.current.set(rec)
     status = 500
