@@ -33,7 +33,9 @@ TOP = 40
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--store", choices=("memory", "redis"), default="memory")
+    parser.add_argument("--store", choices=("memory", "sqlite", "redis"), default="memory")
+    parser.add_argument("--forwarder", action="store_true",
+                        help="profile the plain forwarder instead, for the baseline")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--no-profile", action="store_true", help="only the CPU per request")
@@ -47,11 +49,16 @@ def main() -> None:
             port = free_port()
             stack.callback(stop, start_redis(tmp, port))
             store = f"redis://127.0.0.1:{port}/0"
+        elif args.store == "sqlite":
+            store = f"sqlite://{tmp / 'gateway.db'}"
         config = GatewayConfig(store, upstream.url + JSON_PATH, upstream.url + STREAM_PATH)
         path = config.write(tmp / "gateway.yaml")
         port = free_port()
         command = python_module("gateway.cli", "serve", "--config", str(path), "--port",
                                 str(port), "--grace-s", "5")
+        if args.forwarder:
+            command = python_module("bench.forwarder", "--port", str(port), "--upstream",
+                                    upstream.url)
         gateway = stack.enter_context(service(command, port, tmp / "gateway.log", cpu=0))
         body = write_body(tmp, "chat", chat_body(JSON_MODEL, BODY_SIZE))
         wrk(gateway.url + CHAT_PATH, body, SECRET, args.clients, 2)  # warm

@@ -137,6 +137,8 @@ class Price:
     default_max_output_tokens: int | None = None  # the output cap set when a request has none
     name: str = field(default="", compare=False)  # the table's name: a config key or a model id,
     # bounded by the configuration, never by what clients send: fit for a metric label
+    _flat_worst: dict[tuple[str, ...], Worst] = field(
+        default_factory=dict, init=False, compare=False, repr=False)  # per request's tiers
 
     @classmethod
     def per_million(
@@ -182,12 +184,19 @@ class Price:
         return worst.nano(input_tokens, output_tokens, calls)
 
     def worst(self, input_tokens: int, tiers: Iterable[str] = ()) -> Worst:
-        sets = [self.rates_for(t) for t in tiers] or [self.rates]
+        key = tuple(t if t in self.tiers else DEFAULT_TIER for t in tiers)  # known ones only
+        flat = self._flat_worst.get(key)
+        if flat is not None:  # no rate of these tiers depends on the input's size
+            return flat
+        sets = [self.rates_for(t) for t in key] or [self.rates]
 
         def dearest(items: tuple[Item, ...]) -> int:
             return max((r[i].most(input_tokens) for r in sets for i in items if i in r), default=0)
 
-        return Worst(dearest(_INPUT_ITEMS), dearest(_OUTPUT_ITEMS), dearest(_CALL_ITEMS))
+        worst = Worst(dearest(_INPUT_ITEMS), dearest(_OUTPUT_ITEMS), dearest(_CALL_ITEMS))
+        if not any(rate.tiers for rates in sets for rate in rates.values()):
+            self._flat_worst[key] = worst  # bounded by the tiers the price table names
+        return worst
 
     @staticmethod
     def _charge_pico(rates: Rates, billed: Billed) -> int:

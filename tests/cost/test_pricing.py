@@ -165,3 +165,19 @@ def test_the_reservation_bound_covers_every_usage_within_it(
 
 def test_item_units() -> None:
     assert Item.WEB_SEARCH.per_usd == 1000 and Item.INPUT.per_usd == 1_000_000
+
+
+def test_the_worst_rates_are_kept_per_known_tier_set_and_never_per_input_size() -> None:
+    """``Price.worst`` keeps its answer when no rate depends on the input's size; the kept set
+    grows with the price's own tiers only, whatever tier names requests send."""
+    from gateway.cost.pricing import Rate
+
+    flat = Price.per_million(input=2.0, output=8.0)
+    first = flat.bound_nano(1_000, 500, 0, ("default",))
+    for i in range(200):  # a hostile tenant's made-up tiers: all standard, one entry
+        assert flat.bound_nano(1_000, 500, 0, (f"tier-{i}", "default")) == first
+    assert len(flat._flat_worst) <= 2
+    cliff = Price({Item.INPUT: Rate(1_000, ((100, 5_000),)), Item.OUTPUT: Rate(4_000)})
+    assert cliff.worst(50).input == 1_000 and cliff.worst(500).input == 5_000
+    assert cliff.worst(50).input == 1_000  # a size-dependent rate is never kept
+    assert cliff._flat_worst == {}
