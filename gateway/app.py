@@ -24,6 +24,7 @@ from gateway.appkeys import (
     BUFFER,
     CLOCK,
     CONFIG,
+    IN_FLIGHT,
     METRICS,
     MODELS,
     PIPELINE,
@@ -34,7 +35,8 @@ from gateway.appkeys import (
 from gateway.clock import Clock, SystemClock
 from gateway.cost.tokens import default_tokenizers
 from gateway.dashboard import routes as dashboard_routes
-from gateway.middleware import errors, observe
+from gateway.in_flight import InFlight
+from gateway.middleware import observe
 from gateway.ops import routes as ops_routes
 from gateway.ops.alerts import WebhookAlerts
 from gateway.ops.metrics import Metrics, RuntimeGauges, budget_series
@@ -71,7 +73,9 @@ def create_app(
     store: Store | None = None,
     watch_interval_s: float | None = 1.0,
 ) -> web.Application:
-    app = web.Application(middlewares=[observe, errors], client_max_size=1024**2)
+    in_flight = InFlight()
+    app = web.Application(middlewares=[observe(in_flight)], client_max_size=1024**2)
+    app[IN_FLIGHT] = in_flight
     app[METRICS] = Metrics(lambda: budget_series(config.current.settings))
     app[CONFIG] = config
     app[CLOCK] = clock or SystemClock()

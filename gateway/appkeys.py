@@ -7,6 +7,7 @@ from aiohttp import web
 
 from gateway.admin.budgets import BudgetAdmin
 from gateway.clock import Clock
+from gateway.in_flight import InFlight
 from gateway.ops.metrics import Metrics
 from gateway.proxy.batch_settle import BatchSettler
 from gateway.proxy.batches import BatchRoutes
@@ -32,3 +33,4 @@ BUFFER = web.AppKey("buffer", SettleBuffer)
 API_BUDGETS = web.AppKey("api_budgets", ApiBudgets)
 ADMIN = web.AppKey("admin", BudgetAdmin)
 METRICS = web.AppKey("metrics", Metrics)
+IN_FLIGHT = web.AppKey("in_flight", InFlight)

@@ -1,4 +1,5 @@
-"""The one place errors become OpenAI-shaped JSON, and every response gets its request id."""
+"""The one middleware: the one place errors become OpenAI-shaped JSON, and every response gets
+its request id, its access-log line and its metrics."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import secrets
 
 import orjson
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
 from gateway import log as gateway_log
 from gateway.appkeys import METRICS
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound, StoreUnavailable
+from gateway.in_flight import InFlight
 from gateway.ops import access
 from gateway.store.base import StoreError
 
@@ -44,53 +46,60 @@ def _http_error(request: web.Request, exc: web.HTTPException) -> GatewayError:
     return error
 
 
-@web.middleware
-async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Outermost: gives the request its id and record, then reports it once (access-log line
-    and metrics), whatever the outcome."""
-    incoming = request.headers.get("x-request-id", "")
-    rid = incoming if _SAFE_ID.match(incoming) else f"req_{secrets.token_hex(16)}"
-    rec = access.RequestRecord(route=_route(request))
-    tokens = gateway_log.request_id.set(rid), access.current.set(rec)
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        if not response.prepared:
-            response.headers["x-request-id"] = rid
-        return response
-    finally:
-        elapsed = rec.elapsed_s
-        request.app[METRICS].observe(rec, status, elapsed)
-        if rec.route not in _QUIET_ROUTES:
-            gateway_log.info_line(access.log, {"request_id": rid,
-                                               **rec.access_fields(status, elapsed)},
-                                  "%s %s %d", request.method, request.path, status)
-        access.current.reset(tokens[1])
-        gateway_log.request_id.reset(tokens[0])
+def observe(in_flight: InFlight | None = None) -> Middleware:
+    """The one middleware: gives each request its id and record, counts it in flight (when
+    given ``in_flight``), renders every error as OpenAI-shaped JSON, then reports the request
+    once (access-log line and metrics), whatever the outcome. One layer, not one per concern:
+    each layer is a coroutine every request passes through."""
+
+    @web.middleware
+    async def observed(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if in_flight is not None:
+            in_flight.add(request)
+        incoming = request.headers.get("x-request-id", "")
+        rid = incoming if _SAFE_ID.match(incoming) else f"req_{secrets.token_hex(16)}"
+        rec = access.RequestRecord(route=_route(request))
+        tokens = gateway_log.request_id.set(rid), access.current.set(rec)
+        status = 500
+        try:
+            try:
+                response = await handler(request)
+            except web.HTTPException as exc:
+                if exc.status < 400:  # a redirect: aiohttp sends it
+                    status = exc.status
+                    raise
+                response = error_response(_http_error(request, exc), rid)
+            except Exception as exc:
+                response = error_response(_rendered(request, exc), rid)
+            status = response.status
+            if not response.prepared:
+                response.headers["x-request-id"] = rid
+            return response
+        finally:
+            elapsed = rec.elapsed_s
+            request.app[METRICS].observe(rec, status, elapsed)
+            if rec.route not in _QUIET_ROUTES:
+                gateway_log.info_line(access.log, {"request_id": rid,
+                                                   **rec.access_fields(status, elapsed)},
+                                      "%s %s %d", request.method, request.path, status)
+            access.current.reset(tokens[1])
+            gateway_log.request_id.reset(tokens[0])
+
+    return observed
 
 
-@web.middleware
-async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every error a client can meet, as OpenAI-shaped JSON; nothing else renders errors."""
-    rid = gateway_log.request_id.get()
-    try:
-        return await handler(request)
-    except StoreError as exc:
+def _rendered(request: web.Request, exc: Exception) -> GatewayError:
+    """Every error a client can meet, as the gateway error it is answered with; nothing else
+    renders errors."""
+    if isinstance(exc, StoreError):
         log.error("%s %s -> 503, budget store unavailable: %s", request.method, request.path, exc)
-        return error_response(StoreUnavailable(
-            "The gateway's budget store is unreachable; retry shortly."), rid)
-    except GatewayError as error:
-        if error.status >= 500:
-            log.warning("%s %s -> %d %s", request.method, request.path, error.status, error.message)
-        return error_response(error, rid)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return error_response(_http_error(request, exc), rid)
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(GatewayError("The gateway failed to handle the request."), rid)
+        return StoreUnavailable("The gateway's budget store is unreachable; retry shortly.")
+    if isinstance(exc, GatewayError):
+        if exc.status >= 500:
+            log.warning("%s %s -> %d %s", request.method, request.path, exc.status, exc.message)
+        return exc
+    log.exception("unhandled error on %s %s", request.method, request.path)
+    return GatewayError("The gateway failed to handle the request.")
 
 
 def _route(request: web.Request) -> str:

@@ -36,15 +36,15 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
 
 from gateway import log as gateway_log
+from gateway.appkeys import IN_FLIGHT
 from gateway.errors import ConfigError, ConfigErrors
 from gateway.http_server import GatewayRunner
+from gateway.in_flight import InFlight
 from gateway.log import FIELDS
 from gateway.runtime import Runtime
 from gateway.settings.watch import LiveConfig, load_live
@@ -211,49 +211,6 @@ class Stop:
         return self.reason
 
 
-class InFlight:
-    """The requests being handled (each runs in its own task), so that a shutdown can wait for
-    them, tell busy connections from idle ones, and cut off what outlasts the grace period."""
-
-    def __init__(self) -> None:
-        self._tasks: dict[asyncio.Task[Any], object] = {}  # the request's task: its connection
-
-    def middleware(self) -> Middleware:
-        @web.middleware
-        async def track(request: web.Request, handler: Handler) -> web.StreamResponse:
-            task = asyncio.current_task()
-            if task is not None and task not in self._tasks:
-                self._tasks[task] = request.protocol
-                task.add_done_callback(self._forget)  # done: the response is fully written
-            return await handler(request)
-
-        return track
-
-    def _forget(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.pop(task, None)
-
-    def __len__(self) -> int:
-        return len(self._tasks)
-
-    def connections(self) -> set[object]:
-        """The connections with a request in flight."""
-        return set(self._tasks.values())
-
-    async def wait(self, timeout_s: float) -> bool:
-        """Waits until no request is in flight (True), or ``timeout_s`` passed (False)."""
-        deadline = time.monotonic() + timeout_s
-        while self._tasks:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            await asyncio.wait(list(self._tasks), timeout=left)
-        return True
-
-    def cancel(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-
-
 async def _serve_app(config: LiveConfig[Runtime], bind: Bind, grace_s: float,
                      slot: Slot | None, loop_name: str) -> None:
     from gateway.app import create_app
@@ -263,8 +220,7 @@ async def _serve_app(config: LiveConfig[Runtime], bind: Bind, grace_s: float,
     orphan_watch = asyncio.create_task(_watch_parent(stop, os.getppid())) if slot else None
     app = create_app(config)
     app.cleanup_ctx.append(ops_site(reuse_port=slot is not None))  # ops.listen, if set
-    in_flight = InFlight()
-    app.middlewares.insert(0, in_flight.middleware())  # outermost: sees every request first
+    in_flight = app[IN_FLIGHT]
     runner = GatewayRunner(app, limits=lambda: config.current.settings.limits,
                            handle_signals=False, access_log=None,
                            keepalive_timeout=KEEPALIVE_TIMEOUT_S, shutdown_timeout=CANCEL_WAIT_S)

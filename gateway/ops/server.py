@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 
 from gateway.appkeys import CONFIG, METRICS, STORE
-from gateway.middleware import errors, observe
+from gateway.middleware import observe
 from gateway.ops import routes
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def ops_site(*, reuse_port: bool = False) -> Callable[[web.Application], AsyncIt
 
 
 def _ops_app(public: web.Application) -> web.Application:
-    ops = web.Application(middlewares=[observe, errors])
+    ops = web.Application(middlewares=[observe()])
     ops[CONFIG], ops[METRICS], ops[STORE] = public[CONFIG], public[METRICS], public[STORE]
     routes.add_ops_routes(ops)
     return ops
