@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 import aiohttp
 from aiohttp import web
 
+from gateway import heap
 from gateway.admin import identity
 from gateway.admin import routes as admin_routes
 from gateway.admin.audit import Auditor
@@ -192,6 +193,7 @@ async def _pipeline(app: web.Application) -> AsyncIterator[None]:
 def _reloaded(freed: RoomFreed, old: Runtime, new: Runtime) -> None:
     identity.log_renames(old, new)
     freed.wake_all()  # a held request meets the new budgets at once
+    heap.resettle()
 
 
 def _watcher(interval_s: float) -> CleanupCtx:

@@ -40,6 +40,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from gateway import heap
 from gateway import log as gateway_log
 from gateway.appkeys import IN_FLIGHT
 from gateway.errors import ConfigError, ConfigErrors
@@ -226,6 +227,7 @@ async def _serve_app(config: LiveConfig[Runtime], bind: Bind, grace_s: float,
                            keepalive_timeout=KEEPALIVE_TIMEOUT_S, shutdown_timeout=CANCEL_WAIT_S)
     try:
         await runner.setup()  # the app's start-up: store, persisted state, tokenizers
+        heap.settle()
         try:
             if stop.reason is None:  # a signal during start-up: straight to cleanup
                 site = web.TCPSite(runner, bind.host, bind.port, reuse_port=slot is not None)
