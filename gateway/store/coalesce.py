@@ -2,8 +2,9 @@
 
 Under load many requests reserve and settle at once; each still makes its own atomic script
 call (so a request's Redis round trips stay two), but the calls ready at the same moment share
-one pipeline: one connection checkout, one write, one read, instead of one each. A batch that
-fails fails every call in it, each raising as it would alone.
+one write and one read, instead of one each: on the store's own connection (``RespLane``) to a
+plain TCP server, else in a redis-py pipeline. A batch that fails fails every call in it, each
+raising as it would alone.
 """
 
 from __future__ import annotations
@@ -13,7 +14,11 @@ from typing import Any
 
 from redis.asyncio.client import Redis
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import BusyLoadingError, NoScriptError
+
+from gateway.store.resp_lane import RespLane, Unavailable
+
+NOT_RUN = (NoScriptError, BusyLoadingError)  # answers that say Redis did not run the call
 
 _MAX_BATCH = 256
 
@@ -21,8 +26,9 @@ Call = tuple[AsyncScript, list[str], list[Any], "asyncio.Future[Any]"]
 
 
 class Coalescer:
-    def __init__(self, client: Redis) -> None:
+    def __init__(self, client: Redis, lane: RespLane | None = None) -> None:
         self._client = client
+        self._lane = lane
         self._queue: list[Call] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -34,6 +40,10 @@ class Coalescer:
             loop.call_soon(self._flush)
         return await future
 
+    def close(self) -> None:
+        if self._lane is not None:
+            self._lane.close()
+
     def _flush(self) -> None:
         batch, self._queue = self._queue, []
         for start in range(0, len(batch), _MAX_BATCH):
@@ -42,15 +52,8 @@ class Coalescer:
             task.add_done_callback(self._tasks.discard)
 
     async def _send(self, batch: list[Call]) -> None:
-        if len(batch) == 1:
-            script, keys, args, future = batch[0]
-            await _settle_future(future, script(keys=keys, args=args))
-            return
-        pipe = self._client.pipeline(transaction=False)
-        for script, keys, args, _ in batch:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
         try:
-            results = await pipe.execute(raise_on_error=False)
+            answers = await self._answers(batch)
         except BaseException as exc:  # the whole batch failed: each call learns why
             for *_, future in batch:
                 if not future.done():
@@ -58,13 +61,33 @@ class Coalescer:
             if not isinstance(exc, Exception):
                 raise
             return
-        for (script, keys, args, future), result in zip(batch, results, strict=True):
-            if isinstance(result, NoScriptError):  # Redis restarted: load it, call alone
+        for (script, keys, args, future), answer in zip(batch, answers, strict=True):
+            if isinstance(answer, NOT_RUN):  # Redis restarted, or is loading: redis-py's way
                 await _settle_future(future, script(keys=keys, args=args))
-            elif isinstance(result, Exception):
-                future.set_exception(result)
+            elif isinstance(answer, Exception):
+                future.set_exception(answer)
             else:
-                future.set_result(result)
+                future.set_result(answer)
+
+    async def _answers(self, batch: list[Call]) -> list[Any]:
+        """Each call's answer or error, in order; raises when the whole batch failed (a call
+        written on a connection that then failed is not sent again: it may have run)."""
+        if self._lane is not None:
+            try:
+                return await self._lane.send([("EVALSHA", script.sha, len(keys), *keys, *args)
+                                              for script, keys, args, _ in batch])
+            except Unavailable:  # nothing was sent: redis-py's way, with its retries
+                pass
+        if len(batch) == 1:
+            script, keys, args, _ = batch[0]
+            try:
+                return [await script(keys=keys, args=args)]
+            except Exception as exc:
+                return [exc]
+        pipe = self._client.pipeline(transaction=False)
+        for script, keys, args, _ in batch:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        return list(await pipe.execute(raise_on_error=False))
 
 
 async def _settle_future(future: asyncio.Future[Any], awaitable: Any) -> None:

@@ -43,6 +43,7 @@ from gateway.store.end_user_days import END_USERS_REPORTED_MAX
 from gateway.store.freed import RoomFreed
 from gateway.store.objects import ObjectOwners, RedisObjects
 from gateway.store.redis_budgets import RedisBudgetDefinitions, budgets_key
+from gateway.store.resp_lane import RespLane
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +185,7 @@ class RedisStore:
     def __init__(
         self, client: aioredis.Redis | RedisCluster, *, max_entries: int = 100_000,
         bound: Bound = Bound(), end_users_max: int = END_USERS_REPORTED_MAX,
+        lane: RespLane | None = None,
     ) -> None:
         self._redis = client
         self._max_entries = max_entries
@@ -199,7 +201,7 @@ class RedisStore:
         self.failures: Counter[tuple[str, str]] = Counter()
         self._held: dict[str, float] = {}  # this instance's reservations: id -> expires_at
         # a cluster pipelines per node already; coalescing is for one server
-        self._batch = Coalescer(client) if isinstance(client, aioredis.Redis) else None
+        self._batch = Coalescer(client, lane) if isinstance(client, aioredis.Redis) else None
         # redis-py's cluster client fails at once past its connections per node (with an empty
         # message); calls wait for a free slot instead, as the single server's blocking pool
         self._slots = (None if self._batch is not None
@@ -227,8 +229,10 @@ class RedisStore:
         pool = aioredis.BlockingConnectionPool.from_url(
             url, max_connections=bound.max_connections, timeout=bound.wait_s, **_RETRIES
         )
+        plain = pool.connection_class is aioredis.Connection  # TCP, no TLS: the lane's kind
         pool.connection_class = hiredis_packing(pool.connection_class)
-        return cls(aioredis.Redis(connection_pool=pool), **kwargs)
+        lane = RespLane.of(pool) if plain else None
+        return cls(aioredis.Redis(connection_pool=pool), lane=lane, **kwargs)
 
     async def reserve(
         self, tenant: str, rid: str, lines: Sequence[Line], now: float, ttl_s: float,
@@ -399,6 +403,8 @@ class RedisStore:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._batch is not None:
+            self._batch.close()
         await self._redis.aclose()
 
     def _first_held(self, tenant: str) -> None:
