@@ -65,7 +65,8 @@ def main() -> None:
         cpu0 = cpu_seconds(gateway.pid)
         plain = wrk(gateway.url + CHAT_PATH, body, SECRET, args.clients, args.seconds)
         used = cpu_seconds(gateway.pid) - cpu0
-        print(f"unprofiled: {plain.rps:,.0f} req/s; gateway CPU "
+        print(f"unprofiled: {plain.rps:,.0f} req/s, p50 {plain.p50_ms:.2f} ms, p99 "
+              f"{plain.p99_ms:.2f} ms; gateway CPU "
               f"{used / max(plain.requests, 1) * 1e6:.0f} us per request "
               f"(steadier than req/s on a busy machine)")
         if args.no_profile:
