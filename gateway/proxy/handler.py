@@ -124,10 +124,14 @@ class Pipeline:
 
     async def _settle(self, principal: Principal, target: Target, admission: Admission,
                       exchange: Exchange, rec: access.RequestRecord) -> None:
-        settling = asyncio.ensure_future(
-            self._recorder.settle(principal, target, admission, exchange)
-        )
-        settlement = await asyncio.shield(settling)  # a cancelled handler still settles
+        settle = functools.partial(self._recorder.settle, principal, target, admission,
+                                   exchange)
+        try:
+            settlement = await settle()  # in the handler's task: no task of its own
+        except asyncio.CancelledError:  # a shutdown cut it off mid-write: settled again in a
+            # task the cancellation cannot reach (settling is idempotent), then it goes on
+            await asyncio.shield(asyncio.ensure_future(settle()))
+            raise
         _note_settlement(rec, exchange, settlement)
         if _stored(target, exchange) and settlement.usage is not None:
             await asyncio.shield(self._owners.remember(

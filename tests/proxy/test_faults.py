@@ -158,3 +158,42 @@ async def test_upstream_error_without_an_openai_body_is_said_in_that_shape(
     assert error["code"] == "upstream_error" and "HTTP 503" in error["message"]
     assert await gw.in_flight() == 0
     assert (await gw.store.query(Filter())).entry_count == 0
+
+
+async def test_a_settlement_cut_off_by_a_cancellation_is_made_once(
+    gateway: MakeHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The settlement runs in the handler's own task (no task per request); a cancellation
+    that lands mid-write (here: the client leaves while the store is slow) settles it again in
+    a task the cancellation cannot reach, and settling is idempotent: charged once."""
+    gw = await gateway(BUDGET)
+    store, entered = gw.store, asyncio.Event()
+    real_settle = store.settle
+    calls: list[str] = []
+
+    async def slow_first(tenant: str, rid: str, *args: Any, **kwargs: Any) -> bool:
+        calls.append(rid)
+        if len(calls) == 1:
+            entered.set()
+            await asyncio.sleep(30)  # cancelled here, before the store hears of it
+        return await real_settle(tenant, rid, *args, **kwargs)
+
+    monkeypatch.setattr(store, "settle", slow_first)
+    url = gw.client.make_url("/v1/chat/completions")
+    body = {"model": "gpt-4o-mini", "max_tokens": 20,
+            "messages": [{"role": "user", "content": "hi"}]}
+    async with aiohttp.ClientSession() as session:
+        post = asyncio.ensure_future(session.post(
+            url, json=body, headers={"Authorization": f"Bearer {KEYS['ci']}"}))
+        await asyncio.wait_for(entered.wait(), 10)
+        post.cancel()  # the client leaves: the test server cancels the handler
+        with pytest.raises(asyncio.CancelledError):
+            await post
+    for _ in range(200):
+        if await gw.in_flight() == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert await gw.in_flight() == 0
+    assert len(calls) == 2 and calls[0] == calls[1]
+    summary = await gw.store.query(Filter())
+    assert summary.entry_count == 1, summary
