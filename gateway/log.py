@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
+import math
 import re
 import sys
 import time
@@ -62,11 +64,28 @@ class JsonFormatter(logging.Formatter):
                          getattr(record, FIELDS, None), exc)
 
 
+@functools.lru_cache(maxsize=2)
+def _second(whole: int) -> str:
+    return dt.datetime.fromtimestamp(whole, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def iso_ms(created: float) -> str:
+    """``created`` as ``isoformat(timespec="milliseconds")`` in UTC writes it (one line per
+    request: the second's text is made once per second)."""
+    frac, whole = math.modf(created)
+    us = round(frac * 1e6)  # as datetime.fromtimestamp rounds
+    if us >= 1_000_000:
+        whole, us = whole + 1, us - 1_000_000
+    elif us < 0:
+        whole, us = whole - 1, us + 1_000_000
+    return f"{_second(int(whole))}.{us // 1000:03d}+00:00"
+
+
 def json_line(created: float, level: str, logger: str, rid: str, msg: str,
               fields: Mapping[str, Any] | None, exc: str | None = None) -> str:
     """One line as ``JsonFormatter`` writes it, scrubbed."""
     line: dict[str, Any] = {
-        "ts": dt.datetime.fromtimestamp(created, dt.UTC).isoformat(timespec="milliseconds"),
+        "ts": iso_ms(created),
         "level": level.lower(),
         "logger": logger,
         "request_id": rid,

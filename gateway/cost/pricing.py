@@ -184,9 +184,12 @@ class Price:
         return worst.nano(input_tokens, output_tokens, calls)
 
     def worst(self, input_tokens: int, tiers: Iterable[str] = ()) -> Worst:
+        flat = self._flat_worst.get(tiers) if isinstance(tiers, tuple) else None
+        if flat is not None:  # no rate of these tiers depends on the input's size
+            return flat
         key = tuple(t if t in self.tiers else DEFAULT_TIER for t in tiers)  # known ones only
         flat = self._flat_worst.get(key)
-        if flat is not None:  # no rate of these tiers depends on the input's size
+        if flat is not None:
             return flat
         sets = [self.rates_for(t) for t in key] or [self.rates]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import logging
 import sys
@@ -9,6 +10,8 @@ from collections.abc import Iterator
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway import log as gateway_log
 from gateway.log import FIELDS, JsonFormatter
@@ -126,3 +129,12 @@ def test_a_line_written_directly_is_the_line_the_logging_module_writes(
     finally:
         logger.setLevel(logging.NOTSET)
     assert len(configured.getvalue().splitlines()) == 2 * len(fields)
+
+
+@given(st.one_of(st.floats(0, 4e9), st.integers(0, 4 * 10**9).map(lambda s: s + 0.9995),
+                 st.integers(0, 4 * 10**9).map(lambda s: s + 0.9999995)))
+def test_the_line_time_is_what_isoformat_writes(created: float) -> None:
+    """The access line's ``ts``, made once per second and then per millisecond, is the text
+    ``datetime.isoformat(timespec="milliseconds")`` gives, rounding included."""
+    expected = dt.datetime.fromtimestamp(created, dt.UTC).isoformat(timespec="milliseconds")
+    assert gateway_log.iso_ms(created) == expected
