@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -94,6 +95,9 @@ async def test_a_killed_connection_is_replaced_for_the_next_call(redis_url: str)
     await script(keys=["warm"], args=[1])
     lane = RespLane.of(client.connection_pool)
     (lane_id,) = await lane.send([("CLIENT", "ID")])
+    assert lane._protocol is not None and lane._protocol._transport is not None
+    sock = lane._protocol._transport.get_extra_info("socket")
+    assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1  # as redis-py's
     assert await client.client_kill_filter(_id=lane_id) == 1
     for _ in range(100):  # the lane learns of the close as the loop runs
         protocol = lane._protocol
