@@ -20,11 +20,9 @@ import dataclasses
 import logging
 from collections.abc import Iterator
 
-import orjson
-
 from gateway.errors import BudgetExceeded, GatewayError
 from gateway.proxy.auth import Principal
-from gateway.proxy.resolve import ModelRouter, Target
+from gateway.proxy.resolve import ModelRouter, Target, body_bytes
 
 log = logging.getLogger(__name__)
 
@@ -45,5 +43,5 @@ def fallbacks(principal: Principal, target: Target, denied: BudgetExceeded,
                         principal.tenant, exc.message)
             continue
         body = {**target.body, "model": model}
-        yield dataclasses.replace(target, model=model, body=body, raw=orjson.dumps(body),
+        yield dataclasses.replace(target, model=model, body=body, raw=body_bytes(body),
                                   upstream=upstream, price=price)

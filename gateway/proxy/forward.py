@@ -19,7 +19,7 @@ from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
 from gateway.proxy.bounds import Bounds
 from gateway.proxy.budgets import Admission
 from gateway.proxy.endpoints import Endpoint
-from gateway.proxy.resolve import Target
+from gateway.proxy.resolve import Target, body_bytes
 from gateway.proxy.usage import Reported, SSESplitter, StreamMeter, from_body, text_of_body
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ def upstream_body(target: Target, admission: Admission) -> tuple[bytes, bool]:
                                  admission.clamped_output is not None))
     if not changes:
         return target.raw, hide_usage
-    return orjson.dumps({**target.body, **changes}), hide_usage
+    return body_bytes({**target.body, **changes}), hide_usage
 
 
 def bound_changes(endpoint: Endpoint, body: Mapping[str, Any], bounds: Bounds,
