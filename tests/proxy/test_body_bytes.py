@@ -29,5 +29,4 @@ def _held(make: Callable[[], bytes]) -> int:
 def test_a_body_written_for_the_upstream_keeps_no_spare_room() -> None:
     text = body_bytes(BODY)
     assert orjson.loads(text) == BODY
-    assert _held(lambda: body_bytes(BODY)) < len(text) + 256
-    assert _held(lambda: orjson.dumps(BODY)) > 4 * len(text), "orjson keeps room (why it exists)"
+    assert _held(lambda: body_bytes(BODY)) < len(text) + 256  # (orjson.dumps' answer: ~8x)
