@@ -11,11 +11,13 @@ than handing it to a thread), so the request path waits for a commit, never for 
 
 WAL mode with ``synchronous=NORMAL``: a committed row survives a crash of the process at once,
 and a power loss once the WAL is checkpointed (SQLite's documented trade: the last commits
-before a power cut may be lost, the database is never corrupted); ``?synchronous=FULL`` makes
-each commit wait for the disk. Every ``COMPACT_EVERY`` rows the whole state is written as one
-snapshot row, and the journal before it is dropped over the next commits (``TRIM_ROWS`` each),
-so a restart reads one snapshot and the short journal after it. Reservations in flight are not
-journaled: they were never charged, and a restart releases them (counted in the log).
+before a power cut may be lost, the database is never corrupted; checkpoints run every second
+on a thread of their own, ``gateway/store/checkpoint.py``, never in a commit on the loop);
+``?synchronous=FULL`` makes each commit wait for the disk. Every ``COMPACT_EVERY`` rows the
+whole state is written as one snapshot row, and the journal before it is dropped over the next
+commits (``TRIM_ROWS`` each), so a restart reads one snapshot and the short journal after it.
+Reservations in flight are not journaled: they were never charged, and a restart releases them
+(counted in the log).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from gateway.cost.model import Budget, Usage
 from gateway.store.audit import AuditEntry, MemoryAudit, Once
 from gateway.store.base import Line, ReserveResult
 from gateway.store.batches import BatchRecord, MemoryBatches
+from gateway.store.checkpoint import Checkpointer
 from gateway.store.end_user_days import END_USERS_REPORTED_MAX
 from gateway.store.memory import COUNTERS_MAX, LineState, MemoryStore, Pending
 from gateway.store.memory_budgets import MemoryBudgetDefinitions
@@ -93,6 +96,7 @@ class Journal:
         self.seq = 0  # the last row numbered
         self.since_snapshot = 0
         self._trim_upto = 0  # journal rows up to here are in the snapshot: dropped bit by bit
+        self._checkpointer: Checkpointer | None = None
 
     def open(self) -> tuple[Mapping[str, object] | None, list[tuple[int, Any]]]:
         """The last snapshot and the journal after it; a file that is not ours, is corrupt or
@@ -164,6 +168,9 @@ class Journal:
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._db = self._connect()
+        self._db.execute("PRAGMA wal_autocheckpoint=0")  # checkpoints: off the loop
+        self._checkpointer = Checkpointer(self.path)
+        self._checkpointer.start()
 
     def append(self, entry: object) -> asyncio.Future[None]:
         """Queues ``entry``; the future is done once it is committed."""
@@ -243,6 +250,9 @@ class Journal:
 
     def close(self) -> None:
         self._flush()
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
         if self._db is not None:
             self._db.close()
             self._db = None
