@@ -29,6 +29,7 @@ class Checkpointer:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
         self.runs = 0  # checkpoints made
+        self.ran = threading.Event()  # set after each one (cleared by whoever waits for it)
         self.alive = self._thread.is_alive
 
     def start(self) -> None:
@@ -47,6 +48,7 @@ class Checkpointer:
                 try:
                     db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                     self.runs += 1
+                    self.ran.set()
                 except sqlite3.Error as exc:  # the next one tries again; commits go on
                     log.warning("could not checkpoint the state database %s: %s",
                                 self._path, exc)

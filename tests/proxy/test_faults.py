@@ -175,7 +175,7 @@ async def test_a_settlement_cut_off_by_a_cancellation_is_made_once(
         calls.append(rid)
         if len(calls) == 1:
             entered.set()
-            await asyncio.sleep(30)  # cancelled here, before the store hears of it
+            await asyncio.Event().wait()  # until cancelled, before the store hears of it
         return await real_settle(tenant, rid, *args, **kwargs)
 
     monkeypatch.setattr(store, "settle", slow_first)

@@ -33,12 +33,9 @@ async def test_commits_never_checkpoint_and_the_thread_does(
         await store.reserve("t", f"r{i}", [LINE], T0, 60)
         await store.settle("t", f"r{i}", [LINE], Usage(40, 60, 0, 100, 0.001, "m", "p", "t", T0),
                            T0 + 1)
-    runs = journal._checkpointer.runs
-    for _ in range(100):
-        if journal._checkpointer.runs > runs:
-            break
-        await asyncio.sleep(0.02)
-    assert journal._checkpointer.runs > runs
+    for _ in range(2):  # the second whole checkpoint began after these commits
+        journal._checkpointer.ran.clear()
+        assert await asyncio.to_thread(journal._checkpointer.ran.wait, 10)
     shutil.copy(path, tmp_path / "copy.db")  # the database file alone, without its WAL
     copy = sqlite3.connect(tmp_path / "copy.db")
     try:
