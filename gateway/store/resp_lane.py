@@ -125,6 +125,7 @@ class _Protocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._watchdog: asyncio.TimerHandle | None = None
         self.open = False
+        self.closed = asyncio.Event()  # set once the connection is not used again
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
@@ -175,6 +176,7 @@ class _Protocol(asyncio.Protocol):
     def _fail(self, exc: Exception) -> None:
         """Every waiting call fails with ``exc``, and the connection is not used again."""
         self.open = False
+        self.closed.set()
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None

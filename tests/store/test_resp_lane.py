@@ -99,11 +99,7 @@ async def test_a_killed_connection_is_replaced_for_the_next_call(redis_url: str)
     sock = lane._protocol._transport.get_extra_info("socket")
     assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1  # as redis-py's
     assert await client.client_kill_filter(_id=lane_id) == 1
-    for _ in range(100):  # the lane learns of the close as the loop runs
-        protocol = lane._protocol
-        if protocol is None or not protocol.open:
-            break
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(lane._protocol.closed.wait(), 10)  # learnt as the loop runs
     (again,) = await lane.send([("EVALSHA", script.sha, 1, "k", 1)])
     assert isinstance(again, int)
     (new_id,) = await lane.send([("CLIENT", "ID")])
