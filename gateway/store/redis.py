@@ -14,7 +14,7 @@ import functools
 import logging
 import math
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -129,6 +129,11 @@ def _held_key(tenant: str) -> str:
     return f"{{{tenant}}}:held"
 
 
+def _expiry_key(tenant: str) -> str:
+    """The tenant's reservations by expiry, for all its lines (lines.lua)."""
+    return f"{{{tenant}}}:x"
+
+
 def _end_users_key(tenant: str, day: int | str) -> str:
     """The tenant's end users of one day (``day``: its id; ``days``: the ids that have one)."""
     return f"{{{tenant}}}:eu:{day}"
@@ -138,14 +143,28 @@ def _keys(line: Line) -> tuple[str, str, str]:
     return line.key, line.key + ":p", line.key + ":x"
 
 
-def _spans(lines: Sequence[Line], now: float) -> dict[Window, tuple[int, int]]:
-    """Each window's current and oldest bucket, worked out once per call: a request's lines
-    share a few windows (hour, day, month)."""
-    spans: dict[Window, tuple[int, int]] = {}
+Span = Callable[[Window, int, int], tuple[Any, ...]]
+
+
+def _line_args(lines: Sequence[Line], now: float, of_window: Span
+               ) -> Iterator[tuple[Line, tuple[Any, ...]]]:
+    """Each line with its window's ARGV values, ``of_window(window, current bucket, oldest)``,
+    worked out once per window: a request's lines share a few (hour, day, month). Windows are
+    told apart by identity, which is cheaper than their hash and at worst works one out twice."""
+    spans: dict[int, tuple[Any, ...]] = {}
     for line in lines:
-        if line.window not in spans:
-            spans[line.window] = line.window.buckets(now)
-    return spans
+        span = spans.get(id(line.window))
+        if span is None:
+            span = spans[id(line.window)] = of_window(line.window, *line.window.buckets(now))
+        yield line, span
+
+
+def _reserve_span(window: Window, bucket: int, oldest: int) -> tuple[Any, ...]:
+    return bucket, oldest, window.width, repr(window.leaves_at(bucket))
+
+
+def _settle_span(window: Window, bucket: int, oldest: int) -> tuple[Any, ...]:
+    return bucket, oldest, _keep_s(window)
 
 
 def _keep_s(window: Window) -> int:
@@ -238,16 +257,13 @@ class RedisStore:
         self, tenant: str, rid: str, lines: Sequence[Line], now: float, ttl_s: float,
         version: int | None = None, expected_s: float | None = None,
     ) -> ReserveResult:
-        keys = [k for line in lines for k in _keys(line)] + [budgets_key(tenant)]
+        keys = [k for line in lines for k in _keys(line)]
+        keys += [_expiry_key(tenant), budgets_key(tenant)]
         expected_at = now + min(ttl_s, ttl_s if expected_s is None else expected_s)
         args: list[Any] = [repr(now), repr(now + ttl_s), rid, "" if version is None else version,
                            repr(expected_at)]
-        spans = _spans(lines, now)
-        for line in lines:
-            w = line.window
-            bucket, oldest = spans[w]
-            args += [line.limit, line.amount, int(line.enforce), bucket, oldest, w.width,
-                     repr(w.leaves_at(bucket))]
+        for line, span in _line_args(lines, now, _reserve_span):
+            args += [line.limit, line.amount, int(line.enforce), *span]
         reply = await self._call(self._reserve, keys, args, "reserve")
         if reply[1] == b"stale":
             return ReserveResult(False, (), stale=True)
@@ -272,13 +288,13 @@ class RedisStore:
     ) -> bool:
         keys = [f"{{{tenant}}}:s:{rid}"] + [k for line in lines for k in _keys(line)]
         args: list[Any] = [rid, marker_ttl_s]
-        spans = _spans(lines, now)
-        for line in lines:
-            args += [line.amount, *spans[line.window], _keep_s(line.window)]
+        for line, span in _line_args(lines, now, _settle_span):
+            args += [line.amount, *span]
         at = usage.timestamp if usage is not None else now
         hour, day = hour_of(at), day_of(at)
-        keys += [f"{{{tenant}}}:usage", f"{{{tenant}}}:r:{hour}", f"{{{tenant}}}:r:hours",
-                 _end_users_key(tenant, day), _end_users_key(tenant, "days"), _held_key(tenant)]
+        keys += [_expiry_key(tenant), f"{{{tenant}}}:usage", f"{{{tenant}}}:r:{hour}",
+                 f"{{{tenant}}}:r:hours", _end_users_key(tenant, day),
+                 _end_users_key(tenant, "days"), _held_key(tenant)]
         end_user = "" if usage is None or usage.end_user is None else usage.end_user
         args += [*self._usage_args(usage), hour, end_user, day, self._end_users_max, KEPT_DAYS,
                  FREED_CHANNEL + tenant]

@@ -126,6 +126,21 @@ async def test_expired_reservation_is_released_and_late_settle_still_charges(sto
     assert await store.peek([ln], T0 + 40) == [25]
 
 
+async def test_an_expired_reservation_ends_in_every_line_it_held(store: Store) -> None:
+    """However its lines are named (a budget's id may hold ':', digits or braces), and though
+    the request after it meets only one of them."""
+    a = line(70, key="{t}:b:12:3:{x}:tokens")
+    b = line(60, key="{t}:b:3:12:tokens")
+    assert (await store.reserve("t", "r1", [a, b], T0, ttl_s=30)).ok
+    assert (await store.reserve("t", "r2", [b], T0 + 10, ttl_s=600)).used == (60,)
+    after = await store.reserve("t", "r3", [a], T0 + 31, ttl_s=600)
+    assert after.ok and after.used == (0,)
+    assert await store.peek([a, b], T0 + 31) == [70, 0]
+    assert (await store.reserve("t", "r4", [line(100, key=b.key)], T0 + 31, 600)).ok
+    assert await store.settle("t", "r1", [line(5, key=a.key), line(6, key=b.key)], None, T0 + 40)
+    assert await store.peek([a, b], T0 + 40) == [75, 106]  # r3 + r1's late usage; r4 + r1's
+
+
 async def test_reservations_in_flight_free_at_their_expected_end(store: Store) -> None:
     """Room held in flight counts as freeing when each reservation is expected to settle (never
     past its expiry), settled usage as its bucket leaves the window: in time order, until

@@ -1,16 +1,18 @@
 -- Check and reserve one request's amount in every line, all or none.
 --
--- KEYS, per line i (1-based), three keys sharing the tenant's hash tag:
+-- KEYS, per line i (1-based), three keys sharing the tenant's hash tag (lines.lua):
 --   KEYS[3i-2]  sorted set: settled usage per time bucket (member = bucket index, score = amount)
---   KEYS[3i-1]  hash: pending reservations (field = reservation id, value =
---               "amount:bucket:expected_at"), plus "_sum" = the sum of their amounts
---   KEYS[3i]    sorted set: pending reservations by expiry (member = id, score = expires_at)
+--   KEYS[3i-1]  hash: pending reservations and the line's running sums
+--   KEYS[3i]    sorted set: the line's own reservation expiries, as earlier versions kept them
+--               (read only to adopt what they hold: lines.lua)
+-- KEYS[#KEYS-1]  sorted set: the tenant's reservations by expiry (score = expires_at)
 -- KEYS[#KEYS]  hash: the tenant's API budgets (only its field "_v", their version, is read)
 -- ARGV: now, expires_at, reservation id, the caller's version of the API budgets ("" to skip
---   the check), expected_at (when the reservation is expected to settle), then per line 7 values: limit, amount, enforce (1|0),
---   current bucket, oldest bucket in the window, width (s per bucket; 0 = calendar month),
---   leaves_now (when the current bucket leaves the window, by Window.leaves_at: an older
---   bucket leaves as many widths earlier, so the rule lives in Python alone).
+--   the check), expected_at (when the reservation is expected to settle), then per line 7
+--   values: limit, amount, enforce (1|0), current bucket, oldest bucket in the window, width
+--   (s per bucket; 0 = calendar month), leaves_now (when the current bucket leaves the window,
+--   by Window.leaves_at: an older bucket leaves as many widths earlier, so the rule lives in
+--   Python alone).
 -- Reply: {ok (1|0), fits_at (-1: never, 0: n/a), earliest (fits_at were every reservation in
 --   flight to end now), used_1 .. used_n, failed indexes (0-based)},
 --   or {0, 'stale'} when the API budgets' version differs: nothing reserved
@@ -20,7 +22,8 @@ local now = tonumber(ARGV[1])
 local expires_at = ARGV[2]
 local rid = ARGV[3]
 local expected_at = ARGV[5]
-local n = (#KEYS - 1) / 3
+local n = (#KEYS - 2) / 3
+local expiry = KEYS[#KEYS - 1]
 if ARGV[4] ~= '' then
   local version = tonumber(redis.call('HGET', KEYS[#KEYS], '_v') or '0')
   if version ~= tonumber(ARGV[4]) then
@@ -28,9 +31,10 @@ if ARGV[4] ~= '' then
   end
 end
 
-local used, lines = {}, {}
+expire_holds(expiry, now)
+local used, lines, sums = {}, {}, {}
 for i = 1, n do
-  local settled, pending, expiry = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+  local settled, pending = KEYS[3 * i - 2], KEYS[3 * i - 1]
   local base = 5 + (i - 1) * 7
   local line = {
     limit = tonumber(ARGV[base + 1]), amount = tonumber(ARGV[base + 2]),
@@ -39,18 +43,20 @@ for i = 1, n do
     leaves_now = tonumber(ARGV[base + 7]),
   }
   lines[i] = line
-  -- drop expired reservations and buckets that left the window, then add up what counts
-  local gone = redis.call('ZRANGEBYSCORE', expiry, '-inf', now)
-  for _, id in ipairs(gone) do
-    local held = redis.call('HGET', pending, id)
-    if held then
-      redis.call('HINCRBY', pending, '_sum', -tonumber(string.match(held, '^(%-?%d+)')))
-      redis.call('HDEL', pending, id)
-    end
-    redis.call('ZREM', expiry, id)
+  local state = redis.call('HMGET', pending, '_sum', '_settled', '_oldest', '_x')
+  local current = state[2] and tonumber(state[3]) == line.oldest
+  -- the line's own expiry set, which earlier versions wrote: read once, then as the window
+  -- moves on (an instance of such a version may still share this Redis)
+  if not (state[4] and current) and adopt_line_expiries(KEYS[3 * i], pending, expiry) then
+    expire_holds(expiry, now)
+    state = redis.call('HMGET', pending, '_sum', '_settled', '_oldest', '_x')
   end
-  local held_total = tonumber(redis.call('HGET', pending, '_sum') or '0')
-  used[i] = held_total + settled_total(settled, pending, line.oldest, true)
+  sums[i] = tonumber(state[1] or '0')
+  if current then
+    used[i] = sums[i] + tonumber(state[2])
+  else
+    used[i] = sums[i] + settled_total(settled, pending, line.oldest, true)
+  end
 end
 
 local failed = {}
@@ -95,7 +101,7 @@ if #failed > 0 then
     local held = redis.call('HGETALL', KEYS[3 * i - 1])
     for j = 1, #held, 2 do
       if string.sub(held[j], 1, 1) ~= '_' then
-        local amount, at = string.match(held[j + 1], '^(%-?%d+):%-?%d+:?([^:]*)$')
+        local amount, at = string.match(held[j + 1], '^(%-?%d+):%-?%d+:?([^:|]*)')
         local ends = tonumber(at)  -- never past its expiry (the caller caps it)
         if not ends then  -- held before expected ends were kept: its expiry
           ends = tonumber(redis.call('ZSCORE', KEYS[3 * i], held[j]) or line.leaves_now)
@@ -112,16 +118,17 @@ if #failed > 0 then
   end
   reply = {0, tostring(latest), tostring(earliest)}
 else
+  local keep = math.ceil(tonumber(expires_at) - now) + 60
+  local held = ':' .. expected_at .. '|' .. expires_at
   for i = 1, n do
     local line = lines[i]
-    local pending, expiry = KEYS[3 * i - 1], KEYS[3 * i]
-    redis.call('HSET', pending, rid, line.amount .. ':' .. line.bucket .. ':' .. expected_at)
-    redis.call('HINCRBY', pending, '_sum', line.amount)
-    redis.call('ZADD', expiry, expires_at, rid)
-    local keep = math.ceil(tonumber(expires_at) - now) + 60
+    local pending = KEYS[3 * i - 1]
+    redis.call('HSET', pending, rid, line.amount .. ':' .. line.bucket .. held,
+               '_sum', int(sums[i] + line.amount), '_x', '1')
     keep_at_least(pending, keep)
-    keep_at_least(expiry, keep)
   end
+  redis.call('ZADD', expiry, expires_at, hold_member(rid, 2, n))
+  keep_at_least(expiry, keep)
   reply = {1, '0', '0'}
 end
 for i = 1, n do reply[#reply + 1] = used[i] end

@@ -1,8 +1,9 @@
 -- Replace a reservation by actual usage in every line, and record the usage: one round trip.
 --
 -- KEYS[1]     string: "settled" marker of this reservation id (makes settling idempotent)
--- KEYS, then per line i, three keys as in reserve.lua (settled buckets, pending, expiry),
---   at KEYS[1 + 3i - 2], KEYS[1 + 3i - 1], KEYS[1 + 3i]
+-- KEYS, then per line i, three keys as in reserve.lua (settled buckets, pending, the line's
+--   old expiry set), at KEYS[1 + 3i - 2], KEYS[1 + 3i - 1], KEYS[1 + 3i]
+-- KEYS[#KEYS - 6]  sorted set: the tenant's reservations by expiry
 -- KEYS[#KEYS - 5]  stream: the tenant's usage log (capped by length)
 -- KEYS[#KEYS - 4]  hash: the tenant's rollup for the usage's hour (field "model|provider|what")
 -- KEYS[#KEYS - 3]  sorted set: the hours that have a rollup (member and score = hour id)
@@ -11,7 +12,8 @@
 -- KEYS[#KEYS - 1]  sorted set: the days that have end users (member and score = day id)
 -- KEYS[#KEYS]      string: present while some instance holds a request of the tenant; then
 --                  the settlement is published (ARGV[#ARGV], the channel) to wake it
--- ARGV: reservation id, marker ttl (s; 0: no marker, for usage that reserved nothing), then per line 4 values: actual amount, current bucket,
+-- ARGV: reservation id, marker ttl (s; 0: no marker, for usage that reserved nothing), then
+--   per line 4 values: actual amount, current bucket,
 --   oldest bucket in the window, keep (s: how long the settled buckets must live);
 --   then the usage: has_usage (1|0), stream maxlen, json entry, rollup prefix "model|provider|",
 --   input, output, cached, cost (nano-dollars), rollup keep (s), hour id; then the end user
@@ -41,19 +43,18 @@ local marker_ttl = tonumber(ARGV[2])
 if marker_ttl > 0 and not redis.call('SET', KEYS[1], '1', 'NX', 'EX', marker_ttl) then
   return 0
 end
-local n = (#KEYS - 7) / 3
+local n = (#KEYS - 8) / 3
 for i = 1, n do
-  local settled, pending, expiry = KEYS[3 * i - 1], KEYS[3 * i], KEYS[3 * i + 1]
+  local settled, pending = KEYS[3 * i - 1], KEYS[3 * i]
   local base = 2 + (i - 1) * 4
   local amount = tonumber(ARGV[base + 1])
   local bucket = tonumber(ARGV[base + 2])
   local oldest = tonumber(ARGV[base + 3])
-  local held = redis.call('HGET', pending, rid)
-  if held then
-    local reserved = string.match(held, '^(%-?%d+):')
-    redis.call('HINCRBY', pending, '_sum', -tonumber(reserved))
+  local state = redis.call('HMGET', pending, rid, '_sum', '_settled', '_oldest')
+  local sum = nil
+  if state[1] then
+    sum = int(tonumber(state[2] or '0') - tonumber(string.match(state[1], '^(%-?%d+):')))
     redis.call('HDEL', pending, rid)
-    redis.call('ZREM', expiry, rid)
   end
   -- usage counts from when it settles (when the upstream billed it), never from the earlier
   -- bucket it was reserved in: a long or background request must not leave a window early
@@ -61,13 +62,24 @@ for i = 1, n do
     local keep = tonumber(ARGV[base + 4])
     redis.call('ZINCRBY', settled, amount, bucket)
     redis.call('EXPIRE', settled, keep)
-    if tonumber(redis.call('HGET', pending, '_oldest')) == oldest then
-      redis.call('HINCRBY', pending, '_settled', amount)
+    if state[3] and tonumber(state[4]) == oldest then
+      local total = int(tonumber(state[3]) + amount)
+      if sum then
+        redis.call('HSET', pending, '_sum', sum, '_settled', total)
+      else
+        redis.call('HSET', pending, '_settled', total)
+      end
     else
+      if sum then redis.call('HSET', pending, '_sum', sum) end
       settled_total(settled, pending, oldest, true)  -- counts the amount just added
     end
     keep_at_least(pending, keep)
+  elseif sum then
+    redis.call('HSET', pending, '_sum', sum)
   end
+end
+if marker_ttl > 0 and n > 0 then
+  redis.call('ZREM', KEYS[#KEYS - 6], hold_member(rid, 3, n))
 end
 local u = 2 + n * 4
 if ARGV[u + 1] == '1' then
@@ -79,14 +91,18 @@ if ARGV[u + 1] == '1' then
   redis.call('HINCRBY', rollup, prefix .. 'cost', ARGV[u + 8])
   redis.call('HINCRBY', rollup, prefix .. 'n', 1)
   redis.call('EXPIRE', rollup, tonumber(ARGV[u + 9]))
-  redis.call('ZADD', KEYS[#KEYS - 3], ARGV[u + 10], ARGV[u + 10])
   local days_kept = tonumber(ARGV[u + 14])
-  redis.call('ZREMRANGEBYSCORE', KEYS[#KEYS - 3], '-inf', tonumber(ARGV[u + 10]) - days_kept * 24)
+  -- the indexes of hours and days are trimmed when they gain one: not on every settlement
+  if redis.call('ZADD', KEYS[#KEYS - 3], ARGV[u + 10], ARGV[u + 10]) == 1 then
+    local oldest_hour = tonumber(ARGV[u + 10]) - days_kept * 24
+    redis.call('ZREMRANGEBYSCORE', KEYS[#KEYS - 3], '-inf', oldest_hour)
+  end
   if ARGV[u + 11] ~= '' then
     add_end_user(KEYS[#KEYS - 2], ARGV[u + 11], tonumber(ARGV[u + 13]), ARGV[u + 8], ARGV[u + 5],
                  ARGV[u + 6], days_kept * 86400)
-    redis.call('ZADD', KEYS[#KEYS - 1], ARGV[u + 12], ARGV[u + 12])
-    redis.call('ZREMRANGEBYSCORE', KEYS[#KEYS - 1], '-inf', tonumber(ARGV[u + 12]) - days_kept)
+    if redis.call('ZADD', KEYS[#KEYS - 1], ARGV[u + 12], ARGV[u + 12]) == 1 then
+      redis.call('ZREMRANGEBYSCORE', KEYS[#KEYS - 1], '-inf', tonumber(ARGV[u + 12]) - days_kept)
+    end
   end
 end
 if n > 0 and redis.call('EXISTS', KEYS[#KEYS]) == 1 then
