@@ -38,6 +38,8 @@ def main() -> None:
                         help="profile the plain forwarder instead, for the baseline")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--budgets", type=int, default=1,
+                        help="budgets matching every request (2 limits each)")
     parser.add_argument("--no-profile", action="store_true", help="only the CPU per request")
     args = parser.parse_args()
     py_spy = require("py-spy", "pip install py-spy")
@@ -51,7 +53,8 @@ def main() -> None:
             store = f"redis://127.0.0.1:{port}/0"
         elif args.store == "sqlite":
             store = f"sqlite://{tmp / 'gateway.db'}"
-        config = GatewayConfig(store, upstream.url + JSON_PATH, upstream.url + STREAM_PATH)
+        config = GatewayConfig(store, upstream.url + JSON_PATH, upstream.url + STREAM_PATH,
+                               budgets=args.budgets)
         path = config.write(tmp / "gateway.yaml")
         port = free_port()
         command = python_module("gateway.cli", "serve", "--config", str(path), "--port",
