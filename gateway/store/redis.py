@@ -14,7 +14,7 @@ import functools
 import logging
 import math
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -146,17 +146,21 @@ def _keys(line: Line) -> tuple[str, str, str]:
 Span = Callable[[Window, int, int], tuple[Any, ...]]
 
 
-def _line_args(lines: Sequence[Line], now: float, of_window: Span
-               ) -> Iterator[tuple[Line, tuple[Any, ...]]]:
-    """Each line with its window's ARGV values, ``of_window(window, current bucket, oldest)``,
-    worked out once per window: a request's lines share a few (hour, day, month). Windows are
-    told apart by identity, which is cheaper than their hash and at worst works one out twice."""
-    spans: dict[int, tuple[Any, ...]] = {}
+def _windows(lines: Sequence[Line], now: float, of_window: Span) -> tuple[list[Any], list[int]]:
+    """ARGV for the windows the lines meet: their count, then ``of_window(window, current
+    bucket, oldest)`` of each, sent and worked out once per window (a request's lines share a
+    few: hour, day, month); and each line's window, counted from 1 as Lua counts. Windows are
+    told apart by identity, which is cheaper than their hash and at worst sends one twice."""
+    index: dict[int, int] = {}
+    values: list[Any] = []
+    of_line: list[int] = []
     for line in lines:
-        span = spans.get(id(line.window))
-        if span is None:
-            span = spans[id(line.window)] = of_window(line.window, *line.window.buckets(now))
-        yield line, span
+        i = index.get(id(line.window))
+        if i is None:
+            i = index[id(line.window)] = len(index) + 1
+            values += of_window(line.window, *line.window.buckets(now))
+        of_line.append(i)
+    return [len(index), *values], of_line
 
 
 def _reserve_span(window: Window, bucket: int, oldest: int) -> tuple[Any, ...]:
@@ -262,8 +266,10 @@ class RedisStore:
         expected_at = now + min(ttl_s, ttl_s if expected_s is None else expected_s)
         args: list[Any] = [repr(now), repr(now + ttl_s), rid, "" if version is None else version,
                            repr(expected_at)]
-        for line, span in _line_args(lines, now, _reserve_span):
-            args += [line.limit, line.amount, int(line.enforce), *span]
+        windows, of_line = _windows(lines, now, _reserve_span)
+        args += windows
+        for line, window in zip(lines, of_line, strict=True):
+            args += [line.limit if line.enforce else "", line.amount, window]
         reply = await self._call(self._reserve, keys, args, "reserve")
         if reply[1] == b"stale":
             return ReserveResult(False, (), stale=True)
@@ -288,8 +294,10 @@ class RedisStore:
     ) -> bool:
         keys = [f"{{{tenant}}}:s:{rid}"] + [k for line in lines for k in _keys(line)]
         args: list[Any] = [rid, marker_ttl_s]
-        for line, span in _line_args(lines, now, _settle_span):
-            args += [line.amount, *span]
+        windows, of_line = _windows(lines, now, _settle_span)
+        args += windows
+        for line, window in zip(lines, of_line, strict=True):
+            args += [line.amount, window]
         at = usage.timestamp if usage is not None else now
         hour, day = hour_of(at), day_of(at)
         keys += [_expiry_key(tenant), f"{{{tenant}}}:usage", f"{{{tenant}}}:r:{hour}",

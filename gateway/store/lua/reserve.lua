@@ -8,11 +8,12 @@
 -- KEYS[#KEYS-1]  sorted set: the tenant's reservations by expiry (score = expires_at)
 -- KEYS[#KEYS]  hash: the tenant's API budgets (only its field "_v", their version, is read)
 -- ARGV: now, expires_at, reservation id, the caller's version of the API budgets ("" to skip
---   the check), expected_at (when the reservation is expected to settle), then per line 7
---   values: limit, amount, enforce (1|0), current bucket, oldest bucket in the window, width
---   (s per bucket; 0 = calendar month), leaves_now (when the current bucket leaves the window,
---   by Window.leaves_at: an older bucket leaves as many widths earlier, so the rule lives in
---   Python alone).
+--   the check), expected_at (when the reservation is expected to settle); the number of
+--   windows the lines meet, then per window 4 values: current bucket, oldest bucket in the
+--   window, width (s per bucket; 0 = calendar month), leaves_now (when the current bucket
+--   leaves the window, by Window.leaves_at: an older bucket leaves as many widths earlier, so
+--   the rule lives in Python alone); then per line 3 values: limit ("" for an alert-only line:
+--   counted, never refused), amount, its window (1-based).
 -- Reply: {ok (1|0), fits_at (-1: never, 0: n/a), earliest (fits_at were every reservation in
 --   flight to end now), used_1 .. used_n, failed indexes (0-based)},
 --   or {0, 'stale'} when the API budgets' version differs: nothing reserved
@@ -33,14 +34,23 @@ end
 
 expire_holds(expiry, now)
 local used, lines, sums = {}, {}, {}
+local windows = {}
+for k = 1, tonumber(ARGV[6]) do
+  local at = 6 + (k - 1) * 4
+  windows[k] = {
+    bucket = tonumber(ARGV[at + 1]), oldest = tonumber(ARGV[at + 2]),
+    width = tonumber(ARGV[at + 3]), leaves_now = tonumber(ARGV[at + 4]),
+  }
+end
+local first_line = 6 + #windows * 4
 for i = 1, n do
   local settled, pending = KEYS[3 * i - 2], KEYS[3 * i - 1]
-  local base = 5 + (i - 1) * 7
+  local base = first_line + (i - 1) * 3
+  local window = windows[tonumber(ARGV[base + 3])]
   local line = {
-    limit = tonumber(ARGV[base + 1]), amount = tonumber(ARGV[base + 2]),
-    enforce = ARGV[base + 3] == '1', bucket = tonumber(ARGV[base + 4]),
-    oldest = tonumber(ARGV[base + 5]), width = tonumber(ARGV[base + 6]),
-    leaves_now = tonumber(ARGV[base + 7]),
+    limit = tonumber(ARGV[base + 1]), enforce = ARGV[base + 1] ~= '',
+    amount = tonumber(ARGV[base + 2]), bucket = window.bucket, oldest = window.oldest,
+    width = window.width, leaves_now = window.leaves_now,
   }
   lines[i] = line
   local state = redis.call('HMGET', pending, '_sum', '_settled', '_oldest', '_x')

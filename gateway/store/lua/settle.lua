@@ -12,9 +12,10 @@
 -- KEYS[#KEYS - 1]  sorted set: the days that have end users (member and score = day id)
 -- KEYS[#KEYS]      string: present while some instance holds a request of the tenant; then
 --                  the settlement is published (ARGV[#ARGV], the channel) to wake it
--- ARGV: reservation id, marker ttl (s; 0: no marker, for usage that reserved nothing), then
---   per line 4 values: actual amount, current bucket,
---   oldest bucket in the window, keep (s: how long the settled buckets must live);
+-- ARGV: reservation id, marker ttl (s; 0: no marker, for usage that reserved nothing); the
+--   number of windows the lines meet, then per window 3 values: current bucket, oldest bucket
+--   in the window, keep (s: how long the settled buckets must live); then per line 2 values:
+--   actual amount, its window (1-based);
 --   then the usage: has_usage (1|0), stream maxlen, json entry, rollup prefix "model|provider|",
 --   input, output, cached, cost (nano-dollars), rollup keep (s), hour id; then the end user
 --   ("" for none), day id, the most end users with a row of their own per day, days kept.
@@ -44,12 +45,18 @@ if marker_ttl > 0 and not redis.call('SET', KEYS[1], '1', 'NX', 'EX', marker_ttl
   return 0
 end
 local n = (#KEYS - 8) / 3
+local windows = {}
+for k = 1, tonumber(ARGV[3]) do
+  local at = 3 + (k - 1) * 3
+  windows[k] = {tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])}
+end
+local first_line = 3 + #windows * 3
 for i = 1, n do
   local settled, pending = KEYS[3 * i - 1], KEYS[3 * i]
-  local base = 2 + (i - 1) * 4
+  local base = first_line + (i - 1) * 2
   local amount = tonumber(ARGV[base + 1])
-  local bucket = tonumber(ARGV[base + 2])
-  local oldest = tonumber(ARGV[base + 3])
+  local window = windows[tonumber(ARGV[base + 2])]
+  local bucket, oldest, keep = window[1], window[2], window[3]
   local state = redis.call('HMGET', pending, rid, '_sum', '_settled', '_oldest')
   local sum = nil
   if state[1] then
@@ -59,7 +66,6 @@ for i = 1, n do
   -- usage counts from when it settles (when the upstream billed it), never from the earlier
   -- bucket it was reserved in: a long or background request must not leave a window early
   if amount ~= 0 then
-    local keep = tonumber(ARGV[base + 4])
     redis.call('ZINCRBY', settled, amount, bucket)
     redis.call('EXPIRE', settled, keep)
     if state[3] and tonumber(state[4]) == oldest then
@@ -81,7 +87,7 @@ end
 if marker_ttl > 0 and n > 0 then
   redis.call('ZREM', KEYS[#KEYS - 6], hold_member(rid, 3, n))
 end
-local u = 2 + n * 4
+local u = first_line + n * 2
 if ARGV[u + 1] == '1' then
   redis.call('XADD', KEYS[#KEYS - 5], 'MAXLEN', ARGV[u + 2], '*', 'u', ARGV[u + 3])
   local rollup, prefix = KEYS[#KEYS - 4], ARGV[u + 4]
