@@ -6,19 +6,13 @@ import argparse
 import asyncio
 import contextlib
 import functools
-import hashlib
 import json
-import math
 import os
-import secrets
 import signal
 import sys
-import textwrap
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
-
-import yaml
 
 from gateway import remote
 from gateway.admin.status import Scope
@@ -92,98 +86,36 @@ def _check_config(args: argparse.Namespace) -> int:
 # -- keys new: a secret, and its YAML as it fits the configuration it goes into ---------------
 
 ROLE_HELP = (
-    "what the key may do (default: member). member: call the proxy for its tenant (within the "
-    "tenant's models and budgets) and read the tenant's spend, budgets and budget status "
-    "through the admin API. admin: all that, and also create, change and delete the tenant's "
-    "API budgets (budgets in the YAML change only by editing the file). owner: the same as "
-    "admin; no action needs owner rather than admin today")
-KEY_ENTRY = '- name: {name}\n  sha256: "{digest}"\n  role: {role}'
-# The snippet alone under tenants:, with the one upstream a configuration needs to load.
-SNIPPET_CHECK = 'upstreams: {{check: {{base_url: "http://127.0.0.1/v1", api_key: k}}}}\n' \
-                "tenants:\n{tenant}"
+    "what the key may do. A tenant's key (default: member). member: call the proxy for its "
+    "tenant (within the tenant's models and budgets) and read the tenant's spend, budgets and "
+    "budget status through the admin API. admin: all that, and also create, change and delete "
+    "the tenant's API budgets (budgets in the YAML change only by editing the file). owner: the "
+    "same as admin; no action needs owner rather than admin today. An operator's key (default: "
+    "viewer). viewer: read every tenant's spend, budgets and budget status (?tenant=NAME or "
+    "all). editor: all that, and also create, change and delete any tenant's API budgets")
 
 
 def _keys_new(args: argparse.Namespace) -> int:
+    from gateway.settings import new_key
     from gateway.settings.load import load_settings
 
     # A file named (--config, $GATEWAY_CONFIG) must be read; only the fallback may be absent.
     config = args.config or os.environ.get("GATEWAY_CONFIG") or (
         DEFAULT_CONFIG if os.path.isfile(DEFAULT_CONFIG) else None)
     settings = load_settings(config) if config is not None else None
-    secret = "sk-gw-" + secrets.token_urlsafe(32)
-    entry = KEY_ENTRY.format(name=_yaml_scalar(args.name), role=args.role,
-                             digest=hashlib.sha256(secret.encode()).hexdigest())
-    tenant_block = f"{_yaml_scalar(args.tenant)}:\n  keys:\n{_indent(entry, 4)}"
-    problems = _snippet_problems(args.tenant, tenant_block) or _name_taken(settings, args)
-    for problem in problems:
+    if args.operator:
+        made = new_key.operator_key(args.name, args.role, settings, DEFAULT_CONFIG)
+        whose = "operator key"
+    else:
+        made = new_key.tenant_key(args.tenant, args.name, args.role, settings, DEFAULT_CONFIG)
+        whose = f"key for tenant {args.tenant!r}"
+    for problem in made.problems:
         print(f"error: {problem}", file=sys.stderr)
-    if problems:
+    if made.problems:
         return EXIT_ERROR
-    print(f"New key {args.name!r} for tenant {args.tenant!r} (shown once; store it now):\n\n"
-          f"  {secret}\n")
-    print(_where_it_goes(settings, args.tenant, entry, tenant_block))
+    print(f"New {whose} {args.name!r} (shown once; store it now):\n\n  {made.secret}\n")
+    print(made.placement)
     return EXIT_OK
-
-
-def _yaml_scalar(text: str) -> str:
-    """``text`` written so YAML reads it back as this very string: plain where it can be
-    (acme-ci), else double-quoted (123, yes, a: b would read as a number, a boolean, a map)."""
-    plain = str(yaml.safe_dump(text, width=math.inf, allow_unicode=True))
-    if plain == f"{text}\n...\n":
-        return text
-    return str(yaml.safe_dump(text, default_style='"', width=math.inf, allow_unicode=True)
-               ).rstrip("\n")
-
-
-def _indent(text: str, spaces: int) -> str:
-    return textwrap.indent(text, " " * spaces)
-
-
-def _snippet_problems(tenant: str, tenant_block: str) -> list[str]:
-    """What the configuration loader refuses in the snippet: its own rules for tenant and key
-    names (a key name must be a non-empty string; ``${NAME}`` is read as a variable)."""
-    from gateway.settings.load import parse_settings
-    from gateway.settings.yamlpos import index, join
-
-    try:
-        parse_settings(SNIPPET_CHECK.format(tenant=_indent(tenant_block, 2)), "the snippet",
-                       env={})
-    except ConfigErrors as exc:
-        key = join(index(join(join("tenants", tenant), "keys"), 0), "name")
-        return [f"{'--name' if e.field == key else '--tenant'}: the configuration would refuse "
-                f"it: {e.message}" for e in exc.errors]
-    return []
-
-
-def _name_taken(settings: Settings | None, args: argparse.Namespace) -> list[str]:
-    if settings is None or args.tenant not in settings.tenants:
-        return []
-    if all(key.name != args.name for key in settings.tenants[args.tenant].keys):
-        return []
-    return [f"--name: tenant {args.tenant!r} already has a key named {args.name!r} in "
-            f"{settings.source}; choose another name (to replace that key's secret: add a new "
-            "key, move its clients over, then remove the old one)"]
-
-
-def _where_it_goes(settings: Settings | None, tenant: str, entry: str, block: str) -> str:
-    """Words saying where the snippet goes, then the snippet, indented as in the example
-    config: only the entry for a tenant the configuration has, else the whole tenant."""
-    from gateway.settings.yamlpos import join, suggest
-
-    if settings is None:
-        return (f"Add under tenants: in the gateway's configuration (no {DEFAULT_CONFIG} here "
-                f"to fit it to: if tenant {tenant!r} is there already, add only the - name: "
-                f"entry, under its keys:):\n\n{_indent(block, 2)}")
-    found = settings.tenants.get(tenant)
-    if found is None:
-        hint = suggest(tenant, list(settings.tenants))
-        return (f"Tenant {tenant!r} is not in {settings.source}{hint or '.'} A new tenant: add "
-                f"it, whole, under tenants:\n\n{_indent(block, 2)}")
-    path = join("tenants", tenant)
-    if not found.keys:
-        return (f"Tenant {tenant!r} has no keys yet: add under {path} in {settings.source} (in "
-                f"place of a keys: [] line if it has one):\n\n    keys:\n{_indent(entry, 6)}")
-    return f"Add under {join(path, 'keys')} in {settings.source}:\n\n{_indent(entry, 6)}"
 
 
 def _mock_upstream(args: argparse.Namespace) -> int:
@@ -598,14 +530,19 @@ def _parser() -> argparse.ArgumentParser:
         description="Make a new secret key, print it once (only its sha256 is kept), and the "
                     "YAML to paste into the configuration: for a tenant the configuration "
                     "has, only the entry to add under its keys:; for a new tenant, the whole "
-                    "tenant. Names the configuration would refuse, or a key name the tenant "
-                    "already has, are errors (exit status 1).")
-    new.add_argument("--tenant", required=True, metavar="T",
-                     help="the tenant the key belongs to (an existing one or a new one)")
+                    "tenant; for an operator (--operator), the entry to add under operators:. "
+                    "Names the configuration would refuse, or a name its tenant (or the "
+                    "operators) already has, are errors (exit status 1).")
+    whose = new.add_mutually_exclusive_group(required=True)
+    whose.add_argument("--tenant", metavar="T",
+                       help="the tenant the key belongs to (an existing one or a new one)")
+    whose.add_argument("--operator", action="store_true",
+                       help="a key of the platform team, of no tenant (operators:)")
     new.add_argument("--name", required=True, metavar="N",
-                     help="the key's name, unique in its tenant (budgets and logs name it)")
-    new.add_argument("--role", choices=[r.value for r in Role], default=Role.MEMBER.value,
-                     help=ROLE_HELP)
+                     help="the key's name, unique in its tenant or among the operators "
+                          "(budgets, audit entries and logs name it)")
+    new.add_argument("--role", choices=[*(r.value for r in Role),
+                                        *(r.value for r in OperatorRole)], help=ROLE_HELP)
     new.add_argument("--config", metavar="PATH",
                      help="the gateway's YAML, read to fit the snippet to it (default: "
                           f"$GATEWAY_CONFIG, else {DEFAULT_CONFIG} if there is one; without "

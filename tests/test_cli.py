@@ -15,7 +15,7 @@ import pytest
 
 from gateway.cli import _parser, main
 from gateway.settings.load import load_settings
-from gateway.settings.schema import Role
+from gateway.settings.schema import OperatorRole, Role
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -212,6 +212,69 @@ def test_keys_new_refuses_a_config_it_cannot_read(
     assert out == "" and "none.yaml: (file): cannot read" in err
 
 
+def test_keys_new_for_an_operator_prints_the_entry_that_loads(
+    example: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An operator's key (issue 20's operators had to hash a secret by hand): the entry goes
+    under operators:, and pasted there the configuration loads with it, its role as asked."""
+    secret, out = keys_new(capsys, "--operator", "--name", "finance", "--role", "editor",
+                           "--config", str(example))
+    assert "New operator key 'finance'" in out
+    assert f"Add under operators in {example}:" in out
+    entry = snippet(out)
+    assert entry.startswith("  - name: finance\n")  # as the example's own entries are indented
+    text = example.read_text()
+    example.write_text(text.replace("\noperators:", "\noperators:\n" + entry.rstrip("\n"), 1))
+    operators = {op.name: op for op in load_settings(example).operators}
+    assert (operators["finance"].sha256, operators["finance"].role) == (
+        digest(secret), OperatorRole.EDITOR)
+
+
+def test_keys_new_for_an_operator_fits_a_config_without_operators(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("GATEWAY_CONFIG", raising=False)
+    config = tmp_path / "gateway.yaml"
+    config.write_text('upstreams: {u: {base_url: "http://127.0.0.1/v1", api_key: k}}\n'
+                      "tenants: {acme: {keys: []}}\n")
+    secret, out = keys_new(capsys, "--operator", "--name", "ops", "--config", str(config))
+    assert "has no operators yet" in out and snippet(out).startswith("operators:\n  - name: ops")
+    config.write_text(config.read_text() + snippet(out))
+    (op,) = load_settings(config).operators
+    assert (op.name, op.sha256, op.role) == ("ops", digest(secret), OperatorRole.VIEWER)
+    secret, out = keys_new(capsys, "--operator", "--name", "ops2")  # no config here at all
+    assert "no config/gateway.yaml here" in out and "operators:\n  - name: ops2" in out
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--operator", "--name", "platform-viewer"),
+     "error: --name: {config} already has an operator named 'platform-viewer'"),
+    (("--operator", "--name", "x", "--role", "admin"),
+     "error: --role: an operator's role is viewer | editor, not 'admin'"),
+    (("--tenant", "acme", "--name", "x", "--role", "viewer"),
+     "error: --role: a tenant key's role is member | admin | owner, not 'viewer'"),
+    (("--operator", "--name", "a\tb"),
+     "error: --name: the configuration would refuse it: must be printable"),
+])
+def test_keys_new_refuses_what_an_operator_key_cannot_be(
+    example: Path, capsys: pytest.CaptureFixture[str], args: tuple[str, ...], message: str
+) -> None:
+    assert main(["keys", "new", *args, "--config", str(example)]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(message.format(config=example)), err
+
+
+def test_keys_new_wants_a_tenant_or_operator_not_both(
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    for args in ([], ["--tenant", "acme", "--operator"]):
+        with pytest.raises(SystemExit) as exited:
+            main(["keys", "new", "--name", "x", *args])
+        assert exited.value.code == 2
+    assert "--tenant" in capsys.readouterr().err
+
+
 # -- roles, defaults and help (issue 18, items 2 to 4) ---------------------------------------
 
 def help_of(capsys: pytest.CaptureFixture[str], *command: str) -> str:
@@ -226,6 +289,8 @@ def test_role_help_says_what_each_role_may_do(capsys: pytest.CaptureFixture[str]
     assert "member: call the proxy for its tenant" in text
     assert "admin: all that, and also create, change and delete the tenant's API budgets" in text
     assert "owner: the same as admin; no action needs owner rather than admin today" in text
+    assert "viewer: read every tenant's spend, budgets and budget status" in text
+    assert "editor: all that, and also create, change and delete any tenant's API budgets" in text
 
 
 def test_roles_differ_as_the_help_says() -> None:
