@@ -6,10 +6,10 @@ import dataclasses
 import threading
 from collections import deque
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.clock import Clock, SystemClock
-from gateway.cost.model import Filter, Summary, Usage, nano_to_usd, usd_to_nano
+from gateway.cost.model import Filter, Summary, Usage, nano_to_usd, usage_values, usd_to_nano
 
 
 class Tracker(Protocol):
@@ -33,14 +33,17 @@ def summarize(entries: list[Usage]) -> Summary:
 class InMemoryTracker:
     """Keeps the newest ``max_entries`` records (0: no limit), evicting the oldest first. Safe
     for concurrent use: threads may record and query at once. A record without a timestamp is
-    stamped with ``clock``'s now: recording usage is recording it now."""
+    stamped with ``clock``'s now: recording usage is recording it now.
+
+    Records are kept as tuples of their fields (``usage_values``), which the garbage collector
+    stops tracking: a full log no longer lengthens every full collection."""
 
     def __init__(self, max_entries: int = 100_000, clock: Clock | None = None) -> None:
         if max_entries < 0:
             raise ValueError("max_entries must be 0 (no limit) or positive")
         self._clock = clock or SystemClock()
         self._lock = threading.Lock()
-        self._entries: deque[Usage] = deque(maxlen=max_entries or None)
+        self._entries: deque[tuple[Any, ...]] = deque(maxlen=max_entries or None)
 
     async def record(self, usage: Usage) -> None:
         self.add(usage)
@@ -49,20 +52,28 @@ class InMemoryTracker:
         if not usage.timestamp:
             usage = dataclasses.replace(usage, timestamp=self._clock.now())
         with self._lock:
-            self._entries.append(usage)
+            self._entries.append(usage_values(usage))
 
     async def query(self, filter: Filter) -> Summary:
         return summarize([u for u in self.entries() if filter.matches(u)])
 
-    def entries(self) -> list[Usage]:
-        """Oldest first: what a saved copy of the tracker holds."""
+    def entries(self, tenant_id: str | None = None) -> list[Usage]:
+        """Oldest first: what a saved copy of the tracker holds; only ``tenant_id``'s if set."""
+        return [Usage(*values) for values in self.values()
+                if tenant_id is None or values[_TENANT] == tenant_id]
+
+    def values(self) -> list[tuple[Any, ...]]:
+        """The records as ``usage_values`` gives them, oldest first."""
         with self._lock:
             return list(self._entries)
 
     def restore(self, entries: Iterable[Usage]) -> None:
         """Replaces the records by ``entries`` (oldest first), keeping the newest if too many."""
         with self._lock:
-            self._entries = deque(entries, maxlen=self._entries.maxlen)
+            self._entries = deque(map(usage_values, entries), maxlen=self._entries.maxlen)
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+_TENANT = [f.name for f in dataclasses.fields(Usage)].index("tenant_id")

@@ -120,7 +120,10 @@ class Pipeline:
             if background and _still_running(exchange):
                 self._background.adopt(principal, target, admission, exchange.response_id or "")
             else:
-                await (exchange.finish or settle)()
+                try:
+                    await (exchange.finish or settle)()
+                finally:  # exchange -> finish -> settle -> exchange: a cycle only the garbage
+                    exchange.finish = None  # collector would free, the whole request with it
 
     async def _settle(self, principal: Principal, target: Target, admission: Admission,
                       exchange: Exchange, rec: access.RequestRecord) -> None:

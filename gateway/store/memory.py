@@ -27,7 +27,13 @@ from gateway.store.freed import RoomFreed
 from gateway.store.idle import Idle
 from gateway.store.memory_budgets import MemoryBudgetDefinitions
 from gateway.store.objects import MemoryObjects, ObjectOwners
-from gateway.store.snapshot import number, rollup_from_row, typed, usage_from_row, usage_row
+from gateway.store.snapshot import (
+    number,
+    rollup_from_row,
+    row_of_values,
+    typed,
+    usage_from_row,
+)
 
 _SETTLED_KEPT = 100_000  # settle ids remembered for idempotency, newest first
 _MARKS_PRUNE_AT = 10_000
@@ -280,7 +286,7 @@ class MemoryStore:
         return self._end_users.rows(tenant, first_day, last_day)
 
     async def entries(self, tenant: str | None) -> list[Usage]:
-        return [u for u in self.tracker.entries() if tenant is None or u.tenant_id == tenant]
+        return self.tracker.entries(tenant)
 
     async def connect(self) -> None:
         return None
@@ -294,7 +300,7 @@ class MemoryStore:
             "lines": {key: state.snapshot() for key, state in self._lines.items()},
             "settled": list(self._settled),
             "marks": dict(self._marks),
-            "usage": [usage_row(u) for u in self.tracker.entries()],
+            "usage": [row_of_values(values) for values in self.tracker.values()],
             "rollups": [[*key, *row] for key, row in self._rollups.items()],
             "end_users": self._end_users.snapshot(),
             "budgets": self._budgets.snapshot(),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from gateway.cost.model import Usage
+from gateway.cost.model import Usage, usage_values
 
 T = TypeVar("T")
 
@@ -34,12 +34,18 @@ def number(value: object, where: str) -> float:
 
 
 def usage_row(usage: Usage) -> list[object]:
-    """A usage record as a JSON array: a state file holds up to ``max_entries`` of them.
-    (Not ``dataclasses.astuple``: its deep copy would hold the event loop for a second.)"""
-    u = usage
-    row = [u.input_tokens, u.output_tokens, u.cached_tokens, u.total_tokens, u.cost, u.model,
-           u.provider, u.tenant_id, u.timestamp, u.estimated]
-    return row if u.end_user is None else [*row, u.end_user]
+    """A usage record as a JSON array: a state file holds up to ``max_entries`` of them."""
+    return row_of_values(usage_values(usage))
+
+
+def row_of_values(values: tuple[object, ...]) -> list[object]:
+    """``usage_values`` as a state file's row: its end user last, only when it has one (rows
+    written before issue 19 have none). (Not ``dataclasses.astuple``: its deep copy would hold
+    the event loop for a second.)"""
+    row = list(values)
+    if row[-1] is None:
+        row.pop()
+    return row
 
 
 def rollup_from_row(row: object, where: str) -> tuple[tuple[str, int, str, str], list[int]]:

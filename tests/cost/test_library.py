@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from gateway import cost
@@ -29,6 +31,22 @@ async def test_tracker_filters_and_sums_exactly() -> None:
     assert summary.total_cost == 0.3  # money summed as integers: no 0.30000000000000004
     assert (await tracker.query(Filter(model="gpt-4o-mini"))).entry_count == 1
     assert (await tracker.query(Filter())).entry_count == 11
+
+
+async def test_tracker_gives_back_what_it_kept_and_the_collector_never_walks_it() -> None:
+    """A full log is 100,000 records: kept as tuples of plain values, which the garbage
+    collector stops tracking, so they do not lengthen its full collections."""
+    tracker = InMemoryTracker()
+    kept = [usage(timestamp=T0 + i, end_user="u1" if i % 2 else None, estimated=i == 3)
+            for i in range(6)] + [usage(tenant_id="t2")]
+    for one in kept:
+        tracker.add(one)
+    gc.collect()
+    assert not any(gc.is_tracked(values) for values in tracker.values())
+    assert tracker.entries() == kept and tracker.entries("t2") == kept[-1:]
+    restored = InMemoryTracker()
+    restored.restore(kept)
+    assert restored.entries() == kept
 
 
 async def test_tracker_evicts_oldest_first() -> None:
