@@ -27,13 +27,7 @@ from gateway.store.freed import RoomFreed
 from gateway.store.idle import Idle
 from gateway.store.memory_budgets import MemoryBudgetDefinitions
 from gateway.store.objects import MemoryObjects, ObjectOwners
-from gateway.store.snapshot import (
-    number,
-    rollup_from_row,
-    row_of_values,
-    typed,
-    usage_from_row,
-)
+from gateway.store.snapshot import number, rollup_from_row, typed, usage_from_row
 
 _SETTLED_KEPT = 100_000  # settle ids remembered for idempotency, newest first
 _MARKS_PRUNE_AT = 10_000
@@ -300,7 +294,7 @@ class MemoryStore:
             "lines": {key: state.snapshot() for key, state in self._lines.items()},
             "settled": list(self._settled),
             "marks": dict(self._marks),
-            "usage": [row_of_values(values) for values in self.tracker.values()],
+            "usage": self.tracker.values(),  # usage_row's tuples, as the log keeps them
             "rollups": [[*key, *row] for key, row in self._rollups.items()],
             "end_users": self._end_users.snapshot(),
             "budgets": self._budgets.snapshot(),

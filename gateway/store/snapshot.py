@@ -33,19 +33,12 @@ def number(value: object, where: str) -> float:
     raise ValueError(f"{where}: expected a number, got {type(value).__name__}")
 
 
-def usage_row(usage: Usage) -> list[object]:
-    """A usage record as a JSON array: a state file holds up to ``max_entries`` of them."""
-    return row_of_values(usage_values(usage))
-
-
-def row_of_values(values: tuple[object, ...]) -> list[object]:
-    """``usage_values`` as a state file's row: its end user last, only when it has one (rows
-    written before issue 19 have none). (Not ``dataclasses.astuple``: its deep copy would hold
-    the event loop for a second.)"""
-    row = list(values)
-    if row[-1] is None:
-        row.pop()
-    return row
+def usage_row(usage: Usage) -> tuple[object, ...]:
+    """A usage record as a JSON array: its fields in order, the end user last (null for none;
+    rows written before issue 19 end before it). A state file holds up to ``max_entries`` of
+    them, and the embedded store keeps its log as these very tuples, so that a snapshot writes
+    them as they are: building 100,000 rows anew held the event loop ~50 ms."""
+    return usage_values(usage)
 
 
 def rollup_from_row(row: object, where: str) -> tuple[tuple[str, int, str, str], list[int]]:
@@ -73,12 +66,14 @@ def end_user_from_row(row: object, where: str
 
 
 def usage_from_row(row: object, where: str) -> Usage:
-    values = typed(row, list, where)
+    values = list(row) if isinstance(row, tuple) else typed(row, list, where)  # as kept, or read
     if len(values) == len(_USAGE_FIELDS) - 1:  # written before usage was marked estimated
         values = [*values, False]
     end_user = None
-    if len(values) == len(_USAGE_FIELDS) + 1:  # since issue 19: its end user
-        values, end_user = values[:-1], typed(values[-1], str, f"{where}.end_user")
+    if len(values) == len(_USAGE_FIELDS) + 1:  # since issue 19: its end user, or null
+        values, end_user = values[:-1], values[-1]
+        if end_user is not None:
+            end_user = typed(end_user, str, f"{where}.end_user")
     if len(values) != len(_USAGE_FIELDS):
         raise ValueError(f"{where}: expected {len(_USAGE_FIELDS)} values, got {len(values)}")
     checked: dict[str, Any] = {

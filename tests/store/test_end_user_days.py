@@ -21,7 +21,7 @@ T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 DAY = day_of(T0)
 
 
-def spent(end_user: str, at: float = T0, tenant: str = "t") -> Usage:
+def spent(end_user: str | None, at: float = T0, tenant: str = "t") -> Usage:
     return Usage(3, 2, 0, 5, 0.25, "m", "p", tenant, at, end_user=end_user)
 
 
@@ -57,6 +57,8 @@ def test_a_usage_row_carries_its_end_user_and_older_rows_still_load() -> None:
     assert usage_from_row(usage_row(spent("a")), "usage[0]") == spent("a")
     old = [3, 2, 0, 5, 0.25, "m", "p", "t", T0, False]
     assert usage_from_row(old, "usage[0]").end_user is None
+    assert usage_from_row([*old, None], "usage[0]") == usage_from_row(old, "usage[0]")
+    assert usage_from_row(usage_row(spent(None)), "usage[0]") == spent(None)
     with pytest.raises(ValueError, match=r"usage\[0\]\.end_user"):
         usage_from_row([*old, 5], "usage[0]")
 
