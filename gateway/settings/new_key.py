@@ -40,7 +40,7 @@ def tenant_key(tenant: str, name: str, role: str | None, settings: Settings | No
                default_config: str) -> NewKey:
     role = role or Role.MEMBER.value
     if role not in TENANT_ROLES:
-        return _wrong_role(role, "a tenant key's", TENANT_ROLES, "an operator's", "--operator")
+        return _wrong_role(role, tenant=True)
     secret, entry = _entry(name, role)
     block = f"{_yaml_scalar(tenant)}:\n  keys:\n{_indent(entry, 4)}"
     problems = _refused(f"tenants:\n{_indent(block, 2)}", join(join("tenants", tenant), "keys"),
@@ -64,15 +64,11 @@ def operator_key(name: str, role: str | None, settings: Settings | None,
                  default_config: str) -> NewKey:
     role = role or OperatorRole.VIEWER.value
     if role not in OPERATOR_ROLES:
-        return _wrong_role(role, "an operator's", OPERATOR_ROLES, "a tenant key's", "--tenant")
+        return _wrong_role(role, tenant=False)
     secret, entry = _entry(name, role)
     problems = _refused(f"tenants: {{}}\noperators:\n{_indent(entry, 2)}", "operators",
                         "--name")
-    if not problems and settings is not None and any(op.name == name
-                                                     for op in settings.operators):
-        problems = [f"--name: {settings.source} already has an operator named {name!r}; choose "
-                    "another name (to replace its secret: add a new operator, move its users "
-                    "over, then remove the old one)"]
+    problems = problems or _operator_taken(settings, name)
     if problems:
         return NewKey(problems=tuple(problems))
     if settings is None:
@@ -87,8 +83,22 @@ def operator_key(name: str, role: str | None, settings: Settings | None,
     return NewKey(secret, placement)
 
 
-def _wrong_role(role: str, whose: str, roles: tuple[str, ...], other: str, flag: str) -> NewKey:
-    others = OPERATOR_ROLES if roles is TENANT_ROLES else TENANT_ROLES
+def _operator_taken(settings: Settings | None, name: str) -> list[str]:
+    if settings is None or all(op.name != name for op in settings.operators):
+        return []
+    return [f"--name: {settings.source} already has an operator named {name!r}; choose another "
+            "name (to replace its secret: add a new operator, move its users over, then remove "
+            "the old one)"]
+
+
+_KINDS = {True: ("a tenant key's", TENANT_ROLES, "--tenant"),
+          False: ("an operator's", OPERATOR_ROLES, "--operator")}
+
+
+def _wrong_role(role: str, tenant: bool) -> NewKey:
+    """A role of the other kind of key, or of none, named with the flag that takes it."""
+    whose, roles, _ = _KINDS[tenant]
+    other, others, flag = _KINDS[not tenant]
     return NewKey(problems=(f"--role: {whose} role is {' | '.join(roles)}, not {role!r} "
                             f"({', '.join(others)}: {other} roles, with {flag})",))
 
