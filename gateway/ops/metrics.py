@@ -264,7 +264,9 @@ class Metrics:
                        ) -> Labels:
         """A budget's series, within the tenant's bound: past it, the budget seen least
         recently (most likely one deleted through the admin API) loses its series."""
-        seen = self._budgets.setdefault(tenant, OrderedDict())
+        seen = self._budgets.get(tenant)
+        if seen is None:
+            seen = self._budgets[tenant] = OrderedDict()
         series = seen.get(budget)
         if series is None:
             while seen and len(seen) >= self._budget_series():

@@ -33,11 +33,9 @@ class Slot:
     enforce: bool  # False for alert-only budgets
     is_cost: bool  # the limit's, kept here: read for every line of every request
 
-    def amount(self, tokens: int, cost_nano: int) -> int:
-        return cost_nano if self.is_cost else tokens
-
     def line(self, tokens: int, cost_nano: int) -> Line:
-        return Line(self.key, self.window, self.max, self.amount(tokens, cost_nano), self.enforce)
+        return Line(self.key, self.window, self.max, cost_nano if self.is_cost else tokens,
+                    self.enforce)
 
     def of_end_user(self, end_user: EndUser) -> Slot:
         """A ``per: end_user`` slot's own for ``end_user``: the template's key and theirs."""

@@ -239,9 +239,9 @@ class Admitter:
         alerts: list[Alert] = []
         for slot, line, used, ratio in zip(slots, lines, result.used, ratios, strict=True):
             threshold = slot.budget.alert_threshold
+            if ratio < 1.0 and (threshold is None or ratio < threshold):
+                continue  # below every level: what nearly every line of every request is
             levels = [t for t in (threshold, 1.0) if t is not None]
-            if not any(ratio >= t for t in levels):
-                continue
             alert = Alert(slot.budget.name, slot.budget.tenant, slot.limit.value,
                           slot.window.name, used + line.amount, line.limit, ratio, now)
             alerts.append(alert)
@@ -267,7 +267,8 @@ class Admitter:
 
 def _lines(ask: Ask, slots: tuple[Slot, ...], estimate: Estimate) -> list[Line]:
     cost = reserved_cost(ask.price, estimate) if ask.cost_nano is None else ask.cost_nano
-    return [slot.line(estimate.total, cost) for slot in slots]
+    tokens = estimate.total
+    return [slot.line(tokens, cost) for slot in slots]
 
 
 def reserved_cost(price: Price, estimate: Estimate) -> int:

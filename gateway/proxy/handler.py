@@ -277,10 +277,12 @@ def _outcomes(admission: Admission) -> list[tuple[str, str, str]]:
     seen: dict[str, tuple[str, str, str]] = {}
     for slot in admission.slots:
         budget = slot.budget
+        if budget.name in seen:  # its other limits
+            continue
         outcome = "alert" if budget.name in alerted else "allow"
         if admission.clamped_output is not None and budget.clamp_max_tokens:
             outcome = "clamp"
-        seen.setdefault(budget.name, (budget.name, budget.action.value, outcome))
+        seen[budget.name] = (budget.name, budget.action.value, outcome)
     return list(seen.values())
 
 

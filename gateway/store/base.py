@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from gateway.cost.model import Budget, Filter, Summary, Usage
 from gateway.cost.windows import Window
@@ -21,9 +21,11 @@ if TYPE_CHECKING:  # batches.py builds on Line, audit.py on StoreError
     from gateway.store.batches import BatchLedger
 
 
-@dataclass(frozen=True, slots=True)
-class Line:
-    """One limit of one budget, as a request meets it: a counter, its window, how much."""
+class Line(NamedTuple):
+    """One limit of one budget, as a request meets it: a counter, its window, how much.
+
+    A named tuple, not a frozen dataclass: a request builds two per budget to reserve and two
+    to settle, and a tuple is made in a third of the time."""
 
     key: str  # per budget and limit, hash-tagged by tenant: "{acme}:b:daily:max_cost_per_day"
     window: Window

@@ -13,6 +13,7 @@ import math
 from collections import Counter, OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from gateway.cost.model import Filter, Summary, Usage, usd_to_nano
 from gateway.cost.rollup import EndUserRow, RollupRow, hour_of
@@ -33,8 +34,9 @@ _SETTLED_KEPT = 100_000  # settle ids remembered for idempotency, newest first
 _MARKS_PRUNE_AT = 10_000
 
 
-@dataclass(frozen=True, slots=True)
-class Pending:
+class Pending(NamedTuple):
+    """One reservation held in one line (a named tuple: one is made per line per request)."""
+
     amount: int
     bucket: int
     expires_at: float
@@ -57,8 +59,8 @@ class LineState:
     next_expiry: float = math.inf  # the earliest expiry among the holds
     window: Window | None = None  # its line's (None: restored from an older snapshot)
 
-    def purge(self, line: Line, now: float) -> None:
-        oldest = line.window.oldest(now)
+    def purge(self, oldest: int, now: float) -> None:
+        """Drops the buckets before ``oldest`` (its window's at ``now``) and expired holds."""
         if oldest > self.oldest:
             for b in [b for b in self.buckets if b < oldest]:
                 self.settled_total -= self.buckets.pop(b)
@@ -91,7 +93,8 @@ class LineState:
     def hold(self, rid: str, held: Pending) -> None:
         self.pending[rid] = held
         self.pending_total += held.amount
-        self.next_expiry = min(self.next_expiry, held.expires_at)
+        if held.expires_at < self.next_expiry:
+            self.next_expiry = held.expires_at
 
     def release(self, rid: str) -> Pending | None:
         held = self.pending.pop(rid, None)
@@ -101,10 +104,7 @@ class LineState:
                 self.pending = {}  # per end user's counter, for a million of them)
         return held
 
-    def charge(self, line: Line, bucket: int, amount: int, now: float) -> None:
-        """Usage lands in its reservation's bucket while that still counts, else in now's."""
-        if bucket < line.window.oldest(now):
-            bucket = line.window.bucket(now)
+    def charge(self, bucket: int, amount: int) -> None:
         self.buckets[bucket] = self.buckets.get(bucket, 0) + amount
         self.settled_total += amount
 
@@ -143,6 +143,23 @@ def _pair(value: object, where: str) -> tuple[object, object]:
     return values[0], values[1]
 
 
+class _Instant:
+    """One call's time, with each window's current and oldest bucket at it worked out once:
+    a request's lines share two or three windows."""
+
+    __slots__ = ("_buckets", "now")
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+        self._buckets: dict[int, tuple[int, int]] = {}  # by id: the windows outlive the call
+
+    def buckets(self, window: Window) -> tuple[int, int]:
+        found = self._buckets.get(id(window))
+        if found is None:
+            found = self._buckets[id(window)] = window.buckets(self.now)
+        return found
+
+
 COUNTERS_MAX = 2_000_000  # LimitSettings.budget_counters_max's default
 
 
@@ -166,23 +183,23 @@ class MemoryStore:
         self._idle = Idle(counters_max)  # drops counters that hold nothing; bounds their number
         self._end_users = EndUserDays(end_users_max)  # per tenant, day and end user
 
-    def _state(self, line: Line, now: float) -> LineState:
+    def _state(self, line: Line, at: _Instant) -> LineState:
         state = self._lines.get(line.key)
         if state is None:
             state = self._lines[line.key] = LineState()
         if state.window is None:  # new (or restored without its window): watched from now on
             state.window = line.window
-            self._idle.watch(line.key, now)
-        state.purge(line, now)
+            self._idle.watch(line.key, at.now)
+        state.purge(at.buckets(line.window)[1], at.now)
         return state
 
-    def _current(self, line: Line, now: float) -> LineState:
+    def _current(self, line: Line, at: _Instant) -> LineState:
         """A line's state to read: a counter that does not exist reads as empty, and a read
         never makes one (a status page must not fill the store)."""
         state = self._lines.get(line.key)
         if state is None:
             return LineState()
-        state.purge(line, now)
+        state.purge(at.buckets(line.window)[1], at.now)
         return state
 
     async def reserve(
@@ -195,7 +212,8 @@ class MemoryStore:
         new = sum(line.key not in self._lines for line in lines)
         if new:
             self._idle.make_room(self._lines, new, now)  # else StoreFull
-        states = [self._state(line, now) for line in lines]
+        at = _Instant(now)
+        states = [self._state(line, at) for line in lines]
         used = tuple(s.used() for s in states)
         failed = tuple(
             i for i, line in enumerate(lines) if line.enforce and used[i] + line.amount > line.limit
@@ -208,7 +226,7 @@ class MemoryStore:
                                  fits_at(lines_failed, now, ending_now=True))
         expected_at = now + min(ttl_s, ttl_s if expected_s is None else expected_s)
         for line, state in zip(lines, states, strict=True):
-            state.hold(rid, Pending(line.amount, line.window.bucket(now), now + ttl_s,
+            state.hold(rid, Pending(line.amount, at.buckets(line.window)[0], now + ttl_s,
                                     expected_at))
         return ReserveResult(True, used)
 
@@ -220,11 +238,12 @@ class MemoryStore:
         self._settled[rid] = None
         if len(self._settled) > _SETTLED_KEPT:
             self._settled.popitem(last=False)
+        at = _Instant(now)
         for line in lines:
-            state = self._state(line, now)
+            state = self._state(line, at)
             state.release(rid)
             # counted from when it settles (billed), never from its earlier reservation bucket
-            state.charge(line, line.window.bucket(now), line.amount, now)
+            state.charge(at.buckets(line.window)[0], line.amount)
         if lines:
             self.freed.wake(tenant)
         if usage is not None:
@@ -232,10 +251,12 @@ class MemoryStore:
         return True
 
     async def peek(self, lines: Sequence[Line], now: float) -> list[int]:
-        return [self._current(line, now).used() for line in lines]
+        at = _Instant(now)
+        return [self._current(line, at).used() for line in lines]
 
     async def peek_use(self, lines: Sequence[Line], now: float) -> list[LineUse]:
-        return [self._current(line, now).use() for line in lines]
+        at = _Instant(now)
+        return [self._current(line, at).use() for line in lines]
 
     async def mark_once(self, key: str, until: float, now: float) -> bool:
         if self._marks.get(key, 0.0) > now:
