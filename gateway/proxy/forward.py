@@ -113,6 +113,7 @@ class Forwarder:
                 headers=self._request_headers(request, target, headers),
                 timeout=timeout,
             ) as resp:
+                del data  # sent: else a stream would hold a copy of its body to its end
                 if target.stream and resp.status == 200 and _is_sse(resp):
                     await self._stream(request, target, resp, headers, hide_usage, exchange)
                 else:
