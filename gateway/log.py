@@ -172,7 +172,7 @@ class JsonHandler(logging.StreamHandler[TextIO]):
                 self._write([text])
             else:
                 self._turn, self._turn_loop = [text], loop
-                loop.call_soon(self._end_turn)
+                loop.call_soon(self.flush)  # at the turn's end
         finally:
             self.release()
 
@@ -181,13 +181,6 @@ class JsonHandler(logging.StreamHandler[TextIO]):
         try:
             self._write_turn()
             super().flush()
-        finally:
-            self.release()
-
-    def _end_turn(self) -> None:
-        self.acquire()
-        try:
-            self._write_turn()
         finally:
             self.release()
 
