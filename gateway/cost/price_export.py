@@ -27,18 +27,15 @@ import orjson
 from genai_prices import data as genai_data
 from genai_prices import types as genai
 
+from gateway.cost.price_data import JSON, SOURCE
 from gateway.cost.pricing import DEFAULT_TIER, Item
 
 PROVIDER = "openai"
-
-JSON = dict[str, Any]
 
 
 def export(today: dt.date) -> JSON:
     """The OpenAI models' prices as of ``today`` (UTC midnight), in genai-prices' order: the
     first model whose clause matches a name prices it."""
-    from gateway.cost.price_data import SOURCE  # imports nothing of genai-prices
-
     when = dt.datetime.combine(today, dt.time(), dt.UTC)
     models = next(p for p in genai_data.providers if p.id == PROVIDER).models
     return {
