@@ -4,7 +4,8 @@ Run from the repository root: ``python -m bench.profile [--store memory|redis] [
 Starts nginx (the bench's fixed upstream), a redis-server if asked, and the gateway pinned to
 CPU 0; drives 16 wrk connections for ``seconds`` while ``py-spy record`` samples the gateway;
 prints the functions with the most samples (own time, then with callees) and leaves the raw
-profile (speedscope JSON) in the printed directory.
+profile (speedscope JSON) at the printed path. Its working directory (nginx, the gateway's log,
+tens of MB a run) is removed at the end.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import collections
 import contextlib
 import os
+import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -45,6 +47,7 @@ def main() -> None:
     py_spy = require("py-spy", "pip install py-spy")
     tmp = Path(tempfile.mkdtemp(prefix="gateway-profile-"))
     with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, tmp, ignore_errors=True)
         upstream = stack.enter_context(nginx(tmp))
         store = "memory://"
         if args.store == "redis":
@@ -74,7 +77,9 @@ def main() -> None:
               f"(steadier than req/s on a busy machine)")
         if args.no_profile:
             return
-        out = tmp / "profile.json"
+        handle, name = tempfile.mkstemp(prefix="gateway-profile-", suffix=".json")
+        os.close(handle)
+        out = Path(name)
         spy = subprocess.Popen([py_spy, "record", "--pid", str(gateway.pid), "--format",
                                 "speedscope", "--rate", "500", "--output", str(out),
                                 "--nonblocking"], stdout=subprocess.DEVNULL)
