@@ -48,6 +48,7 @@ class LiveConfig(Generic[T]):
         self._current = initial
         self._seen = file_stamp(path)  # the version of the file last loaded (or tried)
         self._reloading: set[asyncio.Future[bool]] = set()
+        self._one_at_a_time = asyncio.Lock()
         self.on_change: Callable[[T, T], None] | None = None  # (old, new) after each swap
         # (old, new) after on_change, awaited by reload_checked (what the watcher and SIGHUP
         # run): work that needs the store, such as auditing what the reload changed
@@ -64,26 +65,35 @@ class LiveConfig(Generic[T]):
         nor ``after_change`` runs: for callers without an event loop (tests)."""
         self._seen = file_stamp(self.path)  # before reading: a later write is seen as a change
         try:
-            runtime = self._build(load_settings(self.path))
+            runtime = self._load()
         except ConfigErrors as exc:
             return self._refused(exc)
         return self._swap(runtime)
 
     async def reload_checked(self) -> bool:
-        """``reload``, with ``check`` run on the new configuration before it is swapped in."""
-        self._seen = file_stamp(self.path)
-        try:
-            runtime = self._build(load_settings(self.path))
-            problems = [] if self.check is None else await self.check(runtime)
-            if problems:
-                raise ConfigErrors(problems)
-        except ConfigErrors as exc:
-            return self._refused(exc)
-        old = self._current
-        self._swap(runtime)
-        if self.after_change is not None:
-            await self.after_change(old, runtime)
-        return True
+        """``reload``, with ``check`` run on the new configuration before it is swapped in.
+
+        The file is read and built on a worker thread: a build can take a while (the first on
+        a new day works out that day's prices in a child process, ~0.4 s), and requests in
+        flight go on meanwhile. Reloads take turns (the watcher's and SIGHUP's), so one that
+        read the file earlier never swaps in over one that read it later."""
+        async with self._one_at_a_time:
+            self._seen = file_stamp(self.path)
+            try:
+                runtime = await asyncio.to_thread(self._load)
+                problems = [] if self.check is None else await self.check(runtime)
+                if problems:
+                    raise ConfigErrors(problems)
+            except ConfigErrors as exc:
+                return self._refused(exc)
+            old = self._current
+            self._swap(runtime)
+            if self.after_change is not None:
+                await self.after_change(old, runtime)
+            return True
+
+    def _load(self) -> T:
+        return self._build(load_settings(self.path))
 
     def _refused(self, exc: ConfigErrors) -> bool:
         self.reload_failures += 1

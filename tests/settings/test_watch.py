@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -104,6 +105,27 @@ async def test_sighup_reloads(path: Path) -> None:
         assert live.current == "127.0.0.1:7777"
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
+
+
+async def test_a_reload_builds_off_the_event_loop(path: Path) -> None:
+    """A build may take a while (the first on a new day works out its prices in a child
+    process): the event loop serves requests meanwhile."""
+    served = threading.Event()
+
+    def build(settings: Settings) -> str:
+        if settings.listen == "127.0.0.1:9090":
+            assert served.wait(5), "the event loop stood still while the new config was built"
+        return settings.listen
+
+    live = load_live(path, build)
+    path.write_text(config_text("127.0.0.1:9090"))
+
+    async def serve() -> None:
+        await asyncio.sleep(0)  # the reload has started
+        served.set()
+
+    reloaded, _ = await asyncio.gather(live.reload_checked(), serve())
+    assert reloaded and live.current == "127.0.0.1:9090"
 
 
 def test_reload_keeps_the_old_value_on_error(path: Path) -> None:
